@@ -1,0 +1,354 @@
+#include "ring.hpp"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+namespace shmcast::detail {
+
+void (*ring_write_hook)(RingWritePoint) = nullptr;
+
+namespace {
+
+constexpr std::uint32_t kPaddingFlag = 0x8000'0000U;
+constexpr std::uint32_t kWriterMask = 0x7fff'ffffU;
+
+constexpr std::uint64_t align_record(std::uint64_t n) noexcept {
+  return (n + kRecordAlign - 1) & ~std::uint64_t{kRecordAlign - 1};
+}
+
+constexpr bool valid_capacity(std::uint64_t c) noexcept {
+  return c >= kRingMinCapacity && c <= kRingMaxCapacity && (c & (c - 1)) == 0;
+}
+
+constexpr std::uint64_t header_word(std::uint32_t meta, std::int32_t length) noexcept {
+  return (std::uint64_t{meta} << 32) | static_cast<std::uint32_t>(length);
+}
+
+std::atomic<std::uint64_t>* header_at(std::byte* data, std::size_t index) noexcept {
+  return std::launder(reinterpret_cast<std::atomic<std::uint64_t>*>(data + index));
+}
+
+RingLayout* layout_of(void* memory) noexcept { return static_cast<RingLayout*>(memory); }
+
+std::byte* data_of(void* memory) noexcept {
+  return static_cast<std::byte*>(memory) + sizeof(RingLayout);
+}
+
+bool pid_alive(std::uint32_t id, void* /*context*/) {
+  if (id == 0) return true;  // unknown writer: only the stall limit applies
+  if (kill(static_cast<pid_t>(id), 0) != 0 && errno != EPERM) return false;
+  // A zombie still answers kill(); its state in /proc says it is gone.
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(id) + "/stat").c_str(), "r");
+  if (f == nullptr) return true;
+  char buf[512];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* paren = std::strrchr(buf, ')');  // the command name may hold spaces and parens
+  return paren == nullptr || paren[1] == '\0' || (paren[2] != 'Z' && paren[2] != 'X');
+}
+
+std::uint64_t checked(const void* memory, std::size_t bytes, const char* side) {
+  const std::size_t capacity = ring_checked_capacity(memory, bytes);
+  if (capacity == 0) {
+    throw std::invalid_argument(std::string("ring ") + side +
+                                ": the ring's recorded capacity is invalid or larger than its memory");
+  }
+  return capacity;
+}
+
+inline void hook(RingWritePoint point) noexcept {
+  if (ring_write_hook != nullptr) [[unlikely]] ring_write_hook(point);
+}
+
+}  // namespace
+
+void ring_init(void* memory, std::size_t capacity) {
+  if (!valid_capacity(capacity)) {
+    throw std::invalid_argument("ring capacity must be a power of two between 256 bytes and 2 GiB, not " +
+                                std::to_string(capacity));
+  }
+  auto* layout = new (memory) RingLayout{};
+  layout->capacity = capacity;
+}
+
+std::size_t ring_checked_capacity(const void* memory, std::size_t bytes) noexcept {
+  if (memory == nullptr || bytes < sizeof(RingLayout)) return 0;
+  const std::uint64_t capacity = static_cast<const RingLayout*>(memory)->capacity;
+  if (!valid_capacity(capacity) || capacity > bytes - sizeof(RingLayout)) return 0;
+  return static_cast<std::size_t>(capacity);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producer
+
+RingProducer::RingProducer(void* memory, std::size_t bytes)
+    : layout_(layout_of(memory)), data_(data_of(memory)), capacity_(checked(memory, bytes, "producer")) {}
+
+std::uint64_t RingProducer::used() const noexcept {
+  const std::uint64_t head = layout_->head.load(std::memory_order_acquire);
+  const std::uint64_t tail = layout_->tail.load(std::memory_order_acquire);
+  return tail >= head ? std::min(tail - head, capacity_) : 0;
+}
+
+WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> parts,
+                                    std::uint32_t writer) noexcept {
+  std::size_t length = 0;
+  for (const auto& part : parts) length += part.size();
+  if (length > ring_max_payload(capacity_)) return WriteStatus::too_big;
+  writer &= kWriterMask;
+  hook(RingWritePoint::before_claim);
+
+  const std::uint64_t total = kRecordHeader + length;
+  const std::uint64_t aligned = align_record(total);
+  std::uint64_t tail = layout_->tail.load(std::memory_order_relaxed);
+  std::uint64_t head = layout_->head_cache.load(std::memory_order_acquire);
+  std::uint64_t index = 0;
+  std::uint64_t need = 0;
+  for (int stale = 0;;) {
+    index = tail & (capacity_ - 1);
+    const std::uint64_t to_end = capacity_ - index;
+    // A record never wraps: if it does not fit before the end, pad to the end and start at 0.
+    need = aligned <= to_end ? aligned : to_end + aligned;
+    if (head > tail || tail - head + need > capacity_) {
+      head = layout_->head.load(std::memory_order_acquire);
+      if (head > tail) {
+        // Our tail is older than the head just read; only a corrupt ring keeps this up.
+        if (++stale > 64) {
+          layout_->dropped.fetch_add(1, std::memory_order_relaxed);
+          return WriteStatus::full;
+        }
+        tail = layout_->tail.load(std::memory_order_relaxed);
+        continue;
+      }
+      if (tail - head + need > capacity_) {
+        layout_->dropped.fetch_add(1, std::memory_order_relaxed);
+        return WriteStatus::full;
+      }
+      layout_->head_cache.store(head, std::memory_order_release);
+    }
+    if (layout_->tail.compare_exchange_weak(tail, tail + need, std::memory_order_relaxed,
+                                            std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  hook(RingWritePoint::after_claim);
+
+  if (need != aligned) {
+    const std::uint64_t pad = capacity_ - index;
+    header_at(data_, index)
+        ->store(header_word(kPaddingFlag | writer, static_cast<std::int32_t>(pad)),
+                std::memory_order_release);
+    index = 0;
+  }
+  auto* header = header_at(data_, index);
+  const auto signed_total = static_cast<std::int32_t>(total);
+  header->store(header_word(writer, -signed_total), std::memory_order_release);
+  hook(RingWritePoint::after_header);
+
+  std::byte* out = data_ + index + kRecordHeader;
+  if (ring_write_hook == nullptr) [[likely]] {
+    for (const auto& part : parts) {
+      if (!part.empty()) std::memcpy(out, part.data(), part.size());
+      out += part.size();
+    }
+  } else {
+    // Copy byte runs so the hook can run exactly halfway through the payload.
+    std::size_t before_mid = length / 2;
+    bool mid_done = false;
+    for (const auto& part : parts) {
+      std::size_t done = 0;
+      while (done < part.size()) {
+        if (!mid_done && before_mid == 0) {
+          hook(RingWritePoint::mid_copy);
+          mid_done = true;
+        }
+        const std::size_t n = mid_done ? part.size() - done : std::min(part.size() - done, before_mid);
+        std::memcpy(out, part.data() + done, n);
+        out += n;
+        done += n;
+        if (!mid_done) before_mid -= n;
+      }
+    }
+    if (!mid_done) hook(RingWritePoint::mid_copy);
+  }
+  hook(RingWritePoint::before_commit);
+
+  // Commit. Sequentially consistent, as is the load of `sleeping` after it and the consumer's
+  // pair in wait() (store `sleeping`, load the header): either the consumer sees this record,
+  // or we see that it sleeps.
+  header->store(header_word(writer, signed_total), std::memory_order_seq_cst);
+  if (layout_->sleeping.load(std::memory_order_seq_cst) != 0 &&
+      layout_->sleeping.exchange(0, std::memory_order_relaxed) != 0) {
+    futex_wake(&layout_->sleeping, 1);
+  }
+  return WriteStatus::ok;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer
+
+RingConsumer::RingConsumer(void* memory, std::size_t bytes, StallPolicy policy)
+    : layout_(layout_of(memory)),
+      data_(data_of(memory)),
+      capacity_(checked(memory, bytes, "consumer")),
+      head_(layout_of(memory)->head.load(std::memory_order_acquire)),
+      policy_(policy) {
+  if (policy_.writer_alive == nullptr) policy_.writer_alive = pid_alive;
+  // Align a head inherited from shared memory; a corrupt value is resynchronised on first read.
+  head_ &= ~std::uint64_t{kRecordAlign - 1};
+}
+
+RingConsumer::Next RingConsumer::next_record() noexcept {
+  for (;;) {
+    const std::size_t i = index(head_);
+    const std::uint64_t word = header_at(data_, i)->load(std::memory_order_acquire);
+    const auto length = static_cast<std::int32_t>(static_cast<std::uint32_t>(word));
+    const auto meta = static_cast<std::uint32_t>(word >> 32);
+    // Loaded after the header: a legitimately written header implies a tail past it.
+    const std::uint64_t tail = layout_->tail.load(std::memory_order_acquire);
+    if (tail == head_) {
+      if (policy_.death_count != nullptr) {
+        // Still empty after counting: any claim found stalled later was made after this count,
+        // so its writer's death, if it dies, will show as a change.
+        const std::uint64_t deaths = policy_.death_count(policy_.context);
+        if (layout_->tail.load(std::memory_order_acquire) == head_) quiet_deaths_ = deaths;
+      }
+      return {ReadStatus::empty, false, 0, 0};
+    }
+    if (tail - head_ > capacity_) {  // the tail (or our head) is not where a ring can be
+      skip_to(tail, true);
+      return {ReadStatus::empty, false, 0, 0};
+    }
+    if (length <= 0) {
+      const Next next = stalled(length, meta, tail);
+      if (next.status == ReadStatus::stalled) return next;
+      continue;  // a dead or stuck record was skipped: look at the next one
+    }
+    const std::uint64_t aligned = align_record(static_cast<std::uint64_t>(length));
+    if (static_cast<std::uint64_t>(length) < kRecordHeader || aligned > capacity_ - i ||
+        aligned > tail - head_) {
+      skip_to(tail, true);
+      continue;
+    }
+    stall_pos_ = ~std::uint64_t{0};
+    return {ReadStatus::record, (meta & kPaddingFlag) != 0,
+            static_cast<std::size_t>(length) - kRecordHeader, static_cast<std::size_t>(aligned)};
+  }
+}
+
+RingConsumer::Next RingConsumer::stalled(std::int32_t length, std::uint32_t meta,
+                                         std::uint64_t tail) noexcept {
+  const Next wait{ReadStatus::stalled, false, 0, 0};
+  const Next skipped{ReadStatus::record, false, 0, 0};
+  const auto now = std::chrono::steady_clock::now();
+  if (stall_pos_ != head_) {
+    stall_pos_ = head_;
+    stall_since_ = now;
+    return wait;
+  }
+  const auto waited = now - stall_since_;
+  const std::size_t i = index(head_);
+
+  if (length < 0) {
+    const std::uint64_t aligned = align_record(static_cast<std::uint64_t>(-std::int64_t{length}));
+    if (aligned < kRecordHeader || aligned > capacity_ - i || aligned > tail - head_) {
+      skip_to(tail, true);
+      return skipped;
+    }
+    const bool give_up =
+        waited >= policy_.stall_limit ||
+        (waited >= policy_.dead_writer_grace &&
+         !policy_.writer_alive(meta & kWriterMask, policy_.context));
+    if (!give_up) return wait;
+    ++skipped_;
+    layout_->skipped.store(skipped_, std::memory_order_relaxed);
+    consume(static_cast<std::size_t>(aligned));
+    return skipped;
+  }
+
+  // Claimed but no header: the writer stopped between its claim and its first store. What it
+  // claimed is still zero (we zero what we consume), so the next non-zero word up to the tail
+  // is the header of the record after it.
+  const bool someone_died = policy_.death_count != nullptr && waited >= policy_.unwritten_grace &&
+                           policy_.death_count(policy_.context) != quiet_deaths_;
+  if (!someone_died && waited < policy_.unwritten_limit) return wait;
+  std::uint64_t pos = head_ + kRecordAlign;
+  while (pos < tail && header_at(data_, index(pos))->load(std::memory_order_acquire) == 0) {
+    pos += kRecordAlign;
+  }
+  ++skipped_;
+  layout_->skipped.store(skipped_, std::memory_order_relaxed);
+  skip_to(pos, false);
+  return skipped;
+}
+
+void RingConsumer::consume(std::size_t aligned) noexcept {
+  const std::size_t i = index(head_);
+  // Zero what was read, so producers always claim zeroed space (see stalled()).
+  if (aligned > kRecordHeader) std::memset(data_ + i + kRecordHeader, 0, aligned - kRecordHeader);
+  header_at(data_, i)->store(0, std::memory_order_relaxed);
+  head_ += aligned;
+  layout_->head.store(head_, std::memory_order_release);
+}
+
+void RingConsumer::skip_to(std::uint64_t pos, bool corrupt) noexcept {
+  if (corrupt) {
+    ++corrupt_;
+    layout_->corrupt.store(corrupt_, std::memory_order_relaxed);
+  }
+  // Zero the skipped span (at most the whole ring) to restore the all-zero invariant.
+  const std::uint64_t span = std::min<std::uint64_t>(pos - head_, capacity_);
+  for (std::uint64_t done = 0; done < span;) {
+    const std::size_t i = index(head_ + done);
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(span - done, capacity_ - i));
+    std::memset(data_ + i, 0, n);
+    done += n;
+  }
+  head_ = pos & ~std::uint64_t{kRecordAlign - 1};
+  stall_pos_ = ~std::uint64_t{0};
+  layout_->head.store(head_, std::memory_order_release);
+}
+
+bool RingConsumer::ready() const noexcept {
+  const std::uint64_t word = header_at(data_, index(head_))->load(std::memory_order_seq_cst);
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(word)) > 0 &&
+         layout_->tail.load(std::memory_order_acquire) != head_;
+}
+
+bool RingConsumer::wait(std::chrono::nanoseconds timeout, std::uint32_t spins) noexcept {
+  for (std::uint32_t n = 0; n < spins; ++n) {
+    if (ready()) return true;
+    cpu_relax();
+  }
+  const bool forever = timeout.count() < 0;
+  const auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
+  for (;;) {
+    // Sequentially consistent, paired with the producer's commit (see RingProducer::try_write).
+    layout_->sleeping.store(1, std::memory_order_seq_cst);
+    if (ready()) {
+      layout_->sleeping.store(0, std::memory_order_relaxed);
+      return true;
+    }
+    const bool in_flight = layout_->tail.load(std::memory_order_acquire) != head_;
+    auto remaining = forever ? std::chrono::nanoseconds(-1) : deadline - std::chrono::steady_clock::now();
+    if (!forever && remaining <= std::chrono::nanoseconds(0)) {
+      layout_->sleeping.store(0, std::memory_order_relaxed);
+      return false;
+    }
+    // A record in flight may belong to a writer that died: wake up soon to let try_read see.
+    const auto nap = std::chrono::milliseconds(1);
+    if (in_flight && (forever || remaining > nap)) remaining = nap;
+    futex_wait(&layout_->sleeping, 1, remaining);
+    layout_->sleeping.store(0, std::memory_order_relaxed);
+    if (ready() || in_flight) return true;
+  }
+}
+
+}  // namespace shmcast::detail

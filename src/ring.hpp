@@ -1,0 +1,232 @@
+// A multi-producer / single-consumer ring of variable-length records in shared memory.
+//
+// Producers claim space with one CAS on the tail, write a header with a negative length and
+// their writer id, copy the record, then release-store the positive length. The consumer reads
+// committed records in order, zeroes what it consumed and advances the head. A full ring makes
+// the producer fail (and count a drop); it never waits and never overwrites unread records.
+// The consumer may sleep on a futex; a producer wakes it only if it announced that it sleeps.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+
+#include "futex.hpp"
+
+namespace shmcast::detail {
+
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::size_t kRecordAlign = 8;
+inline constexpr std::size_t kRecordHeader = 8;
+
+//  Ring layout (each independently written atomic on its own cache line, so producers and the
+//  consumer do not invalidate each other's lines: false sharing would cost every record):
+//
+//   0   +--------------------------------+  config, written once before the segment is published
+//       | capacity (u64) | reserved      |
+//   64  +--------------------------------+
+//       | tail (u64)         producers   |  CAS to claim
+//   128 +--------------------------------+
+//       | head_cache (u64)   producers   |  last head a producer saw, spares the consumer's line
+//   192 +--------------------------------+
+//       | head (u64)         consumer    |  release-stored after the consumed bytes are zeroed
+//   256 +--------------------------------+
+//       | sleeping (u32)     futex word  |  1: the consumer announced it sleeps
+//   320 +--------------------------------+
+//       | dropped (u64)      producers   |  records refused because the ring was full
+//   384 +--------------------------------+
+//       | read, skipped, corrupt (u64)   |  consumer's counters
+//   448 +--------------------------------+
+//       | data[capacity]                 |  records, 8-byte aligned
+//
+//  Record: header word (u64) = writer/flags (high 32 bits) | length (low 32 bits, signed),
+//  then the payload. Length counts header + payload; negative while the writer copies.
+//  A record never wraps: a padding record fills the end of the data area instead.
+struct RingLayout {
+  std::uint64_t capacity;
+  std::uint8_t reserved0[kCacheLine - 8];
+  alignas(kCacheLine) std::atomic<std::uint64_t> tail;
+  alignas(kCacheLine) std::atomic<std::uint64_t> head_cache;
+  alignas(kCacheLine) std::atomic<std::uint64_t> head;
+  alignas(kCacheLine) std::atomic<std::uint32_t> sleeping;
+  alignas(kCacheLine) std::atomic<std::uint64_t> dropped;
+  alignas(kCacheLine) std::atomic<std::uint64_t> read;
+  std::atomic<std::uint64_t> skipped;
+  std::atomic<std::uint64_t> corrupt;
+};
+
+static_assert(sizeof(RingLayout) == 448);
+static_assert(offsetof(RingLayout, capacity) == 0);
+static_assert(offsetof(RingLayout, tail) == 64);
+static_assert(offsetof(RingLayout, head_cache) == 128);
+static_assert(offsetof(RingLayout, head) == 192);
+static_assert(offsetof(RingLayout, sleeping) == 256);
+static_assert(offsetof(RingLayout, dropped) == 320);
+static_assert(offsetof(RingLayout, read) == 384);
+static_assert(offsetof(RingLayout, skipped) == 392);
+static_assert(offsetof(RingLayout, corrupt) == 400);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+inline constexpr std::size_t kRingMinCapacity = 256;
+inline constexpr std::size_t kRingMaxCapacity = std::size_t{1} << 31;
+
+/// Bytes a ring of `capacity` data bytes needs (layout + data).
+[[nodiscard]] constexpr std::size_t ring_bytes(std::size_t capacity) noexcept {
+  return sizeof(RingLayout) + capacity;
+}
+
+/// Largest payload a ring of `capacity` can take: a record of half the ring always fits once
+/// the ring is empty, wherever the tail stands.
+[[nodiscard]] constexpr std::size_t ring_max_payload(std::size_t capacity) noexcept {
+  return capacity / 2 - kRecordHeader;
+}
+
+/// Initialises a ring in zeroed memory of at least ring_bytes(capacity) bytes. `capacity` must
+/// be a power of two in [kRingMinCapacity, kRingMaxCapacity].
+void ring_init(void* memory, std::size_t capacity);
+
+/// Checks a ring found in shared memory and returns its capacity, or 0 if the recorded
+/// capacity is not a power of two in range or does not fit in `bytes`.
+[[nodiscard]] std::size_t ring_checked_capacity(const void* memory, std::size_t bytes) noexcept;
+
+/// Points inside a write where a test may stop the writer (fault injection).
+enum class RingWritePoint { before_claim, after_claim, after_header, mid_copy, before_commit };
+
+/// Called at each RingWritePoint when set; null (no cost beyond a load and a branch) otherwise.
+/// Set it before starting writers; tests use it to kill or stop a writer at an exact point.
+extern void (*ring_write_hook)(RingWritePoint);
+
+enum class WriteStatus { ok, full, too_big };
+
+/// The producer side. Any number of producers, in any processes, may write to one ring at
+/// once; each RingProducer object is used by one thread at a time. It keeps its own copy of
+/// the capacity, so a corrupted layout cannot make it write outside the ring.
+class RingProducer {
+ public:
+  RingProducer() = default;
+  /// `memory` is a ring (ring_init) of `bytes` bytes; throws std::invalid_argument if its
+  /// layout is not valid.
+  RingProducer(void* memory, std::size_t bytes);
+
+  /// Writes one record made of `parts` laid end to end, tagged with `writer` (1..2^31-1; 0 if
+  /// unknown) so the consumer can skip it if the writer dies mid-write. Never blocks, never
+  /// makes a system call unless the consumer sleeps. full: counted in dropped().
+  WriteStatus try_write(std::span<const std::span<const std::byte>> parts,
+                        std::uint32_t writer) noexcept;
+  WriteStatus try_write(std::span<const std::byte> payload, std::uint32_t writer) noexcept {
+    return try_write(std::span<const std::span<const std::byte>>(&payload, 1), writer);
+  }
+
+  [[nodiscard]] std::size_t max_payload() const noexcept { return ring_max_payload(capacity_); }
+  [[nodiscard]] std::uint64_t dropped() const noexcept {
+    return layout_->dropped.load(std::memory_order_relaxed);
+  }
+  /// Bytes claimed but not yet consumed (approximate while others write).
+  [[nodiscard]] std::uint64_t used() const noexcept;
+
+ private:
+  RingLayout* layout_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+};
+
+/// How the consumer treats a record whose writer stopped before committing it.
+struct StallPolicy {
+  /// A record in progress whose writer is dead is skipped after this long.
+  std::chrono::nanoseconds dead_writer_grace = std::chrono::milliseconds(1);
+  /// A record in progress whose writer is alive (or unknown) is skipped after this long.
+  std::chrono::nanoseconds stall_limit = std::chrono::milliseconds(500);
+  /// A record claimed but never given a header (its writer stopped between two instructions,
+  /// so who it was is unknown) is skipped after unwritten_grace if a writer died since the
+  /// ring was last seen empty (death_count grew), and after unwritten_limit in any case. A live writer that is
+  /// merely descheduled there must not lose its record, hence no short timeout alone.
+  std::chrono::nanoseconds unwritten_grace = std::chrono::milliseconds(5);
+  std::chrono::nanoseconds unwritten_limit = std::chrono::seconds(2);
+  /// Is writer `id` alive? Null: the writer id is a pid, checked with kill(pid, 0) and /proc.
+  bool (*writer_alive)(std::uint32_t id, void* context) = nullptr;
+  /// How many writers have died so far (for example the coordinator's count of reaped
+  /// clients). Null: deaths are never seen and only unwritten_limit applies.
+  std::uint64_t (*death_count)(void* context) = nullptr;
+  void* context = nullptr;
+};
+
+enum class ReadStatus { record, empty, stalled };
+
+/// The consumer side: exactly one per ring, used by one thread at a time. Every header is
+/// checked against its own copy of the capacity and the tail before use; a corrupt ring is
+/// resynchronised to the tail (records lost, counted in corrupt()), never read out of bounds.
+class RingConsumer {
+ public:
+  RingConsumer() = default;
+  /// As RingProducer's constructor.
+  RingConsumer(void* memory, std::size_t bytes, StallPolicy policy = {});
+
+  /// Reads at most one record: calls `on_record(std::span<const std::byte>)`, then consumes it.
+  /// The span is valid only during the call. Returns empty if nothing is committed yet,
+  /// stalled if a writer is still copying the next record.
+  template <class F>
+  ReadStatus try_read(F&& on_record) {
+    for (;;) {
+      const Next next = next_record();
+      if (next.status != ReadStatus::record) return next.status;
+      if (next.padding) {
+        consume(next.aligned);
+        continue;
+      }
+      on_record(std::span<const std::byte>(data_ + index(head_) + kRecordHeader, next.payload));
+      consume(next.aligned);
+      ++read_count_;
+      layout_->read.store(read_count_, std::memory_order_relaxed);
+      return ReadStatus::record;
+    }
+  }
+
+  /// Waits until a record may be readable: spins `spins` times, then announces it sleeps and
+  /// waits on the futex, at most `timeout` (negative: no limit). Returns true if a record is
+  /// committed at the head (or a stalled record needs handling), false on timeout.
+  bool wait(std::chrono::nanoseconds timeout, std::uint32_t spins = 2000) noexcept;
+
+  [[nodiscard]] std::uint64_t dropped() const noexcept {
+    return layout_->dropped.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t read_count() const noexcept { return read_count_; }
+  [[nodiscard]] std::uint64_t skipped() const noexcept { return skipped_; }
+  [[nodiscard]] std::uint64_t corrupt() const noexcept { return corrupt_; }
+  [[nodiscard]] std::size_t max_payload() const noexcept { return ring_max_payload(capacity_); }
+
+ private:
+  struct Next {
+    ReadStatus status;
+    bool padding;
+    std::size_t payload;
+    std::size_t aligned;
+  };
+
+  [[nodiscard]] std::size_t index(std::uint64_t pos) const noexcept {
+    return static_cast<std::size_t>(pos & (capacity_ - 1));
+  }
+  Next next_record() noexcept;
+  Next stalled(std::int32_t length, std::uint32_t meta, std::uint64_t tail) noexcept;
+  void consume(std::size_t aligned) noexcept;
+  void skip_to(std::uint64_t pos, bool corrupt) noexcept;
+  [[nodiscard]] bool ready() const noexcept;
+
+  RingLayout* layout_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t head_ = 0;  // private copy: the shared one is only ever written from here
+  std::uint64_t read_count_ = 0;
+  std::uint64_t skipped_ = 0;
+  std::uint64_t corrupt_ = 0;
+  StallPolicy policy_;
+  std::uint64_t stall_pos_ = ~std::uint64_t{0};
+  std::chrono::steady_clock::time_point stall_since_;
+  // death_count() when the ring was last seen empty; until then unknown, so any count differs
+  // (a claim found at start may be older than every death counted so far).
+  std::uint64_t quiet_deaths_ = ~std::uint64_t{0};
+};
+
+}  // namespace shmcast::detail

@@ -1,0 +1,89 @@
+// Ring under load from producer threads: nothing lost, drops counted exactly (also run under TSan).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+#include "stress/stress_support.hpp"
+
+namespace shmcast {
+namespace {
+
+using detail::ReadStatus;
+using detail::RingConsumer;
+using detail::RingProducer;
+using detail::RingWritePoint;
+using detail::WriteStatus;
+using test::bytes_of;
+using test::drain;
+using test::kProducers;
+using test::StressRecord;
+using test::stress_check;
+using test::Tally;
+
+TEST(RingStressThreads, FourProducersMillionEachNothingLost) {
+  constexpr std::uint64_t kEach = 1'000'000;
+  // 32 bytes a record: the whole run fits, so the ring never fills.
+  test::HeapRing ring(std::size_t{1} << 27);
+  RingConsumer consumer(ring.memory(), ring.bytes());
+  std::atomic<std::uint64_t> not_ok{0};
+  std::vector<std::thread> producers;
+  for (std::uint32_t p = 1; p <= kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      RingProducer producer(ring.memory(), ring.bytes());
+      for (std::uint64_t s = 0; s < kEach; ++s) {
+        const StressRecord r{p, 0, s, stress_check(p, s)};
+        if (producer.try_write(bytes_of(r), p) != WriteStatus::ok) not_ok.fetch_add(1);
+      }
+    });
+  }
+  Tally tally;
+  drain(consumer, tally, kProducers * kEach, std::chrono::seconds(240));
+  for (auto& t : producers) t.join();
+  EXPECT_EQ(not_ok.load(), 0U);
+  EXPECT_EQ(consumer.dropped(), 0U);
+  EXPECT_EQ(tally.bad, 0U);
+  for (int p = 1; p <= kProducers; ++p) EXPECT_EQ(tally.received[p], kEach) << "producer " << p;
+  EXPECT_EQ(consumer.skipped() + consumer.corrupt(), 0U);
+}
+
+TEST(RingStressThreads, SmallRingDropsAreCountedExactly) {
+  constexpr std::uint64_t kEach = 200'000;
+  test::HeapRing ring(4096);
+  RingConsumer consumer(ring.memory(), ring.bytes());
+  std::array<std::atomic<std::uint64_t>, kProducers + 1> ok{};
+  std::array<std::atomic<std::uint64_t>, kProducers + 1> full{};
+  std::atomic<int> running{kProducers};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> producers;
+  for (std::uint32_t p = 1; p <= kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      RingProducer producer(ring.memory(), ring.bytes());
+      for (std::uint64_t s = 0; s < kEach; ++s) {
+        const StressRecord r{p, 0, s, stress_check(p, s)};
+        (producer.try_write(bytes_of(r), p) == WriteStatus::ok ? ok[p] : full[p]).fetch_add(1);
+      }
+      if (running.fetch_sub(1) == 1) done.store(true);
+    });
+  }
+  Tally tally;
+  tally.gaps_allowed = true;
+  drain(consumer, tally, kProducers * kEach, std::chrono::seconds(240), &done);
+  for (auto& t : producers) t.join();
+  drain(consumer, tally, kProducers * kEach, std::chrono::seconds(1), &done);
+  std::uint64_t all_full = 0;
+  for (int p = 1; p <= kProducers; ++p) {
+    EXPECT_EQ(tally.received[p], ok[p].load()) << "producer " << p;
+    EXPECT_EQ(tally.received[p] + full[p].load(), kEach) << "producer " << p;
+    all_full += full[p].load();
+  }
+  EXPECT_EQ(consumer.dropped(), all_full);
+  EXPECT_GT(all_full, 0U) << "the ring was meant to fill";
+  EXPECT_EQ(tally.bad, 0U);
+}
+
+}  // namespace
+}  // namespace shmcast

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test: the normal build, the same suite under ASan+UBSan, and the thread-based
+# stress tests under TSan. Each build has its own folder: build/, build-asan/, build-tsan/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/deps.sh
+
+jobs=$(nproc)
+configure_and_build() {  # folder, extra cmake arguments...
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja -DSHMCAST_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+}
+
+echo "== build and test (Release)"
+configure_and_build build -DCMAKE_BUILD_TYPE=Release
+ctest --test-dir build -j "$jobs" --output-on-failure
+
+echo "== ASan + UBSan"
+configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DSHMCAST_SANITIZE=address,undefined \
+  -DSHMCAST_BUILD_BENCH=OFF -DSHMCAST_BUILD_EXAMPLES=OFF
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan -j "$jobs" --output-on-failure
+
+echo "== TSan (thread-based stress tests)"
+configure_and_build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMCAST_SANITIZE=thread \
+  -DSHMCAST_BUILD_BENCH=OFF -DSHMCAST_BUILD_EXAMPLES=OFF
+# TSan's shadow memory needs the address layout it expects: run without ASLR.
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  setarch "$(uname -m)" -R ctest --test-dir build-tsan -j "$jobs" --output-on-failure -L tsan
+
+echo "== all test runs passed"
