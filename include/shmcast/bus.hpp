@@ -1,0 +1,85 @@
+// A connection to a bus: publish, inspect, and make subscribers.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shmcast/error.hpp"
+#include "shmcast/limits.hpp"
+#include "shmcast/stats.hpp"
+
+namespace shmcast {
+
+namespace detail {
+class BusState;
+}
+class Subscriber;
+
+/// Options for Bus::connect.
+struct ConnectOptions {
+  /// How long a registry request (subscribe, unsubscribe, attach) waits for the coordinator
+  /// before it fails with Errc::coordinator_gone.
+  std::chrono::milliseconds request_timeout{5000};
+};
+
+/// The bus name a program uses when none is given: $SHMCAST_BUS, else "default".
+[[nodiscard]] std::string default_bus_name();
+
+/// Throws Error(invalid_bus_name) unless `name` matches [A-Za-z0-9_.-]{1,64}.
+void check_bus_name(std::string_view name);
+
+/// A connection to one bus. Cheap to copy (copies share the connection).
+///
+/// Thread safety: every member may be called from any number of threads at once.
+class Bus {
+ public:
+  /// Connects to the bus `name` (empty: default_bus_name()). Throws Error: invalid_bus_name,
+  /// no_coordinator, version_mismatch, permission_denied, bad_segment, too_many_clients,
+  /// coordinator_gone.
+  static Bus connect(std::string_view name = {}, ConnectOptions options = {});
+
+  /// Publishes `payload` on `channel` and returns the number of deliveries (Redis PUBLISH):
+  /// subscribers of the channel plus, per matching pattern, its subscribers; a subscriber
+  /// whose ring is full is skipped and not counted. Never blocks, never calls the
+  /// coordinator. Throws Error(channel_too_long / payload_too_large) on a limit.
+  std::size_t publish(std::string_view channel, std::span<const std::byte> payload);
+  std::size_t publish(std::string_view channel, std::string_view payload) {
+    return publish(channel, std::as_bytes(std::span<const char>(payload.data(), payload.size())));
+  }
+
+  /// Creates a subscriber: a client with its own ring. See Subscriber.
+  [[nodiscard]] Subscriber subscriber();
+
+  /// PUBSUB CHANNELS [pattern]: channels with at least one subscriber (matching `pattern` if
+  /// given), in no particular order.
+  [[nodiscard]] std::vector<std::string> channels() const;
+  [[nodiscard]] std::vector<std::string> channels(std::string_view pattern) const;
+  /// PUBSUB NUMSUB: subscriber counts, in argument order (pattern subscribers not counted).
+  [[nodiscard]] std::vector<std::pair<std::string, std::size_t>> numsub(
+      std::span<const std::string> channels) const;
+  /// PUBSUB NUMPAT: distinct patterns with at least one subscriber.
+  [[nodiscard]] std::size_t numpat() const;
+
+  /// A snapshot of the whole bus for inspection.
+  [[nodiscard]] BusStats stats() const;
+  [[nodiscard]] const Limits& limits() const noexcept;
+  [[nodiscard]] const std::string& name() const noexcept;
+  /// True while the coordinator process is alive.
+  [[nodiscard]] bool coordinator_alive() const;
+
+ private:
+  explicit Bus(std::shared_ptr<detail::BusState> state) : state_(std::move(state)) {}
+  std::shared_ptr<detail::BusState> state_;
+};
+
+/// Reads a bus's state without attaching as a client (for inspection tools). Same errors as
+/// Bus::connect but never too_many_clients.
+[[nodiscard]] BusStats inspect(std::string_view bus_name);
+
+}  // namespace shmcast

@@ -1,0 +1,38 @@
+// One frame of a subscriber's stream.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace shmcast {
+
+/// What a frame is. `message` and `pmessage` carry a publish; the four confirmation kinds
+/// answer subscribe / psubscribe / unsubscribe / punsubscribe calls, one per name, in the
+/// stream's order, exactly as Redis sends them.
+enum class Kind : std::uint8_t {
+  message,
+  pmessage,
+  subscribe,
+  psubscribe,
+  unsubscribe,
+  punsubscribe,
+  gap,  ///< `count` messages were dropped here because the ring was full (Redis would disconnect)
+};
+
+/// The Redis name of a kind ("message", "pmessage", "subscribe", ...; "gap" for gap).
+[[nodiscard]] const char* kind_name(Kind kind) noexcept;
+
+/// A frame. For message: channel and payload. For pmessage: pattern, channel and payload.
+/// For confirmations: channel holds the channel or pattern named, `count` the client's
+/// channels + patterns after that step, and `has_name` is false only for an unsubscribe of
+/// nothing (Redis's nil). Payloads are binary-safe.
+struct Message {
+  Kind kind = Kind::message;
+  std::string pattern;
+  std::string channel;
+  std::string payload;
+  std::int64_t count = 0;
+  bool has_name = true;
+};
+
+}  // namespace shmcast

@@ -1,0 +1,48 @@
+// A snapshot of a bus for inspection (shm-stat): coordinator, limits, registry, clients.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "shmcast/limits.hpp"
+
+namespace shmcast {
+
+struct ChannelStat {
+  std::string name;
+  std::uint32_t subscribers = 0;
+};
+
+struct PatternStat {
+  std::string pattern;
+  std::uint32_t subscribers = 0;
+};
+
+struct ClientStat {
+  std::uint32_t slot = 0;
+  std::int32_t pid = 0;
+  std::uint32_t subscriptions = 0;  ///< channels + patterns
+  std::uint64_t ring_bytes = 0;     ///< 0 for a publish-only client
+  std::uint64_t ring_used = 0;      ///< bytes written and not yet read
+  std::uint64_t delivered = 0;      ///< records the client has read from its ring
+  std::uint64_t dropped = 0;        ///< records refused because its ring was full
+};
+
+struct BusStats {
+  std::string bus;
+  std::int32_t coordinator_pid = 0;
+  bool coordinator_alive = false;
+  std::uint64_t uptime_ms = 0;      ///< since the coordinator started
+  std::uint64_t routing_version = 0;
+  std::uint64_t reaped = 0;         ///< clients removed because their process died
+  std::uint64_t registry_bytes = 0; ///< control segment size
+  std::uint64_t bytes_per_channel = 0;
+  std::uint64_t bytes_per_subscription = 0;
+  Limits limits;
+  std::vector<ChannelStat> channels;
+  std::vector<PatternStat> patterns;
+  std::vector<ClientStat> clients;
+};
+
+}  // namespace shmcast

@@ -1,0 +1,77 @@
+// A subscriber: one client of the bus with its own ring, in Redis's subscribed mode.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmcast/message.hpp"
+
+namespace shmcast {
+
+namespace detail {
+class SubscriberState;
+}
+class Bus;
+
+/// A client that owns one ring and holds a set of channels and a set of patterns.
+///
+/// Confirmations are frames of the stream, as in Redis: subscribe("a", "b") puts
+/// [subscribe a 1] and [subscribe b 2] into the stream, before any message the new
+/// subscriptions route. subscribe() returns once the registry shows the subscriptions, so
+/// every publish that starts after it returns, from any process, reaches this subscriber.
+///
+/// Thread safety: one thread at a time (like one Redis connection); move it between threads
+/// freely. Destroying it (or the process dying) removes all its subscriptions.
+class Subscriber {
+ public:
+  /// Each returns the client's channels + patterns after the call. Throws Error:
+  /// channel_too_long / pattern_too_long, too_many_subscriptions, registry_full,
+  /// coordinator_gone, ring_full.
+  std::size_t subscribe(std::span<const std::string> channels);
+  std::size_t psubscribe(std::span<const std::string> patterns);
+  /// With no names: everything held (one confirmation each; one nil confirmation if none).
+  std::size_t unsubscribe(std::span<const std::string> channels = {});
+  std::size_t punsubscribe(std::span<const std::string> patterns = {});
+
+  std::size_t subscribe(std::initializer_list<std::string> channels) {
+    return subscribe(std::span<const std::string>(channels.begin(), channels.size()));
+  }
+  std::size_t psubscribe(std::initializer_list<std::string> patterns) {
+    return psubscribe(std::span<const std::string>(patterns.begin(), patterns.size()));
+  }
+  std::size_t unsubscribe(std::initializer_list<std::string> channels) {
+    return unsubscribe(std::span<const std::string>(channels.begin(), channels.size()));
+  }
+  std::size_t punsubscribe(std::initializer_list<std::string> patterns) {
+    return punsubscribe(std::span<const std::string>(patterns.begin(), patterns.size()));
+  }
+
+  /// The next frame, waiting at most `timeout` (negative: no limit); nullopt on timeout.
+  /// `spin` busy-polls instead of sleeping on the futex (lowest latency, one core busy).
+  std::optional<Message> receive(std::chrono::nanoseconds timeout, bool spin = false);
+  /// The next frame if one is ready, without waiting.
+  std::optional<Message> try_receive();
+
+  /// Channels + patterns held now.
+  [[nodiscard]] std::size_t subscription_count() const;
+  /// Messages dropped so far because this subscriber's ring was full.
+  [[nodiscard]] std::uint64_t dropped() const;
+
+  Subscriber(Subscriber&&) noexcept;
+  Subscriber& operator=(Subscriber&&) noexcept;
+  ~Subscriber();
+
+ private:
+  friend class Bus;
+  explicit Subscriber(std::unique_ptr<detail::SubscriberState> state);
+  std::unique_ptr<detail::SubscriberState> state_;
+};
+
+}  // namespace shmcast

@@ -1,0 +1,487 @@
+#include "client.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "shmcast/message.hpp"
+#include "shmcast/subscriber.hpp"
+
+namespace shmcast {
+
+const char* kind_name(Kind kind) noexcept {
+  switch (kind) {
+    case Kind::message: return "message";
+    case Kind::pmessage: return "pmessage";
+    case Kind::subscribe: return "subscribe";
+    case Kind::psubscribe: return "psubscribe";
+    case Kind::unsubscribe: return "unsubscribe";
+    case Kind::punsubscribe: return "punsubscribe";
+    case Kind::gap: return "gap";
+  }
+  return "unknown";
+}
+
+std::string default_bus_name() {
+  const char* env = std::getenv("SHMCAST_BUS");
+  return env != nullptr && *env != '\0' ? std::string(env) : std::string("default");
+}
+
+void check_bus_name(std::string_view name) {
+  const bool ok = !name.empty() && name.size() <= 64 &&
+                  std::all_of(name.begin(), name.end(), [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                           c == '_' || c == '.' || c == '-';
+                  });
+  if (!ok) {
+    throw Error(Errc::invalid_bus_name,
+                fmt::format("invalid bus name '{}': use 1 to 64 of A-Z a-z 0-9 _ . -", name));
+  }
+}
+
+namespace detail {
+
+namespace {
+
+std::atomic<std::uint64_t> g_next_bus_id{1};
+
+Error segment_error(const SegmentError& e, const std::string& bus) {
+  switch (e.code()) {
+    case SegmentErrc::missing:
+      return Error(Errc::no_coordinator,
+                   fmt::format("no coordinator for bus '{}': start shmcastd --bus {}", bus, bus));
+    case SegmentErrc::permission_denied:
+      return Error(Errc::permission_denied,
+                   fmt::format("bus '{}': {} (run as the bus's user or a member of its group)", bus,
+                               e.what()));
+    case SegmentErrc::bad_version:
+      return Error(Errc::version_mismatch, fmt::format("bus '{}': {}", bus, e.what()));
+    default:
+      return Error(Errc::bad_segment, fmt::format("bus '{}': {}", bus, e.what()));
+  }
+}
+
+Error status_error(Status status, Op op, std::string_view name, const BusLimits& l) {
+  switch (status) {
+    case Status::name_too_long:
+      return op == Op::psubscribe || op == Op::punsubscribe
+                 ? Error(Errc::pattern_too_long,
+                         fmt::format("pattern of {} bytes is over the bus limit of {} (shmcastd --max-pattern)",
+                                     name.size(), l.max_pattern))
+                 : Error(Errc::channel_too_long,
+                         fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
+                                     name.size(), l.max_channel));
+    case Status::too_many_subscriptions:
+      return Error(Errc::too_many_subscriptions,
+                   fmt::format("a client may hold at most {} channels and patterns (shmcastd --max-subscriptions)",
+                               l.max_subscriptions));
+    case Status::registry_full:
+      return Error(Errc::registry_full,
+                   fmt::format("the bus registry is full: at most {} channels, {} patterns and {} "
+                               "subscriptions in all (shmcastd --max-channels, --max-patterns, "
+                               "--max-total-subscriptions)",
+                               l.max_channels, l.max_patterns, l.max_total_subscriptions));
+    default:
+      return Error(Errc::system, fmt::format("the coordinator refused the request (status {})",
+                                             static_cast<unsigned>(status)));
+  }
+}
+
+std::uint64_t self_start_ticks() {
+  static const std::uint64_t ticks = process_start_ticks(static_cast<std::int32_t>(getpid()));
+  return ticks;
+}
+
+}  // namespace
+
+Limits to_limits(const BusLimits& l) noexcept {
+  Limits out;
+  out.max_clients = l.max_clients;
+  out.max_channel = l.max_channel;
+  out.max_pattern = l.max_pattern;
+  out.max_subscriptions = l.max_subscriptions;
+  out.max_channels = l.max_channels;
+  out.max_patterns = l.max_patterns;
+  out.max_total_subscriptions = l.max_total_subscriptions;
+  out.ring_bytes = l.ring_bytes;
+  out.max_payload = l.max_payload;
+  return out;
+}
+
+std::shared_ptr<ControlView> open_control(const std::string& bus) {
+  check_bus_name(bus);
+  // A coordinator that is starting has created the segment but not yet published it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (;;) {
+    try {
+      return std::make_shared<ControlView>(
+          Segment::open(control_name(bus), SegmentKind::control, kLayoutVersion));
+    } catch (const SegmentError& e) {
+      if (e.code() != SegmentErrc::not_ready || std::chrono::steady_clock::now() > deadline) {
+        throw segment_error(e, bus);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    } catch (const std::runtime_error& e) {
+      throw Error(Errc::bad_segment, fmt::format("bus '{}': {}", bus, e.what()));
+    }
+  }
+}
+
+bool coordinator_running(const ControlView& view) noexcept {
+  const BusHeader& h = view.header();
+  return process_alive(h.coordinator_pid.load(std::memory_order_acquire),
+                       h.coordinator_start_ticks.load(std::memory_order_acquire));
+}
+
+void require_coordinator(const ControlView& view, const std::string& bus) {
+  if (!coordinator_running(view)) {
+    throw Error(Errc::no_coordinator,
+                fmt::format("the coordinator of bus '{}' (pid {}) is not running: start shmcastd --bus {}",
+                            bus, view.header().coordinator_pid.load(), bus));
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// ClientLink
+
+ClientLink::ClientLink(std::shared_ptr<ControlView> view, std::string bus, ConnectOptions options)
+    : view_(std::move(view)), bus_(std::move(bus)), options_(options) {
+  require_coordinator(*view_, bus_);
+  const auto me = static_cast<std::int32_t>(getpid());
+  const std::uint32_t clients = view_->limits().max_clients;
+  for (std::uint32_t i = 0; i < clients; ++i) {
+    ClientSlot& s = view_->slot(i);
+    if (s.state.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(SlotState::free)) continue;
+    // The pid is the claim: the coordinator frees a slot by clearing it last.
+    std::int32_t expected = 0;
+    if (!s.pid.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) continue;
+    if (s.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SlotState::free)) {
+      s.pid.store(0, std::memory_order_release);
+      continue;
+    }
+    s.start_ticks.store(self_start_ticks(), std::memory_order_relaxed);
+    s.has_ring.store(0, std::memory_order_relaxed);
+    s.ring_bytes.store(0, std::memory_order_relaxed);
+    s.state.store(static_cast<std::uint32_t>(SlotState::claimed), std::memory_order_release);
+    slot_ = i;
+    generation_ = s.generation.load(std::memory_order_acquire);
+    return;
+  }
+  throw Error(Errc::too_many_clients,
+              fmt::format("bus '{}' has no free client slot: all {} are taken (shmcastd --max-clients)",
+                          bus_, clients));
+}
+
+ClientLink::~ClientLink() {
+  try {
+    if (attached_) {
+      request(Op::detach, 0, {});
+      return;
+    }
+  } catch (const Error&) {
+    // The coordinator is gone: leave the slot for it to reap when it is back.
+  }
+  state().state.store(static_cast<std::uint32_t>(SlotState::detached), std::memory_order_release);
+}
+
+std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name) {
+  ClientSlot& s = state();
+  const std::uint32_t seq = s.req_seq.load(std::memory_order_relaxed) + 1;
+  s.op.store(static_cast<std::uint32_t>(op), std::memory_order_relaxed);
+  s.sid.store(sid, std::memory_order_relaxed);
+  s.name_len.store(static_cast<std::uint32_t>(name.size()), std::memory_order_relaxed);
+  if (!name.empty()) std::memcpy(view_->slot_name(slot_), name.data(), name.size());
+  s.req_seq.store(seq, std::memory_order_release);
+  BusHeader& h = view_->header();
+  h.doorbell.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(&h.doorbell, 1);
+
+  const auto start = std::chrono::steady_clock::now();
+  auto next_check = start + std::chrono::milliseconds(100);
+  for (int spin = 0;; ++spin) {
+    const std::uint32_t resp = s.resp_seq.load(std::memory_order_acquire);
+    if (resp == seq) break;
+    if (spin < 2000) {
+      cpu_relax();
+      continue;
+    }
+    futex_wait(&s.resp_seq, resp, std::chrono::milliseconds(10));
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_check) {
+      next_check = now + std::chrono::milliseconds(100);
+      if (!coordinator_running(*view_)) {
+        throw Error(Errc::coordinator_gone,
+                    fmt::format("the coordinator of bus '{}' is not running: restart shmcastd --bus {}",
+                                bus_, bus_));
+      }
+      if (now - start > options_.request_timeout) {
+        throw Error(Errc::coordinator_gone,
+                    fmt::format("the coordinator of bus '{}' did not answer within {} ms", bus_,
+                                options_.request_timeout.count()));
+      }
+    }
+  }
+  const auto status = static_cast<Status>(s.status.load(std::memory_order_relaxed));
+  if (status != Status::ok) throw status_error(status, op, name, view_->limits());
+  if (op == Op::attach) attached_ = true;
+  if (op == Op::detach) attached_ = false;
+  return s.value.load(std::memory_order_relaxed);
+}
+
+BusState::BusState(std::string bus, ConnectOptions opts)
+    : name(std::move(bus)), options(opts), view(open_control(name)), limits(to_limits(view->limits())),
+      id(g_next_bus_id.fetch_add(1)), writer(static_cast<std::uint32_t>(getpid())) {
+  link = std::make_unique<ClientLink>(view, name, options);
+  link->request(Op::attach, 0, {});
+}
+
+// -------------------------------------------------------------------------------------------
+// Publishing: per-thread caches, so the publish path takes no lock.
+
+namespace {
+
+struct RingHandle {
+  std::uint32_t generation;
+  Segment segment;
+  RingProducer producer;
+};
+
+struct RouteTarget {
+  RingHandle* ring;
+  FrameKind kind;
+  std::uint32_t sid;
+};
+
+struct Route {
+  std::uint64_t version = ~std::uint64_t{0};
+  std::vector<RouteTarget> targets;
+};
+
+// Lets routes be found by string_view: no allocation on the publish path.
+struct NameHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+struct PublisherCache {
+  std::shared_ptr<ControlView> view;  // keeps the mapping alive as long as the cache
+  std::string bus;
+  std::unordered_map<std::string, Route, NameHash, std::equal_to<>> routes;
+  std::vector<std::unique_ptr<RingHandle>> rings;  // by client slot
+  GlobCache globs;
+  std::vector<Target> scratch;
+};
+
+thread_local std::unordered_map<std::uint64_t, PublisherCache> t_publishers;
+
+PublisherCache& publisher_cache(const BusState& state) {
+  auto [it, inserted] = t_publishers.try_emplace(state.id);
+  if (inserted) {
+    it->second.view = state.view;
+    it->second.bus = state.name;
+    it->second.rings.resize(state.view->limits().max_clients);
+  }
+  return it->second;
+}
+
+// The ring of `target`, mapped once per thread; null if it is gone (its client just left).
+RingHandle* ring_for(PublisherCache& cache, const Target& target, bool& replaced) {
+  auto& handle = cache.rings[target.slot];
+  if (handle && handle->generation == target.generation) return handle.get();
+  try {
+    Segment segment = Segment::open(ring_name(cache.bus, target.slot, target.generation),
+                                    SegmentKind::ring, kLayoutVersion);
+    RingProducer producer(segment.base() + kSegmentHeaderSize, segment.size() - kSegmentHeaderSize);
+    replaced = replaced || handle != nullptr;
+    handle = std::make_unique<RingHandle>(RingHandle{target.generation, std::move(segment), producer});
+    return handle.get();
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+Route& resolve(PublisherCache& cache, std::string_view channel) {
+  std::uint64_t version = 0;
+  const bool consistent = read_registry(
+      *cache.view, [&] { collect_targets(*cache.view, channel, cache.globs, cache.scratch); }, version);
+  auto it = cache.routes.find(channel);
+  if (!consistent) {
+    // The coordinator died mid-update: keep the route we had until a new one adopts the bus.
+    if (it != cache.routes.end()) return it->second;
+    cache.scratch.clear();
+  }
+  bool replaced = false;
+  std::vector<RouteTarget> targets;
+  targets.reserve(cache.scratch.size());
+  for (const Target& t : cache.scratch) {
+    if (RingHandle* ring = ring_for(cache, t, replaced)) {
+      targets.push_back({ring, t.pattern ? FrameKind::pmessage : FrameKind::message, t.sid});
+    }
+  }
+  // A replaced mapping may be referenced by other cached routes: forget them all.
+  if (replaced) cache.routes.clear();
+  Route& route = cache.routes[std::string(channel)];
+  route.version = consistent ? version : ~std::uint64_t{0};
+  route.targets = std::move(targets);
+  return route;
+}
+
+}  // namespace
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Bus
+
+Bus Bus::connect(std::string_view name, ConnectOptions options) {
+  std::string bus = name.empty() ? default_bus_name() : std::string(name);
+  check_bus_name(bus);
+  return Bus(std::make_shared<detail::BusState>(std::move(bus), options));
+}
+
+std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> payload) {
+  const detail::BusState& s = *state_;
+  if (channel.size() > s.limits.max_channel) {
+    throw Error(Errc::channel_too_long,
+                fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
+                            channel.size(), s.limits.max_channel));
+  }
+  if (payload.size() > s.limits.max_payload) {
+    throw Error(Errc::payload_too_large,
+                fmt::format("payload of {} bytes is over the bus limit of {} (shmcastd --max-payload)",
+                            payload.size(), s.limits.max_payload));
+  }
+  detail::PublisherCache& cache = detail::publisher_cache(s);
+  const std::uint64_t version = cache.view->header().routing_version.load(std::memory_order_acquire);
+  auto it = cache.routes.find(channel);
+  detail::Route* route = it != cache.routes.end() ? &it->second : nullptr;
+  if (route == nullptr || route->version != version) route = &detail::resolve(cache, channel);
+
+  detail::FrameHeader header{};
+  header.name_len = static_cast<std::uint32_t>(channel.size());
+  const std::span<const std::byte> parts[] = {
+      std::as_bytes(std::span<const detail::FrameHeader, 1>(&header, 1)),
+      std::as_bytes(std::span<const char>(channel.data(), channel.size())), payload};
+  std::size_t delivered = 0;
+  for (const detail::RouteTarget& t : route->targets) {
+    header.kind = static_cast<std::uint8_t>(t.kind);
+    header.sid = t.sid;
+    if (t.ring->producer.try_write(parts, s.writer) == detail::WriteStatus::ok) ++delivered;
+  }
+  return delivered;
+}
+
+std::vector<std::string> Bus::channels() const {
+  std::vector<std::pair<std::string, std::uint32_t>> names;
+  std::uint64_t version = 0;
+  (void)detail::read_registry(*state_->view, [&] { detail::collect_names(*state_->view, false, names); },
+                              version);
+  std::vector<std::string> out;
+  for (auto& [name, count] : names) {
+    if (count > 0) out.push_back(std::move(name));
+  }
+  return out;
+}
+
+std::vector<std::string> Bus::channels(std::string_view pattern) const {
+  const detail::Glob glob(pattern);
+  std::vector<std::string> all = channels();
+  std::erase_if(all, [&](const std::string& c) { return !glob.match(c); });
+  return all;
+}
+
+std::vector<std::pair<std::string, std::size_t>> Bus::numsub(std::span<const std::string> names) const {
+  std::vector<std::pair<std::string, std::size_t>> out;
+  std::uint64_t version = 0;
+  (void)detail::read_registry(
+      *state_->view,
+      [&] {
+        out.clear();
+        for (const std::string& name : names) {
+          const std::int64_t i = detail::find_entry(*state_->view, false, name);
+          out.emplace_back(name, i < 0 ? 0 : state_->view->entry(false, static_cast<std::uint32_t>(i)).count);
+        }
+      },
+      version);
+  return out;
+}
+
+std::size_t Bus::numpat() const {
+  return state_->view->header().pattern_count.load(std::memory_order_acquire);
+}
+
+const Limits& Bus::limits() const noexcept { return state_->limits; }
+const std::string& Bus::name() const noexcept { return state_->name; }
+bool Bus::coordinator_alive() const { return detail::coordinator_running(*state_->view); }
+
+// ---------------------------------------------------------------------------------------------
+// Inspection
+
+namespace {
+
+BusStats snapshot(const std::string& bus, detail::ControlView& view) {
+  BusStats st;
+  st.bus = bus;
+  const detail::BusHeader& h = view.header();
+  st.coordinator_pid = h.coordinator_pid.load();
+  st.coordinator_alive = detail::coordinator_running(view);
+  const std::uint64_t started = h.coordinator_started_ns.load();
+  const std::uint64_t now = detail::realtime_ns();
+  st.uptime_ms = now > started ? (now - started) / 1'000'000 : 0;
+  st.routing_version = h.routing_version.load();
+  st.reaped = h.deaths.load();
+  st.limits = detail::to_limits(view.limits());
+  st.registry_bytes = view.geometry().total;
+  st.bytes_per_channel = view.geometry().entry_size_channel * 2;  // tables are kept half empty
+  st.bytes_per_subscription = sizeof(detail::Node);
+  std::vector<std::pair<std::string, std::uint32_t>> names;
+  std::uint64_t version = 0;
+  (void)detail::read_registry(view, [&] { detail::collect_names(view, false, names); }, version);
+  for (auto& [name, count] : names) st.channels.push_back({std::move(name), count});
+  (void)detail::read_registry(view, [&] { detail::collect_names(view, true, names); }, version);
+  for (auto& [name, count] : names) st.patterns.push_back({std::move(name), count});
+  for (std::uint32_t i = 0; i < view.limits().max_clients; ++i) {
+    const detail::ClientSlot& s = view.slot(i);
+    if (s.state.load() != static_cast<std::uint32_t>(detail::SlotState::live)) continue;
+    ClientStat c;
+    c.slot = i;
+    c.pid = s.pid.load();
+    c.subscriptions = s.subscriptions.load();
+    if (s.has_ring.load() != 0) {
+      try {
+        detail::Segment ring = detail::Segment::open(detail::ring_name(bus, i, s.generation.load()),
+                                                     detail::SegmentKind::ring, detail::kLayoutVersion);
+        const auto& layout = *reinterpret_cast<const detail::RingLayout*>(ring.base() + detail::kSegmentHeaderSize);
+        c.ring_bytes = layout.capacity;
+        const std::uint64_t tail = layout.tail.load();
+        const std::uint64_t head = layout.head.load();
+        c.ring_used = tail >= head ? std::min<std::uint64_t>(tail - head, c.ring_bytes) : 0;
+        c.delivered = layout.read.load();
+        c.dropped = layout.dropped.load();
+      } catch (const std::exception&) {
+        // Its client left between the two reads.
+      }
+    }
+    st.clients.push_back(c);
+  }
+  return st;
+}
+
+}  // namespace
+
+BusStats Bus::stats() const { return snapshot(state_->name, *state_->view); }
+
+BusStats inspect(std::string_view bus_name) {
+  std::string bus = bus_name.empty() ? default_bus_name() : std::string(bus_name);
+  auto view = detail::open_control(bus);
+  return snapshot(bus, *view);
+}
+
+}  // namespace shmcast

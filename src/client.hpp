@@ -1,0 +1,74 @@
+// The client side of a bus, shared by Bus, Subscriber and the inspector: opening the control
+// segment, claiming a client slot, and the request mailbox to the coordinator.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "control.hpp"
+#include "shmcast/bus.hpp"
+#include "shmcast/error.hpp"
+
+namespace shmcast::detail {
+
+/// Opens the control segment of `bus`, mapping segment errors to shmcast::Error with a message
+/// that says what to do.
+[[nodiscard]] std::shared_ptr<ControlView> open_control(const std::string& bus);
+
+/// Throws Error(no_coordinator) unless the coordinator recorded in the bus is running.
+void require_coordinator(const ControlView& view, const std::string& bus);
+
+[[nodiscard]] bool coordinator_running(const ControlView& view) noexcept;
+
+/// One client slot of this process in the bus's client table.
+class ClientLink {
+ public:
+  /// Claims a free slot (throws Error(too_many_clients) if none).
+  ClientLink(std::shared_ptr<ControlView> view, std::string bus, ConnectOptions options);
+  /// Detaches: tells the coordinator, or marks the slot for reaping if it does not answer.
+  ~ClientLink();
+  ClientLink(const ClientLink&) = delete;
+  ClientLink& operator=(const ClientLink&) = delete;
+
+  /// Sends a request through the slot's mailbox and waits for the answer. Throws
+  /// Error(coordinator_gone) if the coordinator dies or does not answer in time, and the
+  /// matching Error for a refusal.
+  std::int64_t request(Op op, std::uint32_t sid, std::string_view name);
+
+  [[nodiscard]] std::uint32_t slot() const noexcept { return slot_; }
+  [[nodiscard]] std::uint32_t generation() const noexcept { return generation_; }
+  [[nodiscard]] ClientSlot& state() const noexcept { return view_->slot(slot_); }
+  [[nodiscard]] const std::shared_ptr<ControlView>& view() const noexcept { return view_; }
+  [[nodiscard]] const std::string& bus() const noexcept { return bus_; }
+
+ private:
+  std::shared_ptr<ControlView> view_;
+  std::string bus_;
+  ConnectOptions options_;
+  std::uint32_t slot_ = 0;
+  std::uint32_t generation_ = 0;
+  bool attached_ = false;
+};
+
+/// What a Bus shares among its copies.
+class BusState {
+ public:
+  BusState(std::string name, ConnectOptions options);
+
+  std::string name;
+  ConnectOptions options;
+  std::shared_ptr<ControlView> view;
+  Limits limits;
+  std::unique_ptr<ClientLink> link;  // the publisher's own slot, so its death is counted
+  std::uint64_t id;                  // unique in this process, keys per-thread caches
+  std::uint32_t writer;              // this process's pid, the writer id in ring records
+};
+
+[[nodiscard]] Limits to_limits(const BusLimits& l) noexcept;
+
+}  // namespace shmcast::detail

@@ -1,0 +1,119 @@
+#include "control.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace shmcast::detail {
+
+namespace {
+
+BusLimits checked_limits(const Segment& segment) {
+  if (segment.size() < kBusHeaderOffset + sizeof(BusHeader)) {
+    throw std::runtime_error("control segment " + segment.name() + " is too small for its header");
+  }
+  const auto& header = *reinterpret_cast<const BusHeader*>(segment.base() + kBusHeaderOffset);
+  BusLimits l = header.limits;
+  // Bounds that keep every product below in 64 bits and every table walk short.
+  const bool sane = l.max_clients >= 1 && l.max_clients <= (1U << 16) && l.max_channel <= (1U << 16) &&
+                    l.max_pattern <= (1U << 16) && l.max_channels <= (1U << 24) &&
+                    l.max_patterns <= (1U << 24) && l.max_total_subscriptions <= (1U << 26) &&
+                    l.ring_bytes >= kRingMinCapacity && l.ring_bytes <= kRingMaxCapacity &&
+                    (l.ring_bytes & (l.ring_bytes - 1)) == 0 &&
+                    max_frame(l) <= ring_max_payload(l.ring_bytes);
+  if (!sane) throw std::runtime_error("control segment " + segment.name() + " holds invalid limits");
+  return l;
+}
+
+}  // namespace
+
+ControlView::ControlView(Segment segment)
+    : segment_(std::move(segment)), base_(segment_.base()), limits_(checked_limits(segment_)),
+      geometry_(control_geometry(limits_)) {
+  const BusHeader& h = header();
+  if (h.slot_size != geometry_.slot_size || h.channel_slots != geometry_.channel_slots ||
+      h.pattern_slots != geometry_.pattern_slots || h.node_count != geometry_.node_count ||
+      h.clients_offset != geometry_.clients_offset || h.channels_offset != geometry_.channels_offset ||
+      h.patterns_offset != geometry_.patterns_offset || h.nodes_offset != geometry_.nodes_offset ||
+      geometry_.total > segment_.size()) {
+    throw std::runtime_error("control segment " + segment_.name() + " has inconsistent tables");
+  }
+}
+
+bool ControlView::entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept {
+  const std::uint32_t len = entry(pattern, i).name_len;
+  if (len > max_name(pattern)) return false;
+  out = std::string_view(entry_name(pattern, i), len);
+  return true;
+}
+
+const Glob& GlobCache::get(std::uint32_t index, std::string_view pattern) {
+  auto it = globs_.find(index);
+  if (it == globs_.end() || it->second.pattern() != pattern) {
+    it = globs_.insert_or_assign(index, Glob(pattern)).first;
+  }
+  return it->second;
+}
+
+std::int64_t find_entry(const ControlView& view, bool pattern, std::string_view name) noexcept {
+  const std::uint32_t slots = view.entry_slots(pattern);
+  const std::uint32_t hash = name_hash(name);
+  std::uint32_t i = hash & (slots - 1);
+  for (std::uint32_t probe = 0; probe < slots; ++probe, i = (i + 1) & (slots - 1)) {
+    const Entry& e = view.entry(pattern, i);
+    if (e.used == 0) return -1;
+    std::string_view stored;
+    if (e.hash == hash && view.entry_name_view(pattern, i, stored) && stored == name) return i;
+  }
+  return -1;
+}
+
+namespace {
+
+// Walks an entry's node list, at most node_count steps, so a corrupt list cannot loop.
+template <class F>
+void for_each_node(const ControlView& view, const Entry& e, F&& f) {
+  const std::uint32_t nodes = view.geometry().node_count;
+  std::uint32_t next = e.first;
+  for (std::uint32_t steps = 0; next != kNoNode && next <= nodes && steps < nodes; ++steps) {
+    const Node& n = view.node(next - 1);
+    f(n);
+    next = n.next;
+  }
+}
+
+void add_targets(const ControlView& view, const Entry& e, bool pattern, std::vector<Target>& out) {
+  for_each_node(view, e, [&](const Node& n) {
+    if (n.client >= view.limits().max_clients) return;
+    const std::uint32_t generation = view.slot(n.client).generation.load(std::memory_order_relaxed);
+    out.push_back({n.client, generation, n.sid, pattern});
+  });
+}
+
+}  // namespace
+
+void collect_targets(const ControlView& view, std::string_view channel, GlobCache& globs,
+                     std::vector<Target>& out) {
+  out.clear();
+  const std::int64_t ch = find_entry(view, false, channel);
+  if (ch >= 0) add_targets(view, view.entry(false, static_cast<std::uint32_t>(ch)), false, out);
+  if (view.header().pattern_count.load(std::memory_order_relaxed) == 0) return;
+  for (std::uint32_t i = 0; i < view.geometry().pattern_slots; ++i) {
+    const Entry& e = view.entry(true, i);
+    std::string_view pattern;
+    if (e.used == 0 || !view.entry_name_view(true, i, pattern)) continue;
+    if (globs.get(i, pattern).match(channel)) add_targets(view, e, true, out);
+  }
+}
+
+void collect_names(const ControlView& view, bool pattern,
+                   std::vector<std::pair<std::string, std::uint32_t>>& out) {
+  out.clear();
+  for (std::uint32_t i = 0; i < view.entry_slots(pattern); ++i) {
+    const Entry& e = view.entry(pattern, i);
+    std::string_view name;
+    if (e.used == 0 || !view.entry_name_view(pattern, i, name)) continue;
+    out.emplace_back(std::string(name), e.count);
+  }
+}
+
+}  // namespace shmcast::detail

@@ -1,0 +1,121 @@
+// A mapped control segment, checked once, and the lock-free registry reads publishers and
+// inspectors make from it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "glob.hpp"
+#include "layout.hpp"
+#include "segment.hpp"
+
+namespace shmcast::detail {
+
+/// A control segment whose geometry was checked against its size. Accessors index with the
+/// private copy of that geometry; callers check indices read from shared memory against
+/// limits() / geometry() before use.
+class ControlView {
+ public:
+  /// Throws std::runtime_error if the limits are absurd or the tables do not fit the segment.
+  explicit ControlView(Segment segment);
+
+  [[nodiscard]] BusHeader& header() const noexcept {
+    return *reinterpret_cast<BusHeader*>(base_ + kBusHeaderOffset);
+  }
+  [[nodiscard]] const BusLimits& limits() const noexcept { return limits_; }
+  [[nodiscard]] const ControlGeometry& geometry() const noexcept { return geometry_; }
+  [[nodiscard]] Segment& segment() noexcept { return segment_; }
+
+  [[nodiscard]] ClientSlot& slot(std::uint32_t i) const noexcept {
+    return *reinterpret_cast<ClientSlot*>(base_ + geometry_.clients_offset + std::uint64_t{i} * geometry_.slot_size);
+  }
+  [[nodiscard]] char* slot_name(std::uint32_t i) const noexcept {
+    return reinterpret_cast<char*>(&slot(i)) + sizeof(ClientSlot);
+  }
+  [[nodiscard]] Entry& entry(bool pattern, std::uint32_t i) const noexcept {
+    return pattern ? *reinterpret_cast<Entry*>(base_ + geometry_.patterns_offset +
+                                               std::uint64_t{i} * geometry_.entry_size_pattern)
+                   : *reinterpret_cast<Entry*>(base_ + geometry_.channels_offset +
+                                               std::uint64_t{i} * geometry_.entry_size_channel);
+  }
+  [[nodiscard]] char* entry_name(bool pattern, std::uint32_t i) const noexcept {
+    return reinterpret_cast<char*>(&entry(pattern, i)) + sizeof(Entry);
+  }
+  [[nodiscard]] std::uint32_t entry_slots(bool pattern) const noexcept {
+    return pattern ? geometry_.pattern_slots : geometry_.channel_slots;
+  }
+  [[nodiscard]] std::uint32_t max_name(bool pattern) const noexcept {
+    return pattern ? limits_.max_pattern : limits_.max_channel;
+  }
+  [[nodiscard]] Node& node(std::uint32_t i) const noexcept {
+    return reinterpret_cast<Node*>(base_ + geometry_.nodes_offset)[i];
+  }
+
+  /// The entry's name if its recorded length is within limits; nullopt-like empty pair otherwise.
+  [[nodiscard]] bool entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept;
+
+ private:
+  Segment segment_;
+  std::byte* base_;
+  BusLimits limits_;
+  ControlGeometry geometry_;
+};
+
+/// Runs `read` until it saw the registry between two equal, even versions of the seqlock.
+/// Returns the version, or nullopt-like false if the coordinator kept it odd (it died while
+/// writing): callers then keep what they had.
+template <class F>
+bool read_registry(const ControlView& view, F&& read, std::uint64_t& version) {
+  auto& seq = view.header().routing_version;
+  for (int attempt = 0; attempt < 100000; ++attempt) {
+    const std::uint64_t before = seq.load(std::memory_order_acquire);
+    if ((before & 1U) != 0) {
+      cpu_relax();
+      continue;
+    }
+    read();
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (seq.load(std::memory_order_relaxed) == before) {
+      version = before;
+      return true;
+    }
+  }
+  return false;
+}
+
+/// Where one publish on a channel goes: a client's ring, and the subscription that routed it.
+struct Target {
+  std::uint32_t slot;
+  std::uint32_t generation;
+  std::uint32_t sid;
+  bool pattern;
+};
+
+/// Compiled patterns by pattern-table index, recompiled when the text at an index changes.
+class GlobCache {
+ public:
+  const Glob& get(std::uint32_t index, std::string_view pattern);
+
+ private:
+  std::unordered_map<std::uint32_t, Glob> globs_;
+};
+
+/// Finds a name in the channel or pattern table; returns its index or -1. Call inside
+/// read_registry (or as the coordinator).
+[[nodiscard]] std::int64_t find_entry(const ControlView& view, bool pattern, std::string_view name) noexcept;
+
+/// The targets of a publish on `channel`: its subscribers, then each matching pattern's, in
+/// table order. Call inside read_registry.
+void collect_targets(const ControlView& view, std::string_view channel, GlobCache& globs,
+                     std::vector<Target>& out);
+
+/// Names with their subscriber counts, of channels or of patterns. Call inside read_registry.
+void collect_names(const ControlView& view, bool pattern,
+                   std::vector<std::pair<std::string, std::uint32_t>>& out);
+
+}  // namespace shmcast::detail

@@ -1,0 +1,229 @@
+// The control segment of a bus, `shmcast.<bus>.ctl`: layout shared by the coordinator (its
+// only writer, but for each client's own request mailbox) and every client.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "ring.hpp"
+#include "segment.hpp"
+
+namespace shmcast::detail {
+
+/// Bumped on every change of any struct below, of the ring layout, or of the frame format.
+inline constexpr std::uint32_t kLayoutVersion = 1;
+
+//  Control segment:
+//
+//   0      SegmentHeader                      magic, layout version (written last), size
+//   64     BusHeader                          limits, table offsets, coordinator, versions
+//   ...    ClientSlot[max_clients]            slot_size bytes each: identity, mailbox, name
+//   ...    Entry channels[channel_slots]      open addressing, linear probing
+//   ...    Entry patterns[pattern_slots]
+//   ...    Node nodes[node_count]             one per subscription, linked per entry
+//
+//  Every offset and count is fixed when the coordinator creates the segment; a client checks
+//  each against the segment size once, and every index it reads against these counts.
+
+struct BusLimits {  // Limits, fixed-width
+  std::uint32_t max_clients;
+  std::uint32_t max_channel;
+  std::uint32_t max_pattern;
+  std::uint32_t max_subscriptions;
+  std::uint32_t max_channels;
+  std::uint32_t max_patterns;
+  std::uint32_t max_total_subscriptions;
+  std::uint32_t reserved;
+  std::uint64_t ring_bytes;
+  std::uint64_t max_payload;
+};
+static_assert(sizeof(BusLimits) == 48);
+
+struct BusHeader {
+  // Written once at creation.
+  BusLimits limits;                    // 0
+  std::uint32_t slot_size;             // 48
+  std::uint32_t entry_size_channel;    // 52
+  std::uint32_t entry_size_pattern;    // 56
+  std::uint32_t segment_mode;          // 60: mode of the bus's segments (rings follow it)
+  std::uint64_t clients_offset;        // 64
+  std::uint64_t channels_offset;       // 72
+  std::uint64_t patterns_offset;       // 80
+  std::uint64_t nodes_offset;          // 88
+  std::uint32_t channel_slots;         // 96: power of two
+  std::uint32_t pattern_slots;         // 100: power of two
+  std::uint32_t node_count;            // 104
+  std::int32_t segment_gid;            // 108: -1: none
+  std::uint8_t reserved0[16];          // 112
+  // The coordinator now running (rewritten by a coordinator that adopts the bus).
+  alignas(kCacheLine) std::atomic<std::int32_t> coordinator_pid;   // 128
+  std::atomic<std::uint64_t> coordinator_start_ticks;              // 136: /proc start time
+  std::atomic<std::uint64_t> coordinator_started_ns;               // 144: CLOCK_REALTIME
+  std::atomic<std::uint64_t> created_ns;                           // 152
+  // Seqlock over the registry (channels, patterns, nodes, slot generations): odd while the
+  // coordinator writes. Publishers read it on every publish, so nothing else shares the line.
+  alignas(kCacheLine) std::atomic<std::uint64_t> routing_version;  // 192
+  alignas(kCacheLine) std::atomic<std::uint64_t> heartbeat_ns;     // 256: CLOCK_MONOTONIC
+  std::atomic<std::uint64_t> deaths;                               // 264: clients reaped
+  std::atomic<std::uint32_t> channel_count;                        // 272
+  std::atomic<std::uint32_t> pattern_count;                        // 276
+  std::atomic<std::uint32_t> node_used;                            // 280
+  std::uint32_t reserved1;                                         // 284
+  // Clients ring it after writing a request; the coordinator sleeps on it.
+  alignas(kCacheLine) std::atomic<std::uint32_t> doorbell;         // 320
+};
+static_assert(offsetof(BusHeader, slot_size) == 48);
+static_assert(offsetof(BusHeader, clients_offset) == 64);
+static_assert(offsetof(BusHeader, channel_slots) == 96);
+static_assert(offsetof(BusHeader, segment_gid) == 108);
+static_assert(offsetof(BusHeader, coordinator_pid) == 128);
+static_assert(offsetof(BusHeader, coordinator_start_ticks) == 136);
+static_assert(offsetof(BusHeader, routing_version) == 192);
+static_assert(offsetof(BusHeader, heartbeat_ns) == 256);
+static_assert(offsetof(BusHeader, deaths) == 264);
+static_assert(offsetof(BusHeader, channel_count) == 272);
+static_assert(offsetof(BusHeader, doorbell) == 320);
+static_assert(sizeof(BusHeader) == 384);
+
+inline constexpr std::size_t kBusHeaderOffset = kSegmentHeaderSize;
+
+enum class SlotState : std::uint32_t {
+  free = 0,
+  claimed = 1,   // a client took it (CAS) and is attaching
+  live = 2,      // attached: the coordinator watches its process
+  detached = 3,  // the client left while the coordinator was away; reap it
+};
+
+enum class Op : std::uint32_t {
+  none = 0,
+  attach = 1,
+  subscribe = 2,
+  psubscribe = 3,
+  unsubscribe = 4,
+  punsubscribe = 5,
+  detach = 6,
+};
+
+enum class Status : std::uint32_t {
+  ok = 0,
+  bad_request = 1,
+  name_too_long = 2,
+  too_many_subscriptions = 3,
+  registry_full = 4,
+  not_attached = 5,
+};
+
+//  Client slot (slot_size bytes: 256 + the longest name, rounded to a cache line):
+//   0    identity     state, pid, start ticks, generation, ring    (client claims, coordinator frees)
+//   64   request      req_seq, op, sid, name length                (client writes)
+//   128  response     resp_seq (futex), status, value              (coordinator writes)
+//   192  counters     subscriptions                                (coordinator writes)
+//   256  name[]       request argument                             (client writes)
+struct ClientSlot {
+  std::atomic<std::uint32_t> state;               // 0: SlotState
+  std::atomic<std::int32_t> pid;                  // 4
+  std::atomic<std::uint64_t> start_ticks;         // 8: /proc start time of pid
+  std::atomic<std::uint32_t> generation;          // 16: bumped when the slot is freed
+  std::atomic<std::uint32_t> has_ring;            // 20
+  std::atomic<std::uint64_t> ring_bytes;          // 24
+  std::uint8_t reserved0[32];                     // 32
+  alignas(kCacheLine) std::atomic<std::uint32_t> req_seq;   // 64
+  std::atomic<std::uint32_t> op;                  // 68
+  std::atomic<std::uint32_t> sid;                 // 72
+  std::atomic<std::uint32_t> name_len;            // 76
+  alignas(kCacheLine) std::atomic<std::uint32_t> resp_seq;  // 128
+  std::atomic<std::uint32_t> status;              // 132
+  std::atomic<std::int64_t> value;                // 136
+  alignas(kCacheLine) std::atomic<std::uint32_t> subscriptions;  // 192
+  std::uint8_t reserved1[60];                     // 196
+  // name[] follows at 256
+};
+static_assert(offsetof(ClientSlot, req_seq) == 64);
+static_assert(offsetof(ClientSlot, resp_seq) == 128);
+static_assert(offsetof(ClientSlot, subscriptions) == 192);
+static_assert(sizeof(ClientSlot) == 256);
+
+//  Registry entry (entry_size bytes: 32 + the longest name, rounded to 32): a channel or a
+//  pattern with its list of subscription nodes.
+struct Entry {
+  std::uint32_t used;      // 0: 1 if it holds a name
+  std::uint32_t hash;      // 4
+  std::uint32_t name_len;  // 8
+  std::uint32_t first;     // 12: first node + 1, 0: none
+  std::uint32_t count;     // 16: nodes in the list
+  std::uint32_t reserved[3];
+  // name[] follows at 32
+};
+static_assert(sizeof(Entry) == 32);
+
+inline constexpr std::uint32_t kNoNode = 0;
+inline constexpr std::uint32_t kFreeNode = 0xffff'ffffU;
+inline constexpr std::uint32_t kPatternEntryBit = 0x8000'0000U;
+
+/// One subscription: client `client` holds the entry `entry` (kPatternEntryBit set for the
+/// pattern table) under subscription id `sid`.
+struct Node {
+  std::uint32_t client;  // slot index, kFreeNode when free
+  std::uint32_t sid;
+  std::uint32_t next;    // next node + 1, 0: end
+  std::uint32_t entry;
+};
+static_assert(sizeof(Node) == 16);
+
+//  Frame: the payload of one ring record.
+enum class FrameKind : std::uint8_t {
+  message = 1,
+  pmessage = 2,
+  subscribe = 3,
+  psubscribe = 4,
+  unsubscribe = 5,
+  punsubscribe = 6,
+};
+inline constexpr std::uint8_t kFrameNil = 1;  // flags: a confirmation without a name
+
+struct FrameHeader {
+  std::uint8_t kind;
+  std::uint8_t flags;
+  std::uint16_t reserved;
+  std::uint32_t sid;       // the subscription that routed a message, or that a confirmation is about
+  std::uint32_t name_len;  // channel (messages) or channel/pattern (confirmations) bytes that follow
+  std::uint32_t reserved2;
+  std::int64_t count;      // confirmations: the client's subscriptions after the step
+};
+static_assert(sizeof(FrameHeader) == 24);
+
+/// Bytes of the largest record a message can make: frame header + channel + payload.
+[[nodiscard]] constexpr std::uint64_t max_frame(const BusLimits& l) noexcept {
+  return sizeof(FrameHeader) + l.max_channel + l.max_payload;
+}
+
+/// The computed geometry of a control segment for given limits.
+struct ControlGeometry {
+  std::uint32_t slot_size, entry_size_channel, entry_size_pattern;
+  std::uint32_t channel_slots, pattern_slots, node_count;
+  std::uint64_t clients_offset, channels_offset, patterns_offset, nodes_offset, total;
+};
+[[nodiscard]] ControlGeometry control_geometry(const BusLimits& limits);
+
+// Names of a bus's shared-memory objects.
+[[nodiscard]] std::string control_name(std::string_view bus);
+[[nodiscard]] std::string ring_name(std::string_view bus, std::uint32_t slot, std::uint32_t generation);
+[[nodiscard]] std::string lock_name(std::string_view bus);
+
+/// FNV-1a: the registry's hash for channel and pattern names.
+[[nodiscard]] std::uint32_t name_hash(std::string_view name) noexcept;
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), 0 if the
+/// process does not exist or is a zombie. With the pid it names a process uniquely.
+[[nodiscard]] std::uint64_t process_start_ticks(std::int32_t pid) noexcept;
+
+/// True if process `pid` started at `start_ticks` is still running.
+[[nodiscard]] bool process_alive(std::int32_t pid, std::uint64_t start_ticks) noexcept;
+
+[[nodiscard]] std::uint64_t monotonic_ns() noexcept;
+[[nodiscard]] std::uint64_t realtime_ns() noexcept;
+
+}  // namespace shmcast::detail

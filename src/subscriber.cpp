@@ -1,0 +1,294 @@
+// Subscriber: a client slot with its own ring, and the stream of frames read from it.
+#include "shmcast/subscriber.hpp"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "client.hpp"
+
+namespace shmcast {
+
+namespace detail {
+
+namespace {
+
+std::uint64_t deaths_of(void* view) {
+  return static_cast<ControlView*>(view)->header().deaths.load(std::memory_order_acquire);
+}
+
+}  // namespace
+
+class SubscriberState {
+ public:
+  explicit SubscriberState(const std::shared_ptr<BusState>& bus)
+      : bus_(bus), link_(bus->view, bus->name, bus->options), ring_(create_ring(*bus, link_)) {
+    std::byte* at = ring_.base() + kSegmentHeaderSize;
+    const std::size_t bytes = ring_.size() - kSegmentHeaderSize;
+    own_ = RingProducer(at, bytes);
+    StallPolicy policy;
+    policy.death_count = &deaths_of;
+    policy.context = bus->view.get();
+    consumer_ = RingConsumer(at, bytes, policy);
+    ClientSlot& slot = link_.state();
+    slot.ring_bytes.store(bus->limits.ring_bytes, std::memory_order_relaxed);
+    slot.has_ring.store(1, std::memory_order_release);
+    try {
+      link_.request(Op::attach, 0, {});
+    } catch (...) {
+      Segment::remove(ring_.name());
+      throw;
+    }
+  }
+
+  ~SubscriberState() = default;  // the coordinator removes the ring on detach
+
+  std::size_t count() const { return channels_.size() + patterns_.size(); }
+
+  std::size_t subscribe(std::span<const std::string> names, bool pattern) {
+    check_names(names, pattern);
+    auto& held = pattern ? patterns_ : channels_;
+    const FrameKind kind = pattern ? FrameKind::psubscribe : FrameKind::subscribe;
+    for (const std::string& name : names) {
+      if (held.contains(name)) {
+        confirm(kind, 0, name, false);
+        continue;
+      }
+      if (count() >= bus_->limits.max_subscriptions) {
+        throw Error(Errc::too_many_subscriptions,
+                    fmt::format("a client may hold at most {} channels and patterns "
+                                "(shmcastd --max-subscriptions)",
+                                bus_->limits.max_subscriptions));
+      }
+      const std::uint32_t sid = ++next_sid_;
+      // The confirmation goes into the stream before the registry can route anything to the
+      // new subscription, so it always comes first.
+      held.emplace(name, sid);
+      try {
+        confirm(kind, sid, name, false);
+      } catch (...) {
+        held.erase(name);
+        throw;
+      }
+      try {
+        link_.request(pattern ? Op::psubscribe : Op::subscribe, sid, name);
+      } catch (...) {
+        held.erase(name);
+        cancelled_.insert(sid);
+        throw;
+      }
+    }
+    return count();
+  }
+
+  std::size_t unsubscribe(std::span<const std::string> names, bool pattern) {
+    auto& held = pattern ? patterns_ : channels_;
+    const FrameKind kind = pattern ? FrameKind::punsubscribe : FrameKind::unsubscribe;
+    if (names.empty()) {
+      if (held.empty()) {
+        confirm(kind, 0, {}, true);
+        return count();
+      }
+      std::vector<std::string> all;
+      for (const auto& [name, sid] : held) all.push_back(name);
+      return unsubscribe(all, pattern);
+    }
+    for (const std::string& name : names) {
+      const auto it = held.find(name);
+      if (it == held.end()) {
+        confirm(kind, 0, name, false);
+        continue;
+      }
+      const std::uint32_t sid = it->second;
+      link_.request(pattern ? Op::punsubscribe : Op::unsubscribe, sid, name);
+      held.erase(it);
+      // After this frame the reader drops whatever a publisher routed with the old registry.
+      confirm(kind, sid, name, false);
+    }
+    return count();
+  }
+
+  std::optional<Message> try_receive() {
+    std::optional<Message> out;
+    for (;;) {
+      const std::uint64_t dropped = consumer_.dropped();
+      if (dropped != seen_dropped_) {
+        Message gap;
+        gap.kind = Kind::gap;
+        gap.count = static_cast<std::int64_t>(dropped - seen_dropped_);
+        seen_dropped_ = dropped;
+        return gap;
+      }
+      const ReadStatus status = consumer_.try_read([&](std::span<const std::byte> record) {
+        out = parse(record);
+      });
+      if (status != ReadStatus::record) return std::nullopt;
+      if (out) return out;
+    }
+  }
+
+  std::optional<Message> receive(std::chrono::nanoseconds timeout, bool spin) {
+    const bool forever = timeout.count() < 0;
+    const auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
+    for (std::uint32_t n = 0;; ++n) {
+      if (auto m = try_receive()) return m;
+      const auto now = std::chrono::steady_clock::now();
+      if (!forever && now >= deadline) return std::nullopt;
+      if (spin) {
+        cpu_relax();
+        continue;
+      }
+      consumer_.wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
+    }
+  }
+
+  std::uint64_t dropped() const { return consumer_.dropped(); }
+
+ private:
+  struct Active {
+    bool pattern;
+    std::string name;
+  };
+
+  static Segment create_ring(const BusState& bus, const ClientLink& link) {
+    const BusHeader& h = bus.view->header();
+    Permissions perms;
+    perms.mode = static_cast<mode_t>(h.segment_mode);
+    if (h.segment_gid >= 0) perms.group = static_cast<gid_t>(h.segment_gid);
+    const std::string name = ring_name(bus.name, link.slot(), link.generation());
+    Segment::remove(name);  // a leftover of a client that died while no coordinator ran
+    try {
+      Segment ring = Segment::create(name, kSegmentHeaderSize + ring_bytes(bus.limits.ring_bytes),
+                                     SegmentKind::ring, kLayoutVersion, perms);
+      ring_init(ring.base() + kSegmentHeaderSize, bus.limits.ring_bytes);
+      ring.publish();
+      return ring;
+    } catch (const SegmentError& e) {
+      throw Error(e.code() == SegmentErrc::permission_denied ? Errc::permission_denied : Errc::system,
+                  fmt::format("bus '{}': cannot create this subscriber's ring: {}", bus.name, e.what()));
+    }
+  }
+
+  void check_names(std::span<const std::string> names, bool pattern) const {
+    const std::uint32_t limit = pattern ? bus_->limits.max_pattern : bus_->limits.max_channel;
+    for (const std::string& name : names) {
+      if (name.size() > limit) {
+        throw Error(pattern ? Errc::pattern_too_long : Errc::channel_too_long,
+                    fmt::format("{} of {} bytes is over the bus limit of {} (shmcastd --max-{})",
+                                pattern ? "pattern" : "channel", name.size(), limit,
+                                pattern ? "pattern" : "channel"));
+      }
+    }
+  }
+
+  void confirm(FrameKind kind, std::uint32_t sid, std::string_view name, bool nil) {
+    FrameHeader h{};
+    h.kind = static_cast<std::uint8_t>(kind);
+    h.flags = nil ? kFrameNil : 0;
+    h.sid = sid;
+    h.name_len = static_cast<std::uint32_t>(name.size());
+    h.count = static_cast<std::int64_t>(count());
+    const std::span<const std::byte> parts[] = {
+        std::as_bytes(std::span<const FrameHeader, 1>(&h, 1)),
+        std::as_bytes(std::span<const char>(name.data(), name.size()))};
+    if (own_.try_write(parts, bus_->writer) != WriteStatus::ok) {
+      throw Error(Errc::ring_full,
+                  "the subscriber's ring is full: read its pending messages before (un)subscribing");
+    }
+  }
+
+  std::optional<Message> parse(std::span<const std::byte> record) {
+    FrameHeader h{};
+    if (record.size() < sizeof h) return std::nullopt;
+    std::memcpy(&h, record.data(), sizeof h);
+    if (h.name_len > record.size() - sizeof h) return std::nullopt;
+    const auto* text = reinterpret_cast<const char*>(record.data()) + sizeof h;
+    const std::string_view name(text, h.name_len);
+    const std::string_view rest(text + h.name_len, record.size() - sizeof h - h.name_len);
+    Message m;
+    switch (static_cast<FrameKind>(h.kind)) {
+      case FrameKind::message:
+      case FrameKind::pmessage: {
+        const auto it = active_.find(h.sid);
+        // A publisher that read the registry just before an unsubscribe may still write; the
+        // subscription it names is gone from the stream, so the record is dropped here.
+        if (it == active_.end() || it->second.pattern != (h.kind == static_cast<std::uint8_t>(FrameKind::pmessage))) {
+          return std::nullopt;
+        }
+        m.kind = it->second.pattern ? Kind::pmessage : Kind::message;
+        if (it->second.pattern) m.pattern = it->second.name;
+        m.channel = name;
+        m.payload = rest;
+        return m;
+      }
+      case FrameKind::subscribe:
+      case FrameKind::psubscribe: {
+        const bool pattern = h.kind == static_cast<std::uint8_t>(FrameKind::psubscribe);
+        if (h.sid != 0) {
+          if (cancelled_.erase(h.sid) != 0) return std::nullopt;
+          active_[h.sid] = Active{pattern, std::string(name)};
+        }
+        m.kind = pattern ? Kind::psubscribe : Kind::subscribe;
+        break;
+      }
+      case FrameKind::unsubscribe:
+      case FrameKind::punsubscribe:
+        if (h.sid != 0) active_.erase(h.sid);
+        m.kind = h.kind == static_cast<std::uint8_t>(FrameKind::punsubscribe) ? Kind::punsubscribe
+                                                                                : Kind::unsubscribe;
+        m.has_name = (h.flags & kFrameNil) == 0;
+        break;
+      default:
+        return std::nullopt;
+    }
+    m.channel = name;
+    m.count = h.count;
+    return m;
+  }
+
+  std::shared_ptr<BusState> bus_;
+  ClientLink link_;
+  Segment ring_;
+  RingProducer own_;
+  RingConsumer consumer_;
+  std::unordered_map<std::string, std::uint32_t> channels_;
+  std::unordered_map<std::string, std::uint32_t> patterns_;
+  std::unordered_map<std::uint32_t, Active> active_;  // subscriptions in force at the read position
+  std::unordered_set<std::uint32_t> cancelled_;       // confirmed in the stream, refused after
+  std::uint32_t next_sid_ = 0;
+  std::uint64_t seen_dropped_ = 0;
+};
+
+}  // namespace detail
+
+Subscriber Bus::subscriber() { return Subscriber(std::make_unique<detail::SubscriberState>(state_)); }
+
+Subscriber::Subscriber(std::unique_ptr<detail::SubscriberState> state) : state_(std::move(state)) {}
+Subscriber::Subscriber(Subscriber&&) noexcept = default;
+Subscriber& Subscriber::operator=(Subscriber&&) noexcept = default;
+Subscriber::~Subscriber() = default;
+
+std::size_t Subscriber::subscribe(std::span<const std::string> channels) {
+  return state_->subscribe(channels, false);
+}
+std::size_t Subscriber::psubscribe(std::span<const std::string> patterns) {
+  return state_->subscribe(patterns, true);
+}
+std::size_t Subscriber::unsubscribe(std::span<const std::string> channels) {
+  return state_->unsubscribe(channels, false);
+}
+std::size_t Subscriber::punsubscribe(std::span<const std::string> patterns) {
+  return state_->unsubscribe(patterns, true);
+}
+std::optional<Message> Subscriber::receive(std::chrono::nanoseconds timeout, bool spin) {
+  return state_->receive(timeout, spin);
+}
+std::optional<Message> Subscriber::try_receive() { return state_->try_receive(); }
+std::size_t Subscriber::subscription_count() const { return state_->count(); }
+std::uint64_t Subscriber::dropped() const { return state_->dropped(); }
+
+}  // namespace shmcast

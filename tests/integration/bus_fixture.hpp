@@ -1,0 +1,108 @@
+// Integration tests run a real shmcastd per test, on a bus named after the test's pid and
+// a counter, so tests run in parallel and never touch a bus a user runs.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "shmcast/shmcast.hpp"
+
+namespace shmcast::test {
+
+/// build/bin/, where every program of the build lands (SHMCAST_BIN_DIR is set by CMake).
+inline std::string bin_dir() { return SHMCAST_BIN_DIR; }
+
+/// A bus name no other test or user has: "t<pid>-<n>-<tag>".
+inline std::string unique_bus(const std::string& tag = "bus") {
+  static int counter = 0;
+  return fmt::format("t{}-{}-{}", getpid(), ++counter, tag);
+}
+
+/// Starts a program from build/bin with `args`; stdout/stderr go to `log` if given.
+inline pid_t spawn(const std::string& program, const std::vector<std::string>& args,
+                   const std::string& log = {}) {
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    if (!log.empty()) {
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+      }
+    }
+    std::vector<std::string> all{bin_dir() + "/" + program};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+/// Stops a process by its pid and reaps it; returns its wait status.
+inline int stop(pid_t pid, int sig = SIGTERM) {
+  if (pid <= 0) return 0;
+  kill(pid, sig);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+/// A coordinator for one test: started in the constructor (waits until the bus accepts
+/// clients), stopped with SIGTERM in the destructor.
+class Daemon {
+ public:
+  explicit Daemon(std::string bus = unique_bus(), std::vector<std::string> extra = {})
+      : bus_(std::move(bus)) {
+    std::vector<std::string> args{"--bus", bus_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = spawn("shmcastd", args, fmt::format("/tmp/shmcastd-{}.log", bus_));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      try {
+        (void)Bus::connect(bus_);
+        return;
+      } catch (const Error&) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          stop(pid_, SIGKILL);
+          throw std::runtime_error("shmcastd did not start on bus " + bus_);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+  }
+  ~Daemon() {
+    if (pid_ > 0) stop(pid_);
+    ::unlink(fmt::format("/tmp/shmcastd-{}.log", bus_).c_str());
+  }
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  [[nodiscard]] const std::string& bus() const { return bus_; }
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  /// Kills the coordinator now (SIGKILL) and forgets it.
+  void kill_now() {
+    stop(pid_, SIGKILL);
+    pid_ = 0;
+  }
+
+ private:
+  std::string bus_;
+  pid_t pid_ = 0;
+};
+
+}  // namespace shmcast::test

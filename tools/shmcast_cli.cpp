@@ -1,0 +1,467 @@
+// shmcast: the command line client of a bus. It speaks like redis-cli so that a script written
+// against `redis-cli publish / subscribe / pubsub` keeps its meaning: when stdout is not a
+// terminal, replies print exactly as redis-cli prints them there (one element per line,
+// integers bare, nil as an empty line); on a terminal, as redis-cli's human format
+// (`1) "subscribe"`). --raw and --no-raw force either, as they do for redis-cli.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "shmcast/shmcast.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Set by SIGINT/SIGTERM. Long-running commands poll it between short waits and then leave
+// through their destructors, so a subscriber's slot is released at once instead of reaped.
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);  // so a signal handler may store it
+
+extern "C" void on_stop_signal(int /*signal*/) { g_stop.store(true, std::memory_order_relaxed); }
+
+void install_signal_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  // No SA_RESTART: a wait in progress returns early, so the stop is seen at once.
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  // A reader that closed our stdout shows up as EPIPE from fwrite and ends the command cleanly.
+  signal(SIGPIPE, SIG_IGN);
+}
+
+// The command line is wrong: exit status 2, like CLI11's own parse errors.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Whoever read our stdout went away (EPIPE): stop quietly, as after Ctrl-C.
+struct StdoutClosed {};
+
+// One element of a reply as redis-cli sees it. shmcast's replies are never nested.
+struct Element {
+  enum class Type { string, integer, nil };
+  Type type = Type::string;
+  std::string text;
+  long long integer = 0;
+
+  static Element string(std::string text) { return {Type::string, std::move(text), 0}; }
+  static Element number(long long value) { return {Type::integer, {}, value}; }
+  static Element nil() { return {Type::nil, {}, 0}; }
+};
+
+// A reply: one scalar, or an array (possibly empty, which redis-cli prints differently).
+struct Reply {
+  bool array = false;
+  std::vector<Element> elements;
+
+  static Reply scalar(Element element) { return {false, {std::move(element)}}; }
+  static Reply list(std::vector<Element> elements) { return {true, std::move(elements)}; }
+};
+
+// redis-cli's raw format (cliFormatReplyRaw): elements joined by newlines, nil as nothing, and
+// one newline after the reply, so an empty array is one empty line.
+std::string format_raw(const Reply& reply) {
+  std::string out;
+  for (std::size_t i = 0; i < reply.elements.size(); ++i) {
+    if (i > 0) out += '\n';
+    const Element& e = reply.elements[i];
+    switch (e.type) {
+      case Element::Type::string: out += e.text; break;
+      case Element::Type::integer: fmt::format_to(std::back_inserter(out), "{}", e.integer); break;
+      case Element::Type::nil: break;
+    }
+  }
+  out += '\n';
+  return out;
+}
+
+// redis's sdscatrepr: a quoted string with C escapes, \xHH for bytes that are not printable
+// in the C locale.
+void append_quoted(std::string& out, std::string_view text) {
+  out += '"';
+  for (const char c : text) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\a': out += "\\a"; break;
+      case '\b': out += "\\b"; break;
+      default:
+        if (c >= 0x20 && c < 0x7f) {
+          out += c;
+        } else {
+          fmt::format_to(std::back_inserter(out), "\\x{:02x}", static_cast<unsigned char>(c));
+        }
+    }
+  }
+  out += '"';
+}
+
+void append_human(std::string& out, const Element& e) {
+  switch (e.type) {
+    case Element::Type::string: append_quoted(out, e.text); break;
+    case Element::Type::integer: fmt::format_to(std::back_inserter(out), "(integer) {}", e.integer); break;
+    case Element::Type::nil: out += "(nil)"; break;
+  }
+  out += '\n';
+}
+
+// redis-cli's terminal format (cliFormatReplyTTY) for flat replies: array indexes are
+// right-aligned to the width of the largest one.
+std::string format_human(const Reply& reply) {
+  std::string out;
+  if (!reply.array) {
+    append_human(out, reply.elements.front());
+    return out;
+  }
+  if (reply.elements.empty()) return "(empty array)\n";
+  const std::size_t width = fmt::formatted_size("{}", reply.elements.size());
+  for (std::size_t i = 0; i < reply.elements.size(); ++i) {
+    fmt::format_to(std::back_inserter(out), "{:>{}}) ", i + 1, width);
+    append_human(out, reply.elements[i]);
+  }
+  return out;
+}
+
+// Writes replies to stdout, flushed one by one so a subscriber's frames reach a pipe at once.
+class Output {
+ public:
+  explicit Output(bool human) : human_(human) {}
+
+  [[nodiscard]] bool human() const { return human_; }
+  void reply(const Reply& r) const { write(human_ ? format_human(r) : format_raw(r)); }
+  static void write(std::string_view bytes) {
+    if (std::fwrite(bytes.data(), 1, bytes.size(), stdout) == bytes.size() &&
+        std::fflush(stdout) == 0) {
+      return;
+    }
+    const int error = errno;
+    if (error == EPIPE) throw StdoutClosed{};
+    throw std::runtime_error(fmt::format("cannot write to standard output: {}: check where it goes",
+                                         std::strerror(error)));
+  }
+
+ private:
+  bool human_;
+};
+
+enum class Command { publish, subscribe, psubscribe, channels, numsub, numpat };
+
+struct Invocation {
+  std::string bus;
+  bool bus_given = false;
+  long long repeat = 1;
+  double interval = 0;
+  bool stdin_last = false;
+  bool raw = false;
+  bool no_raw = false;
+  std::uint64_t count = 0;  // subscribe: stop after this many messages; 0 = no limit
+  double timeout = 0;       // subscribe: stop after this many seconds; 0 = no limit
+  Command command = Command::publish;
+  std::vector<std::string> args;
+};
+
+struct Arity {
+  const char* name;
+  const char* usage;
+  std::size_t min;
+  std::size_t max;
+};
+
+Arity arity(Command command) {
+  constexpr std::size_t any = std::numeric_limits<std::size_t>::max();
+  switch (command) {
+    case Command::publish: return {"publish", "CHANNEL MESSAGE", 2, 2};
+    case Command::subscribe: return {"subscribe", "CHANNEL...", 1, any};
+    case Command::psubscribe: return {"psubscribe", "PATTERN...", 1, any};
+    case Command::channels: return {"pubsub channels", "[PATTERN]", 0, 1};
+    case Command::numsub: return {"pubsub numsub", "[CHANNEL...]", 0, any};
+    case Command::numpat: return {"pubsub numpat", "no argument", 0, 0};
+  }
+  return {"?", "?", 0, 0};
+}
+
+void check_arity(const Invocation& inv) {
+  const Arity a = arity(inv.command);
+  const std::size_t given = inv.args.size() + (inv.stdin_last ? 1 : 0);
+  if (given >= a.min && given <= a.max) return;
+  throw UsageError(fmt::format("'{}' takes {}, got {} argument{}{}", a.name, a.usage, given,
+                               given == 1 ? "" : "s", inv.stdin_last ? " (one from -x)" : ""));
+}
+
+// Reads all of stdin, binary-safe. More than `limit` bytes is an error, found without reading
+// an endless stream to its end.
+std::string read_stdin(std::uint64_t limit, const std::string& bus) {
+  std::string data;
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
+    if (n == 0) return data;
+    if (n < 0) {
+      if (errno == EINTR && !g_stop.load(std::memory_order_relaxed)) continue;
+      throw std::runtime_error(fmt::format("cannot read standard input: {}", std::strerror(errno)));
+    }
+    data.append(buffer, static_cast<std::size_t>(n));
+    if (data.size() > limit) {
+      throw shmcast::Error(
+          shmcast::Errc::payload_too_large,
+          fmt::format("the message on stdin is over bus '{}''s max_payload limit of {} bytes: "
+                      "send a smaller one, or start shmcastd with a larger --max-payload",
+                      bus, limit));
+    }
+  }
+}
+
+// Sleeps for `duration` unless SIGINT/SIGTERM comes first.
+void sleep_unless_stopped(std::chrono::duration<double> duration) {
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(duration);
+  while (!g_stop.load(std::memory_order_relaxed)) {
+    const auto left = deadline - Clock::now();
+    if (left <= Clock::duration::zero()) return;
+    std::this_thread::sleep_for(std::min<Clock::duration>(left, 100ms));
+  }
+}
+
+Reply frame_reply(const shmcast::Message& m) {
+  switch (m.kind) {
+    case shmcast::Kind::message:
+      return Reply::list({Element::string("message"), Element::string(m.channel),
+                          Element::string(m.payload)});
+    case shmcast::Kind::pmessage:
+      return Reply::list({Element::string("pmessage"), Element::string(m.pattern),
+                          Element::string(m.channel), Element::string(m.payload)});
+    default:
+      return Reply::list({Element::string(shmcast::kind_name(m.kind)),
+                          m.has_name ? Element::string(m.channel) : Element::nil(),
+                          Element::number(m.count)});
+  }
+}
+
+void run_subscribe(shmcast::Bus& bus, const Invocation& inv, const Output& out) {
+  shmcast::Subscriber sub = bus.subscriber();
+  if (inv.command == Command::psubscribe) {
+    sub.psubscribe(inv.args);
+  } else {
+    sub.subscribe(inv.args);
+  }
+  if (out.human()) Output::write("Reading messages... (press Ctrl-C to quit)\n");
+
+  const auto deadline =
+      inv.timeout > 0
+          ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(inv.timeout))
+          : Clock::time_point::max();
+  std::uint64_t messages = 0;
+  while (!g_stop.load(std::memory_order_relaxed)) {
+    const auto left = deadline - Clock::now();
+    if (left <= Clock::duration::zero()) return;
+    // A bounded wait, so a signal or the deadline is noticed within 100 ms.
+    const auto message = sub.receive(std::min<Clock::duration>(left, 100ms));
+    if (!message) continue;
+    if (message->kind == shmcast::Kind::gap) {
+      // Not a Redis frame: a script reading stdout must not mistake it for a message.
+      fmt::print(stderr,
+                 "shmcast: {} message{} dropped here because this subscriber's ring ({} bytes) "
+                 "was full: read faster, or start shmcastd with a larger --ring-bytes\n",
+                 message->count, message->count == 1 ? " was" : "s were", bus.limits().ring_bytes);
+      continue;
+    }
+    out.reply(frame_reply(*message));
+    const bool is_message =
+        message->kind == shmcast::Kind::message || message->kind == shmcast::Kind::pmessage;
+    if (is_message && inv.count > 0 && ++messages >= inv.count) return;
+  }
+}
+
+void run_once(shmcast::Bus& bus, const Invocation& inv, const Output& out) {
+  switch (inv.command) {
+    case Command::publish:
+      out.reply(Reply::scalar(Element::number(
+          static_cast<long long>(bus.publish(inv.args[0], inv.args[1])))));
+      return;
+    case Command::subscribe:
+    case Command::psubscribe:
+      run_subscribe(bus, inv, out);
+      return;
+    case Command::channels: {
+      auto names = inv.args.empty() ? bus.channels() : bus.channels(inv.args[0]);
+      // Redis gives no order; sorted output is easier to read and to compare.
+      std::sort(names.begin(), names.end());
+      std::vector<Element> elements;
+      for (auto& name : names) elements.push_back(Element::string(std::move(name)));
+      out.reply(Reply::list(std::move(elements)));
+      return;
+    }
+    case Command::numsub: {
+      std::vector<Element> elements;
+      for (auto& [name, count] : bus.numsub(inv.args)) {
+        elements.push_back(Element::string(std::move(name)));
+        elements.push_back(Element::number(static_cast<long long>(count)));
+      }
+      out.reply(Reply::list(std::move(elements)));
+      return;
+    }
+    case Command::numpat:
+      out.reply(Reply::scalar(Element::number(static_cast<long long>(bus.numpat()))));
+      return;
+  }
+}
+
+int run(Invocation inv) {
+  const std::string bus_name = inv.bus_given ? inv.bus : shmcast::default_bus_name();
+  shmcast::check_bus_name(bus_name);
+  check_arity(inv);
+  shmcast::Bus bus = shmcast::Bus::connect(bus_name);
+
+  if (inv.stdin_last) {
+    // Only a message has a size limit worth stopping the read for; names are checked by the
+    // library against their own limits once read.
+    const bool is_payload = inv.command == Command::publish && inv.args.size() == 1;
+    inv.args.push_back(read_stdin(
+        is_payload ? bus.limits().max_payload : std::numeric_limits<std::uint64_t>::max(),
+        bus_name));
+  }
+  if (inv.command == Command::publish && inv.args[1].size() > bus.limits().max_payload) {
+    throw shmcast::Error(
+        shmcast::Errc::payload_too_large,
+        fmt::format("the message of {} bytes is over bus '{}''s max_payload limit of {} bytes: "
+                    "send a smaller one, or start shmcastd with a larger --max-payload",
+                    inv.args[1].size(), bus_name, bus.limits().max_payload));
+  }
+
+  const Output out(inv.no_raw || (!inv.raw && ::isatty(STDOUT_FILENO) == 1));
+  for (long long i = 0; inv.repeat < 0 || i < inv.repeat; ++i) {
+    if (g_stop.load(std::memory_order_relaxed)) break;
+    if (i > 0 && inv.interval > 0) sleep_unless_stopped(std::chrono::duration<double>(inv.interval));
+    run_once(bus, inv, out);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Invocation inv;
+  CLI::App app{"The command line client of a shmcast bus (Redis-style Pub/Sub over shared "
+               "memory).\nReplies print as redis-cli prints them: raw when stdout is not a "
+               "terminal, human-readable on one.",
+               "shmcast"};
+  app.add_option("--bus", inv.bus, "the bus to use (default: $SHMCAST_BUS, else 'default')");
+  app.add_option("-r", inv.repeat, "run the command N times; negative: until interrupted")
+      ->type_name("N");
+  app.add_option("-i", inv.interval, "wait SECONDS between repetitions (with -r)")
+      ->type_name("SECONDS")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("-x", inv.stdin_last,
+               "read the last argument from stdin: all of it, byte for byte, newlines included");
+  auto* raw = app.add_flag("--raw", inv.raw, "print replies raw even on a terminal");
+  app.add_flag("--no-raw", inv.no_raw, "print replies human-readable even when piped")
+      ->excludes(raw);
+  app.require_subcommand(1);
+  app.footer(
+      "Commands take their arguments verbatim, like redis-cli: put options before the command.\n"
+      "Examples:\n"
+      "  shmcast subscribe news            print news messages until Ctrl-C\n"
+      "  shmcast publish news hello        prints how many subscribers got it\n"
+      "  shmcast -x publish news < file    publish the file's bytes as the message\n"
+      "  shmcast pubsub numsub news        news, then its number of subscribers");
+
+  // prefix_command: everything after the command is an argument, even "-5" or "--help".
+  auto* publish = app.add_subcommand(
+      "publish", "publish CHANNEL MESSAGE: publishes, prints the number of deliveries");
+  publish->prefix_command()->ignore_case();
+
+  const auto add_subscribe = [&](const char* name, const char* description, const char* what) {
+    auto* sub = app.add_subcommand(name, description)->ignore_case();
+    sub->add_option(what, inv.args, "names to subscribe to (-- before a name that starts with -)");
+    sub->add_option("--count", inv.count, "exit after N messages")
+        ->type_name("N")
+        ->check(CLI::PositiveNumber);
+    sub->add_option("--timeout", inv.timeout, "exit after SECONDS")
+        ->type_name("SECONDS")
+        ->check(CLI::PositiveNumber);
+    return sub;
+  };
+  auto* subscribe = add_subscribe(
+      "subscribe",
+      "subscribe [--count N] [--timeout SECONDS] CHANNEL...: prints confirmations, then every "
+      "message, until Ctrl-C",
+      "CHANNEL");
+  auto* psubscribe = add_subscribe(
+      "psubscribe",
+      "psubscribe [--count N] [--timeout SECONDS] PATTERN...: the same for glob patterns",
+      "PATTERN");
+
+  auto* pubsub = app.add_subcommand("pubsub", "pubsub channels|numsub|numpat: the registry");
+  pubsub->ignore_case()->require_subcommand(1);
+  auto* channels = pubsub->add_subcommand(
+      "channels", "channels [PATTERN]: channels with subscribers (those matching PATTERN)");
+  channels->prefix_command()->ignore_case();
+  auto* numsub = pubsub->add_subcommand(
+      "numsub", "numsub [CHANNEL...]: each channel, then its number of subscribers");
+  numsub->prefix_command()->ignore_case();
+  auto* numpat = pubsub->add_subcommand("numpat", "numpat: distinct patterns with subscribers");
+  numpat->ignore_case();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    fmt::print(stderr, "shmcast: {}: see shmcast --help\n", e.what());
+    return 2;
+  }
+  inv.bus_given = app.count("--bus") > 0;
+  if (publish->parsed()) {
+    inv.command = Command::publish;
+    inv.args = publish->remaining();
+  } else if (subscribe->parsed()) {
+    inv.command = Command::subscribe;
+  } else if (psubscribe->parsed()) {
+    inv.command = Command::psubscribe;
+  } else if (channels->parsed()) {
+    inv.command = Command::channels;
+    inv.args = channels->remaining();
+  } else if (numsub->parsed()) {
+    inv.command = Command::numsub;
+    inv.args = numsub->remaining();
+  } else {
+    inv.command = Command::numpat;
+  }
+
+  install_signal_handlers();
+  try {
+    return run(std::move(inv));
+  } catch (const UsageError& e) {
+    fmt::print(stderr, "shmcast: {}: see shmcast --help\n", e.what());
+    return 2;
+  } catch (const StdoutClosed&) {
+    return 0;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "shmcast: {}\n", e.what());
+    return 1;
+  }
+}
