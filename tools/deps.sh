@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages shmcast needs to build, test and run its demo, if any is missing.
+# redis-server and redis-tools are the reference the CLI tests compare against.
 set -euo pipefail
 
 packages=(
   g++ cmake ninja-build pkg-config
   libboost-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  redis-server redis-tools
 )
 
 missing=()

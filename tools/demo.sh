@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A live demo on the bus `demo`: starts a coordinator (or uses the running one), two
+# subscribers, publishes a few messages, shows shm-stat, and leaves the coordinator running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=build/bin
+bus=${SHMCAST_DEMO_BUS:-demo}
+
+if ! "$bin/shm-stat" --bus "$bus" >/dev/null 2>&1; then
+  "$bin/shmcastd" --bus "$bus" 2>>"/tmp/shmcastd-$bus.log" &
+  for _ in $(seq 100); do "$bin/shm-stat" --bus "$bus" >/dev/null 2>&1 && break; sleep 0.05; done
+fi
+coordinator=$("$bin/shm-stat" --bus "$bus" --json | sed -n 's/.*"coordinator": *{ *"pid": *\([0-9]*\).*/\1/p')
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+echo "== two subscribers: one on 'news' (until 2 messages), one on the pattern 'user:*:alerts'"
+"$bin/shmcast" --bus "$bus" subscribe news --count 2 --timeout 10 >"$out/news" &
+sub1=$!
+"$bin/shmcast" --bus "$bus" psubscribe 'user:*:alerts' --count 1 --timeout 10 >"$out/alerts" &
+sub2=$!
+sleep 0.5
+
+publish() {
+  printf '  shmcast publish %-15s %-20s -> ' "$1" "\"$2\""
+  "$bin/shmcast" --bus "$bus" publish "$1" "$2"
+}
+echo "== a publisher: each publish prints how many subscribers received it"
+publish news "shmcast is up"
+publish user:42:alerts "disk almost full"
+publish weather "nobody listens"
+echo "== shm-stat, with the news subscriber still attached"
+"$bin/shm-stat" --bus "$bus"
+publish news "second headline"
+wait "$sub1" "$sub2" || true
+echo "== what the news subscriber printed (as redis-cli prints it)"
+sed 's/^/  /' "$out/news"
+echo "== what the alerts subscriber printed"
+sed 's/^/  /' "$out/alerts"
+echo
+echo "The coordinator of bus '$bus' keeps running (pid ${coordinator:-?}); stop it with: kill ${coordinator:-PID}"
+echo "Try: $bin/shmcast --bus $bus subscribe news   and, in another shell: $bin/shmcast --bus $bus publish news hi"
