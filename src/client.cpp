@@ -1,11 +1,13 @@
 #include "client.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 
@@ -94,10 +96,25 @@ Error status_error(Status status, Op op, std::string_view name, const BusLimits&
   }
 }
 
-std::uint64_t self_start_ticks() {
-  static const std::uint64_t ticks = process_start_ticks(static_cast<std::int32_t>(getpid()));
-  return ticks;
+std::atomic<std::uint32_t> g_pid{0};
+
+}  // namespace
+
+std::uint32_t current_pid() noexcept {
+  std::uint32_t pid = g_pid.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    static std::once_flag once;
+    std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { g_pid.store(0); }); });
+    pid = static_cast<std::uint32_t>(getpid());
+    g_pid.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
 }
+
+namespace {
+
+// Read afresh on every claim: a child forked from a client has its own pid and start time.
+std::uint64_t self_start_ticks() { return process_start_ticks(static_cast<std::int32_t>(getpid())); }
 
 }  // namespace
 
@@ -237,7 +254,7 @@ std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name
 
 BusState::BusState(std::string bus, ConnectOptions opts)
     : name(std::move(bus)), options(opts), view(open_control(name)), limits(to_limits(view->limits())),
-      id(g_next_bus_id.fetch_add(1)), writer(static_cast<std::uint32_t>(getpid())) {
+      id(g_next_bus_id.fetch_add(1)) {
   link = std::make_unique<ClientLink>(view, name, options);
   link->request(Op::attach, 0, {});
 }
@@ -369,11 +386,12 @@ std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> pa
   const std::span<const std::byte> parts[] = {
       std::as_bytes(std::span<const detail::FrameHeader, 1>(&header, 1)),
       std::as_bytes(std::span<const char>(channel.data(), channel.size())), payload};
+  const std::uint32_t writer = detail::current_pid();
   std::size_t delivered = 0;
   for (const detail::RouteTarget& t : route->targets) {
     header.kind = static_cast<std::uint8_t>(t.kind);
     header.sid = t.sid;
-    if (t.ring->producer.try_write(parts, s.writer) == detail::WriteStatus::ok) ++delivered;
+    if (t.ring->producer.try_write(parts, writer) == detail::WriteStatus::ok) ++delivered;
   }
   return delivered;
 }

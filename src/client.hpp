@@ -66,8 +66,11 @@ class BusState {
   Limits limits;
   std::unique_ptr<ClientLink> link;  // the publisher's own slot, so its death is counted
   std::uint64_t id;                  // unique in this process, keys per-thread caches
-  std::uint32_t writer;              // this process's pid, the writer id in ring records
 };
+
+/// This process's pid without a system call per use (refreshed in a forked child): the writer
+/// id of the ring records it writes.
+[[nodiscard]] std::uint32_t current_pid() noexcept;
 
 [[nodiscard]] Limits to_limits(const BusLimits& l) noexcept;
 

@@ -193,6 +193,11 @@ class RingConsumer {
     return layout_->dropped.load(std::memory_order_relaxed);
   }
   [[nodiscard]] std::uint64_t read_count() const noexcept { return read_count_; }
+  /// Position of the next record to read, and the position up to which space is claimed.
+  [[nodiscard]] std::uint64_t position() const noexcept { return head_; }
+  [[nodiscard]] std::uint64_t claimed() const noexcept {
+    return layout_->tail.load(std::memory_order_acquire);
+  }
   [[nodiscard]] std::uint64_t skipped() const noexcept { return skipped_; }
   [[nodiscard]] std::uint64_t corrupt() const noexcept { return corrupt_; }
   [[nodiscard]] std::size_t max_payload() const noexcept { return ring_max_payload(capacity_); }

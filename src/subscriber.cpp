@@ -115,12 +115,18 @@ class SubscriberState {
   std::optional<Message> try_receive() {
     std::optional<Message> out;
     for (;;) {
-      const std::uint64_t dropped = consumer_.dropped();
-      if (dropped != seen_dropped_) {
+      // Drops happened while the ring held what is claimed now: the gap goes after that.
+      if (!gap_pending_ && consumer_.dropped() != seen_dropped_) {
+        gap_pending_ = true;
+        gap_at_ = consumer_.claimed();
+      }
+      if (gap_pending_ && consumer_.position() - gap_at_ < (std::uint64_t{1} << 63)) {
+        const std::uint64_t dropped = consumer_.dropped();
         Message gap;
         gap.kind = Kind::gap;
         gap.count = static_cast<std::int64_t>(dropped - seen_dropped_);
         seen_dropped_ = dropped;
+        gap_pending_ = false;
         return gap;
       }
       const ReadStatus status = consumer_.try_read([&](std::span<const std::byte> record) {
@@ -195,7 +201,7 @@ class SubscriberState {
     const std::span<const std::byte> parts[] = {
         std::as_bytes(std::span<const FrameHeader, 1>(&h, 1)),
         std::as_bytes(std::span<const char>(name.data(), name.size()))};
-    if (own_.try_write(parts, bus_->writer) != WriteStatus::ok) {
+    if (own_.try_write(parts, current_pid()) != WriteStatus::ok) {
       throw Error(Errc::ring_full,
                   "the subscriber's ring is full: read its pending messages before (un)subscribing");
     }
@@ -261,6 +267,8 @@ class SubscriberState {
   std::unordered_set<std::uint32_t> cancelled_;       // confirmed in the stream, refused after
   std::uint32_t next_sid_ = 0;
   std::uint64_t seen_dropped_ = 0;
+  bool gap_pending_ = false;
+  std::uint64_t gap_at_ = 0;  // ring position after which the pending gap is reported
 };
 
 }  // namespace detail
