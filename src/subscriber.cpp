@@ -112,8 +112,9 @@ class SubscriberState {
     return count();
   }
 
-  std::optional<Message> try_receive() {
-    std::optional<Message> out;
+  // Hands at most one frame to `deliver(const MessageView&)`; false if none was ready.
+  template <class F>
+  bool next(F&& deliver) {
     for (;;) {
       // Drops happened while the ring held what is claimed now: the gap goes after that.
       if (!gap_pending_ && consumer_.dropped() != seen_dropped_) {
@@ -122,34 +123,60 @@ class SubscriberState {
       }
       if (gap_pending_ && consumer_.position() - gap_at_ < (std::uint64_t{1} << 63)) {
         const std::uint64_t dropped = consumer_.dropped();
-        Message gap;
+        MessageView gap;
         gap.kind = Kind::gap;
         gap.count = static_cast<std::int64_t>(dropped - seen_dropped_);
         seen_dropped_ = dropped;
         gap_pending_ = false;
-        return gap;
+        deliver(gap);
+        return true;
       }
+      bool delivered = false;
       const ReadStatus status = consumer_.try_read([&](std::span<const std::byte> record) {
-        out = parse(record);
+        if (const auto view = parse(record)) {
+          deliver(*view);
+          delivered = true;
+        }
       });
-      if (status != ReadStatus::record) return std::nullopt;
-      if (out) return out;
+      if (status != ReadStatus::record) return false;
+      if (delivered) return true;
     }
+  }
+
+  std::optional<Message> try_receive() {
+    std::optional<Message> out;
+    next([&](const MessageView& v) {
+      out = Message{v.kind, std::string(v.pattern), std::string(v.channel), std::string(v.payload), v.count,
+                    v.has_name};
+    });
+    return out;
   }
 
   std::optional<Message> receive(std::chrono::nanoseconds timeout, bool spin) {
     const bool forever = timeout.count() < 0;
     const auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
-    for (std::uint32_t n = 0;; ++n) {
+    for (;;) {
       if (auto m = try_receive()) return m;
-      const auto now = std::chrono::steady_clock::now();
-      if (!forever && now >= deadline) return std::nullopt;
-      if (spin) {
-        cpu_relax();
+      if (!wait_until(forever, deadline, spin)) return std::nullopt;
+    }
+  }
+
+  std::size_t listen(const std::function<bool(const MessageView&)>& handler, std::chrono::nanoseconds timeout) {
+    const bool forever = timeout.count() < 0;
+    std::size_t handled = 0;
+    bool go_on = true;
+    auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
+    while (go_on) {
+      if (next([&](const MessageView& v) {
+            ++handled;
+            go_on = handler(v);
+          })) {
+        if (!forever) deadline = std::chrono::steady_clock::now() + timeout;
         continue;
       }
-      consumer_.wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
+      if (!wait_until(forever, deadline, false)) break;
     }
+    return handled;
   }
 
   std::uint64_t dropped() const { return consumer_.dropped(); }
@@ -159,6 +186,18 @@ class SubscriberState {
     bool pattern;
     std::string name;
   };
+
+  // Waits for the ring until `deadline`; false once it has passed.
+  bool wait_until(bool forever, std::chrono::steady_clock::time_point deadline, bool spin) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!forever && now >= deadline) return false;
+    if (spin) {
+      cpu_relax();
+    } else {
+      consumer_.wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
+    }
+    return true;
+  }
 
   static Segment create_ring(const BusState& bus, const ClientLink& link) {
     const BusHeader& h = bus.view->header();
@@ -207,7 +246,7 @@ class SubscriberState {
     }
   }
 
-  std::optional<Message> parse(std::span<const std::byte> record) {
+  std::optional<MessageView> parse(std::span<const std::byte> record) {
     FrameHeader h{};
     if (record.size() < sizeof h) return std::nullopt;
     std::memcpy(&h, record.data(), sizeof h);
@@ -215,7 +254,7 @@ class SubscriberState {
     const auto* text = reinterpret_cast<const char*>(record.data()) + sizeof h;
     const std::string_view name(text, h.name_len);
     const std::string_view rest(text + h.name_len, record.size() - sizeof h - h.name_len);
-    Message m;
+    MessageView m;
     switch (static_cast<FrameKind>(h.kind)) {
       case FrameKind::message:
       case FrameKind::pmessage: {
@@ -296,6 +335,10 @@ std::optional<Message> Subscriber::receive(std::chrono::nanoseconds timeout, boo
   return state_->receive(timeout, spin);
 }
 std::optional<Message> Subscriber::try_receive() { return state_->try_receive(); }
+std::size_t Subscriber::listen(const std::function<bool(const MessageView&)>& handler,
+                               std::chrono::nanoseconds timeout) {
+  return state_->listen(handler, timeout);
+}
 std::size_t Subscriber::subscription_count() const { return state_->count(); }
 std::uint64_t Subscriber::dropped() const { return state_->dropped(); }
 

@@ -7,25 +7,25 @@ cd "$(dirname "$0")/.."
 tools/deps.sh
 
 jobs=$(nproc)
-configure_and_build() {  # folder, extra cmake arguments...
-  local dir=$1
-  shift
+configure_and_build() {  # folder, targets ("" for all), extra cmake arguments...
+  local dir=$1 targets=$2
+  shift 2
   cmake -S . -B "$dir" -G Ninja -DSHMCAST_WERROR=ON "$@" >/dev/null
-  cmake --build "$dir" -j "$jobs"
+  cmake --build "$dir" -j "$jobs" ${targets:+--target $targets}
 }
 
 echo "== build and test (Release)"
-configure_and_build build -DCMAKE_BUILD_TYPE=Release
+configure_and_build build "" -DCMAKE_BUILD_TYPE=Release
 ctest --test-dir build -j "$jobs" --output-on-failure
 
 echo "== ASan + UBSan"
-configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DSHMCAST_SANITIZE=address,undefined \
+configure_and_build build-asan "" -DCMAKE_BUILD_TYPE=Debug -DSHMCAST_SANITIZE=address,undefined \
   -DSHMCAST_BUILD_BENCH=OFF -DSHMCAST_BUILD_EXAMPLES=OFF
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -j "$jobs" --output-on-failure
 
 echo "== TSan (thread-based stress tests)"
-configure_and_build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMCAST_SANITIZE=thread \
+configure_and_build build-tsan ring_thread_stress_test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMCAST_SANITIZE=thread \
   -DSHMCAST_BUILD_BENCH=OFF -DSHMCAST_BUILD_EXAMPLES=OFF
 # TSan's shadow memory needs the address layout it expects: run without ASLR.
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \

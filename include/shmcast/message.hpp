@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace shmcast {
 
@@ -31,6 +32,17 @@ struct Message {
   std::string pattern;
   std::string channel;
   std::string payload;
+  std::int64_t count = 0;
+  bool has_name = true;
+};
+
+/// The same frame without copies: the views point into the subscriber's ring and are valid
+/// only during the callback that receives them (Subscriber::listen).
+struct MessageView {
+  Kind kind = Kind::message;
+  std::string_view pattern;
+  std::string_view channel;
+  std::string_view payload;
   std::int64_t count = 0;
   bool has_name = true;
 };

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -58,6 +59,12 @@ class Subscriber {
   std::optional<Message> receive(std::chrono::nanoseconds timeout, bool spin = false);
   /// The next frame if one is ready, without waiting.
   std::optional<Message> try_receive();
+
+  /// The callback loop: calls `handler` for every frame, without copying it, until the handler
+  /// returns false or `timeout` passes with no frame (negative: no limit). Returns the number
+  /// of frames handled. The handler must not call this subscriber's other members.
+  std::size_t listen(const std::function<bool(const MessageView&)>& handler,
+                     std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1));
 
   /// Channels + patterns held now.
   [[nodiscard]] std::size_t subscription_count() const;

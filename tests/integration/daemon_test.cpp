@@ -1,0 +1,215 @@
+// shmcastd as a process: one coordinator per bus, what SIGTERM leaves behind, adoption of a
+// bus by a restarted coordinator, and refusals of bad settings.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "integration/bus_fixture.hpp"
+
+namespace shmcast {
+namespace {
+
+using test::Daemon;
+using test::spawn;
+using test::unique_bus;
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::string control_path(const std::string& bus) { return "/dev/shm/shmcast." + bus + ".ctl"; }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Runs shmcastd with `args` to its end; returns its exit status and what it printed.
+std::pair<int, std::string> run_daemon(const std::vector<std::string>& args) {
+  const std::string log = "/tmp/shmcastd-run-" + std::to_string(getpid()) + ".log";
+  const pid_t pid = spawn("shmcastd", args, log);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::string out = read_file(log);
+  ::unlink(log.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::optional<Message> next_message(Subscriber& sub) {
+  while (auto m = sub.receive(std::chrono::seconds(5))) {
+    if (m->kind == Kind::message || m->kind == Kind::pmessage) return m;
+  }
+  return std::nullopt;
+}
+
+TEST(DaemonStart, SecondCoordinatorOnTheSameBusIsRefused) {
+  Daemon daemon;
+  const auto [status, out] = run_daemon({"--bus", daemon.bus()});
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(out.find("already has a live coordinator"), std::string::npos) << out;
+  // The first one still serves.
+  EXPECT_TRUE(Bus::connect(daemon.bus()).coordinator_alive());
+}
+
+TEST(DaemonStart, BadSettingsAreRefusedWithTheSettingNamed) {
+  const std::string bus = unique_bus("bad");
+  auto [status, out] = run_daemon({"--bus", bus, "--ring-bytes", "1000"});
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(out.find("--ring-bytes"), std::string::npos) << out;
+  std::tie(status, out) = run_daemon({"--bus", bus, "--ring-bytes", "65536", "--max-payload", "40000"});
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(out.find("--max-payload"), std::string::npos) << out;
+  std::tie(status, out) = run_daemon({"--bus", "../x"});
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(out.find("invalid bus name"), std::string::npos) << out;
+  std::tie(status, out) = run_daemon({"--bus", bus, "--mode", "0666"});
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(out.find("never world"), std::string::npos) << out;
+  EXPECT_FALSE(exists(control_path(bus)));
+}
+
+TEST(DaemonStop, SigtermWithoutClientsRemovesTheBus) {
+  const std::string bus = unique_bus("stop");
+  {
+    Daemon daemon(bus);
+    EXPECT_TRUE(exists(control_path(bus)));
+  }
+  EXPECT_FALSE(exists(control_path(bus)));
+  EXPECT_FALSE(exists("/dev/shm/shmcast." + bus + ".lock"));
+}
+
+TEST(DaemonStop, SegmentsAreOwnerOnlyByDefault) {
+  Daemon daemon;
+  struct stat st {};
+  ASSERT_EQ(::stat(control_path(daemon.bus()).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600U);
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  int rings = 0;
+  const std::string prefix = "shmcast." + daemon.bus() + ".ring.";
+  for (const auto& f : std::filesystem::directory_iterator("/dev/shm")) {
+    if (f.path().filename().string().rfind(prefix, 0) != 0) continue;
+    ++rings;
+    ASSERT_EQ(::stat(f.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600U) << f.path();
+  }
+  EXPECT_EQ(rings, 1);
+}
+
+// systemctl restart must not cut off running subscribers: SIGTERM leaves a bus with clients,
+// the data path keeps flowing meanwhile, and the next coordinator adopts every subscription.
+TEST(DaemonRestart, SigtermWithClientsLeavesTheBusAndTheNextOneAdoptsIt) {
+  const std::string name = unique_bus("restart");
+  auto first = std::make_unique<Daemon>(name);
+  Bus bus = Bus::connect(name);
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"news"});
+  sub.psubscribe({"n*"});
+  const pid_t first_pid = first->pid();
+  first.reset();  // SIGTERM, and wait for it to exit
+
+  EXPECT_TRUE(exists(control_path(name))) << "a bus with clients stays";
+  EXPECT_FALSE(bus.coordinator_alive());
+  EXPECT_EQ(bus.publish("news", "while down"), 2U) << "publishing needs no coordinator";
+  auto m = next_message(sub);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->payload, "while down");
+  EXPECT_TRUE(next_message(sub).has_value());  // and the pmessage
+
+  Daemon second(name);
+  EXPECT_NE(second.pid(), first_pid);
+  EXPECT_TRUE(bus.coordinator_alive());
+  const std::vector<std::string> news{"news"};
+  EXPECT_EQ(bus.numsub(news)[0].second, 1U);
+  EXPECT_EQ(bus.numpat(), 1U);
+  EXPECT_EQ(sub.subscribe({"more"}), 3U) << "the adopted client can still subscribe";
+  EXPECT_EQ(bus.publish("more", "after"), 1U);
+  m = next_message(sub);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->channel, "more");
+}
+
+TEST(DaemonRestart, ClientThatDiedWhileNoCoordinatorRanIsReapedOnAdoption) {
+  const std::string name = unique_bus("reap");
+  auto first = std::make_unique<Daemon>(name);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Bus bus = Bus::connect(name);
+    Subscriber sub = bus.subscriber();
+    sub.subscribe({"gone"});
+    (void)!write(ready[1], "x", 1);
+    pause();
+    _exit(0);
+  }
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  Bus bus = Bus::connect(name);
+  const std::vector<std::string> gone{"gone"};
+  ASSERT_EQ(bus.numsub(gone)[0].second, 1U);
+
+  first->kill_now();  // SIGKILL: no chance to clean anything
+  test::stop(child, SIGKILL);
+  EXPECT_EQ(bus.numsub(gone)[0].second, 1U) << "nobody reaps while no coordinator runs";
+
+  Daemon second(name);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (bus.numsub(gone)[0].second != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(bus.numsub(gone)[0].second, 0U);
+  EXPECT_EQ(bus.channels().size(), 0U);
+  close(ready[0]);
+  close(ready[1]);
+}
+
+TEST(DaemonRestart, RequestsFailClearlyWhileNoCoordinatorRuns) {
+  const std::string name = unique_bus("down");
+  auto daemon = std::make_unique<Daemon>(name);
+  Bus bus = Bus::connect(name, ConnectOptions{std::chrono::milliseconds(500)});
+  Subscriber sub = bus.subscriber();
+  daemon->kill_now();
+  try {
+    sub.subscribe({"x"});
+    FAIL() << "subscribe succeeded without a coordinator";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::coordinator_gone);
+    EXPECT_NE(std::string(e.what()).find("shmcastd --bus " + name), std::string::npos) << e.what();
+  }
+  daemon = std::make_unique<Daemon>(name);
+  EXPECT_EQ(sub.subscribe({"x"}), 1U);
+}
+
+TEST(SubscriberListen, CallbackLoopSeesEveryFrameWithoutCopies) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"a"});
+  sub.psubscribe({"a*"});
+  ASSERT_EQ(bus.publish("a", std::string("x\0y", 3)), 2U);
+  std::vector<std::string> seen;
+  const std::size_t handled = sub.listen(
+      [&](const MessageView& m) {
+        seen.push_back(std::string(kind_name(m.kind)) + "|" + std::string(m.pattern) + "|" +
+                       std::string(m.channel) + "|" + std::string(m.payload) + "|" + std::to_string(m.count));
+        return seen.size() < 4;
+      },
+      std::chrono::seconds(5));
+  EXPECT_EQ(handled, 4U);
+  const std::vector<std::string> expected{"subscribe||a||1", "psubscribe||a*||2",
+                                          std::string("message||a|x\0y|0", 16),
+                                          std::string("pmessage|a*|a|x\0y|0", 19)};
+  EXPECT_EQ(seen, expected);
+  EXPECT_EQ(sub.listen([](const MessageView&) { return true; }, std::chrono::milliseconds(50)), 0U);
+}
+
+}  // namespace
+}  // namespace shmcast
