@@ -54,8 +54,8 @@ void write_stdout(std::string_view bytes) {
   }
   const int error = errno;
   if (error == EPIPE) throw StdoutClosed{};
-  throw std::runtime_error(
-      fmt::format("cannot write to standard output: {}: check where it goes", std::strerror(error)));
+  throw std::runtime_error(fmt::format("cannot write to standard output: {}: check where it goes",
+                                       std::strerror(error)));
 }
 
 // Channel names are bytes, not text. JSON strings hold code points, so every byte outside
@@ -145,7 +145,8 @@ std::string format_json(const shmcast::BusStats& s) {
   for (std::size_t i = 0; i < limits.size(); ++i) {
     fmt::format_to(it, "{}\"{}\":{}", i > 0 ? "," : "", limits[i].name, limits[i].value);
   }
-  fmt::format_to(it, "}},\"registry\":{{\"bytes\":{},\"bytes_per_channel\":{},"
+  fmt::format_to(it,
+                 "}},\"registry\":{{\"bytes\":{},\"bytes_per_channel\":{},"
                  "\"bytes_per_subscription\":{}}}",
                  s.registry_bytes, s.bytes_per_channel, s.bytes_per_subscription);
   out += ",\"channels\":[";
@@ -200,8 +201,8 @@ std::string format_table(const shmcast::BusStats& s) {
   fmt::format_to(it,
                  "registry     {} bytes: {} per channel, {} per subscription; routing version "
                  "{}, {} dead client{} reaped\n",
-                 s.registry_bytes, s.bytes_per_channel, s.bytes_per_subscription,
-                 s.routing_version, s.reaped, s.reaped == 1 ? "" : "s");
+                 s.registry_bytes, s.bytes_per_channel, s.bytes_per_subscription, s.routing_version,
+                 s.reaped, s.reaped == 1 ? "" : "s");
 
   out += "\nlimits\n";
   fmt::format_to(it, "  {:<24} {:>12}  {:<26} {}\n", "LIMIT", "VALUE", "SHMCASTD FLAG", "MEANING");
@@ -211,7 +212,9 @@ std::string format_table(const shmcast::BusStats& s) {
 
   fmt::format_to(it, "\nchannels: {}\n", s.channels.size());
   if (!s.channels.empty()) fmt::format_to(it, "  {:>11}  {}\n", "SUBSCRIBERS", "CHANNEL");
-  for (const auto& c : s.channels) fmt::format_to(it, "  {:>11}  {}\n", c.subscribers, shown(c.name));
+  for (const auto& c : s.channels) {
+    fmt::format_to(it, "  {:>11}  {}\n", c.subscribers, shown(c.name));
+  }
 
   fmt::format_to(it, "\npatterns: {}\n", s.patterns.size());
   if (!s.patterns.empty()) fmt::format_to(it, "  {:>11}  {}\n", "SUBSCRIBERS", "PATTERN");
@@ -228,10 +231,9 @@ std::string format_table(const shmcast::BusStats& s) {
     const std::string ring = c.ring_bytes > 0 ? fmt::format("{}", c.ring_bytes) : "-";
     const std::string used = c.ring_bytes > 0 ? fmt::format("{}", c.ring_used) : "-";
     const std::string percent =
-        c.ring_bytes > 0
-            ? fmt::format("{:.1f}", 100.0 * static_cast<double>(c.ring_used) /
-                                        static_cast<double>(c.ring_bytes))
-            : "-";
+        c.ring_bytes > 0 ? fmt::format("{:.1f}", 100.0 * static_cast<double>(c.ring_used) /
+                                                     static_cast<double>(c.ring_bytes))
+                         : "-";
     fmt::format_to(it, "  {:>5} {:>8} {:>13} {:>12} {:>12} {:>7} {:>12} {:>10}\n", c.slot, c.pid,
                    c.subscriptions, ring, used, percent, c.delivered, c.dropped);
   }
@@ -269,15 +271,29 @@ int run(const std::string& bus, bool json, double watch) {
   return 0;
 }
 
+// An error is one line on stderr even when it quotes a name holding control bytes.
+std::string one_line(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (static_cast<unsigned char>(c) < 0x20) {
+      fmt::format_to(std::back_inserter(out), "\\x{:02x}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string bus;
   bool json = false;
   double watch = 0;
-  CLI::App app{"Shows a shmcast bus: its coordinator, limits, channels, patterns and clients.\n"
-               "It reads the bus's shared memory without attaching as a client.",
-               "shm-stat"};
+  CLI::App app{
+      "Shows a shmcast bus: its coordinator, limits, channels, patterns and clients.\n"
+      "It reads the bus's shared memory without attaching as a client.",
+      "shm-stat"};
   auto* bus_option =
       app.add_option("--bus", bus, "the bus to show (default: $SHMCAST_BUS, else 'default')");
   app.add_flag("--json", json, "print one JSON object per snapshot, on one line");
@@ -288,7 +304,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-    fmt::print(stderr, "shm-stat: {}: see shm-stat --help\n", e.what());
+    fmt::print(stderr, "shm-stat: {}: see shm-stat --help\n", one_line(e.what()));
     return 2;
   }
 
@@ -300,7 +316,7 @@ int main(int argc, char** argv) {
   } catch (const StdoutClosed&) {
     return 0;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "shm-stat: {}\n", e.what());
+    fmt::print(stderr, "shm-stat: {}\n", one_line(e.what()));
     return 1;
   }
 }

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -124,7 +126,9 @@ void append_quoted(std::string& out, std::string_view text) {
 void append_human(std::string& out, const Element& e) {
   switch (e.type) {
     case Element::Type::string: append_quoted(out, e.text); break;
-    case Element::Type::integer: fmt::format_to(std::back_inserter(out), "(integer) {}", e.integer); break;
+    case Element::Type::integer:
+      fmt::format_to(std::back_inserter(out), "(integer) {}", e.integer);
+      break;
     case Element::Type::nil: out += "(nil)"; break;
   }
   out += '\n';
@@ -249,8 +253,8 @@ void sleep_unless_stopped(std::chrono::duration<double> duration) {
 Reply frame_reply(const shmcast::Message& m) {
   switch (m.kind) {
     case shmcast::Kind::message:
-      return Reply::list({Element::string("message"), Element::string(m.channel),
-                          Element::string(m.payload)});
+      return Reply::list(
+          {Element::string("message"), Element::string(m.channel), Element::string(m.payload)});
     case shmcast::Kind::pmessage:
       return Reply::list({Element::string("pmessage"), Element::string(m.pattern),
                           Element::string(m.channel), Element::string(m.payload)});
@@ -270,11 +274,10 @@ void run_subscribe(shmcast::Bus& bus, const Invocation& inv, const Output& out) 
   }
   if (out.human()) Output::write("Reading messages... (press Ctrl-C to quit)\n");
 
-  const auto deadline =
-      inv.timeout > 0
-          ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(inv.timeout))
-          : Clock::time_point::max();
+  const auto deadline = inv.timeout > 0
+                            ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                 std::chrono::duration<double>(inv.timeout))
+                            : Clock::time_point::max();
   std::uint64_t messages = 0;
   while (!g_stop.load(std::memory_order_relaxed)) {
     const auto left = deadline - Clock::now();
@@ -300,13 +303,11 @@ void run_subscribe(shmcast::Bus& bus, const Invocation& inv, const Output& out) 
 void run_once(shmcast::Bus& bus, const Invocation& inv, const Output& out) {
   switch (inv.command) {
     case Command::publish:
-      out.reply(Reply::scalar(Element::number(
-          static_cast<long long>(bus.publish(inv.args[0], inv.args[1])))));
+      out.reply(Reply::scalar(
+          Element::number(static_cast<long long>(bus.publish(inv.args[0], inv.args[1])))));
       return;
     case Command::subscribe:
-    case Command::psubscribe:
-      run_subscribe(bus, inv, out);
-      return;
+    case Command::psubscribe: run_subscribe(bus, inv, out); return;
     case Command::channels: {
       auto names = inv.args.empty() ? bus.channels() : bus.channels(inv.args[0]);
       // Redis gives no order; sorted output is easier to read and to compare.
@@ -356,21 +357,132 @@ int run(Invocation inv) {
   const Output out(inv.no_raw || (!inv.raw && ::isatty(STDOUT_FILENO) == 1));
   for (long long i = 0; inv.repeat < 0 || i < inv.repeat; ++i) {
     if (g_stop.load(std::memory_order_relaxed)) break;
-    if (i > 0 && inv.interval > 0) sleep_unless_stopped(std::chrono::duration<double>(inv.interval));
+    if (i > 0 && inv.interval > 0) {
+      sleep_unless_stopped(std::chrono::duration<double>(inv.interval));
+    }
     run_once(bus, inv, out);
   }
   return 0;
+}
+
+// CLI11 knows only the options before the command; the command and its arguments come after.
+class CommandUsage : public CLI::Formatter {
+ public:
+  std::string make_usage(const CLI::App* /*app*/, std::string name) const override {
+    return "Usage: " + name + " [OPTIONS] COMMAND [ARG...]\n";
+  }
+};
+
+constexpr const char* kCommands =
+    "Commands (case-insensitive; arguments are taken verbatim, like redis-cli's, so options go\n"
+    "before the command):\n"
+    "  publish CHANNEL MESSAGE       publish MESSAGE; prints the number of deliveries\n"
+    "  subscribe CHANNEL...          print confirmations, then every message, until Ctrl-C\n"
+    "  psubscribe PATTERN...         the same for glob patterns\n"
+    "      (p)subscribe also take --count N (exit after N messages) and --timeout SECONDS\n"
+    "      (exit after SECONDS): see shmcast subscribe --help\n"
+    "  pubsub channels [PATTERN]     channels with subscribers (those matching PATTERN)\n"
+    "  pubsub numsub [CHANNEL...]    each channel, then its number of subscribers\n"
+    "  pubsub numpat                 the number of distinct patterns with subscribers\n"
+    "\n"
+    "Examples:\n"
+    "  shmcast subscribe news              print news messages until Ctrl-C\n"
+    "  shmcast publish news hello          prints how many subscribers got it\n"
+    "  shmcast -x publish news < file      publish the file's bytes as the message\n"
+    "  shmcast pubsub numsub news          news, then its number of subscribers";
+
+std::string lowercase(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  return text;
+}
+
+// Reads the command and its arguments (`words`, after the global options) into `inv`. Returns
+// an exit status when the words asked for help instead.
+std::optional<int> parse_command(std::vector<std::string> words, Invocation& inv) {
+  if (words.empty()) throw UsageError("no command given");
+  const std::string word = words.front();
+  const std::string name = lowercase(word);
+  words.erase(words.begin());
+  if (name == "publish") {
+    inv.command = Command::publish;
+    inv.args = std::move(words);
+    return std::nullopt;
+  }
+  if (name == "pubsub") {
+    const std::string sub = words.empty() ? std::string() : lowercase(words.front());
+    if (sub == "channels") {
+      inv.command = Command::channels;
+    } else if (sub == "numsub") {
+      inv.command = Command::numsub;
+    } else if (sub == "numpat") {
+      inv.command = Command::numpat;
+    } else {
+      throw UsageError(words.empty() ? "'pubsub' needs channels, numsub or numpat"
+                                     : fmt::format("unknown pubsub subcommand '{}': use channels, "
+                                                   "numsub or numpat",
+                                                   words.front()));
+    }
+    inv.args.assign(words.begin() + 1, words.end());
+    return std::nullopt;
+  }
+  if (name == "subscribe" || name == "psubscribe") {
+    inv.command = name == "subscribe" ? Command::subscribe : Command::psubscribe;
+    const bool patterns = inv.command == Command::psubscribe;
+    CLI::App app{patterns ? "Prints psubscribe confirmations, then every pmessage, until Ctrl-C."
+                          : "Prints subscribe confirmations, then every message, until Ctrl-C.",
+                 "shmcast " + name};
+    app.add_option(patterns ? "PATTERN" : "CHANNEL", inv.args,
+                   "names to subscribe to (put -- before a name that starts with -)");
+    app.add_option("--count", inv.count, "exit after N messages")
+        ->type_name("N")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--timeout", inv.timeout, "exit after SECONDS")
+        ->type_name("SECONDS")
+        ->check(CLI::PositiveNumber);
+    try {
+      std::reverse(words.begin(), words.end());  // CLI11 takes a vector last argument first
+      app.parse(words);
+    } catch (const CLI::ParseError& e) {
+      if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+      throw UsageError(fmt::format("{}: {}", name, e.what()));
+    }
+    return std::nullopt;
+  }
+  // prefix_command() leaves an unknown option where the command should be.
+  throw UsageError(
+      fmt::format("unknown {} '{}'", word.starts_with('-') ? "option" : "command", word));
+}
+
+// An error is one line on stderr even when it quotes a name holding control bytes.
+std::string one_line(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (static_cast<unsigned char>(c) < 0x20) {
+      fmt::format_to(std::back_inserter(out), "\\x{:02x}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Invocation inv;
-  CLI::App app{"The command line client of a shmcast bus (Redis-style Pub/Sub over shared "
-               "memory).\nReplies print as redis-cli prints them: raw when stdout is not a "
-               "terminal, human-readable on one.",
-               "shmcast"};
-  app.add_option("--bus", inv.bus, "the bus to use (default: $SHMCAST_BUS, else 'default')");
+  CLI::App app{
+      "The command line client of a shmcast bus (Redis-style Pub/Sub over shared "
+      "memory).\nReplies print as redis-cli prints them: raw when stdout is not a "
+      "terminal, human-readable on one.",
+      "shmcast"};
+  app.formatter(std::make_shared<CommandUsage>());
+  app.footer(kCommands);
+  // Everything from the first word that is not an option on is the command, verbatim.
+  app.prefix_command();
+  auto* bus_option =
+      app.add_option("--bus", inv.bus, "the bus to use (default: $SHMCAST_BUS, else 'default')");
   app.add_option("-r", inv.repeat, "run the command N times; negative: until interrupted")
       ->type_name("N");
   app.add_option("-i", inv.interval, "wait SECONDS between repetitions (with -r)")
@@ -381,87 +493,27 @@ int main(int argc, char** argv) {
   auto* raw = app.add_flag("--raw", inv.raw, "print replies raw even on a terminal");
   app.add_flag("--no-raw", inv.no_raw, "print replies human-readable even when piped")
       ->excludes(raw);
-  app.require_subcommand(1);
-  app.footer(
-      "Commands take their arguments verbatim, like redis-cli: put options before the command.\n"
-      "Examples:\n"
-      "  shmcast subscribe news            print news messages until Ctrl-C\n"
-      "  shmcast publish news hello        prints how many subscribers got it\n"
-      "  shmcast -x publish news < file    publish the file's bytes as the message\n"
-      "  shmcast pubsub numsub news        news, then its number of subscribers");
-
-  // prefix_command: everything after the command is an argument, even "-5" or "--help".
-  auto* publish = app.add_subcommand(
-      "publish", "publish CHANNEL MESSAGE: publishes, prints the number of deliveries");
-  publish->prefix_command()->ignore_case();
-
-  const auto add_subscribe = [&](const char* name, const char* description, const char* what) {
-    auto* sub = app.add_subcommand(name, description)->ignore_case();
-    sub->add_option(what, inv.args, "names to subscribe to (-- before a name that starts with -)");
-    sub->add_option("--count", inv.count, "exit after N messages")
-        ->type_name("N")
-        ->check(CLI::PositiveNumber);
-    sub->add_option("--timeout", inv.timeout, "exit after SECONDS")
-        ->type_name("SECONDS")
-        ->check(CLI::PositiveNumber);
-    return sub;
-  };
-  auto* subscribe = add_subscribe(
-      "subscribe",
-      "subscribe [--count N] [--timeout SECONDS] CHANNEL...: prints confirmations, then every "
-      "message, until Ctrl-C",
-      "CHANNEL");
-  auto* psubscribe = add_subscribe(
-      "psubscribe",
-      "psubscribe [--count N] [--timeout SECONDS] PATTERN...: the same for glob patterns",
-      "PATTERN");
-
-  auto* pubsub = app.add_subcommand("pubsub", "pubsub channels|numsub|numpat: the registry");
-  pubsub->ignore_case()->require_subcommand(1);
-  auto* channels = pubsub->add_subcommand(
-      "channels", "channels [PATTERN]: channels with subscribers (those matching PATTERN)");
-  channels->prefix_command()->ignore_case();
-  auto* numsub = pubsub->add_subcommand(
-      "numsub", "numsub [CHANNEL...]: each channel, then its number of subscribers");
-  numsub->prefix_command()->ignore_case();
-  auto* numpat = pubsub->add_subcommand("numpat", "numpat: distinct patterns with subscribers");
-  numpat->ignore_case();
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-    fmt::print(stderr, "shmcast: {}: see shmcast --help\n", e.what());
+    fmt::print(stderr, "shmcast: {}: see shmcast --help\n", one_line(e.what()));
     return 2;
   }
-  inv.bus_given = app.count("--bus") > 0;
-  if (publish->parsed()) {
-    inv.command = Command::publish;
-    inv.args = publish->remaining();
-  } else if (subscribe->parsed()) {
-    inv.command = Command::subscribe;
-  } else if (psubscribe->parsed()) {
-    inv.command = Command::psubscribe;
-  } else if (channels->parsed()) {
-    inv.command = Command::channels;
-    inv.args = channels->remaining();
-  } else if (numsub->parsed()) {
-    inv.command = Command::numsub;
-    inv.args = numsub->remaining();
-  } else {
-    inv.command = Command::numpat;
-  }
+  inv.bus_given = bus_option->count() > 0;
 
   install_signal_handlers();
   try {
+    if (const auto help = parse_command(app.remaining(), inv)) return *help;
     return run(std::move(inv));
   } catch (const UsageError& e) {
-    fmt::print(stderr, "shmcast: {}: see shmcast --help\n", e.what());
+    fmt::print(stderr, "shmcast: {}: see shmcast --help\n", one_line(e.what()));
     return 2;
   } catch (const StdoutClosed&) {
     return 0;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "shmcast: {}\n", e.what());
+    fmt::print(stderr, "shmcast: {}\n", one_line(e.what()));
     return 1;
   }
 }

@@ -1,0 +1,712 @@
+// End-to-end tests of `shm-stat`: its JSON must be valid JSON whatever the channel names hold,
+// must agree with what a client sees through Bus, and must follow subscribers and the
+// coordinator as they come and go.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "integration/bus_fixture.hpp"
+
+namespace shmcast::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// ---- child processes ----------------------------------------------------------------------
+
+// A program run as a child with stdin from /dev/null and pipes on stdout and stderr.
+class Child {
+ public:
+  explicit Child(std::vector<std::string> argv) {
+    int out[2];
+    int err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+      throw std::runtime_error("pipe2 failed");
+    }
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      const int null = ::open("/dev/null", O_RDONLY);
+      dup2(null, 0);
+      dup2(out[1], 1);
+      dup2(err[1], 2);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    out_ = out[0];
+    err_ = err[0];
+  }
+  ~Child() {
+    for (int* fd : {&out_, &err_}) close_fd(*fd);
+    // SIGTERM first: a shmcast subscriber killed outright leaves its slot to be reaped, and a
+    // coordinator stopped before that reap keeps the bus in /dev/shm for the next one.
+    if (pid_ > 0 && !wait_for_exit(SIGTERM, 5s)) wait_for_exit(SIGKILL, 5s);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] const std::string& out() const { return out_text_; }
+  [[nodiscard]] const std::string& err() const { return err_text_; }
+  void signal(int sig) const { ::kill(pid_, sig); }
+
+  /// Collects output until `done()`; false on timeout.
+  bool pump_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = Clock::now() + timeout;
+    while (!done()) {
+      if (Clock::now() > deadline) return false;
+      pump(10);
+    }
+    return true;
+  }
+
+  /// Waits for the exit and the end of the output: the exit status, 128 + the signal that
+  /// killed it, or nullopt on timeout.
+  std::optional<int> wait(std::chrono::milliseconds timeout = 20s) {
+    const auto deadline = Clock::now() + timeout;
+    while (pid_ > 0) {
+      pump(5);
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = 0;
+        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      } else if (Clock::now() > deadline) {
+        return std::nullopt;
+      }
+    }
+    while ((out_ >= 0 || err_ >= 0) && Clock::now() < deadline) pump(5);
+    return status_;
+  }
+
+ private:
+  bool wait_for_exit(int sig, std::chrono::milliseconds timeout) {
+    ::kill(pid_, sig);
+    const auto deadline = Clock::now() + timeout;
+    while (waitpid(pid_, nullptr, WNOHANG) != pid_) {
+      if (Clock::now() > deadline) return false;
+      std::this_thread::sleep_for(1ms);
+    }
+    pid_ = 0;
+    return true;
+  }
+
+  static void close_fd(int& fd) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+
+  void pump(int timeout_ms) {
+    pollfd fds[2];
+    nfds_t n = 0;
+    if (out_ >= 0) fds[n++] = {out_, POLLIN, 0};
+    if (err_ >= 0) fds[n++] = {err_, POLLIN, 0};
+    if (n == 0 || poll(fds, n, timeout_ms) <= 0) return;
+    for (nfds_t i = 0; i < n; ++i) {
+      if (fds[i].revents == 0) continue;
+      int& fd = fds[i].fd == out_ ? out_ : err_;
+      std::string& text = fds[i].fd == out_ ? out_text_ : err_text_;
+      char buffer[65536];
+      const ssize_t r = ::read(fd, buffer, sizeof buffer);
+      if (r > 0) text.append(buffer, static_cast<std::size_t>(r));
+      if (r == 0 || (r < 0 && errno != EINTR)) close_fd(fd);
+    }
+  }
+
+  pid_t pid_ = 0;
+  int out_ = -1;
+  int err_ = -1;
+  std::string out_text_;
+  std::string err_text_;
+  int status_ = -1;
+};
+
+struct Result {
+  std::string out;
+  std::string err;
+  int status = -1;
+};
+
+Result run(std::vector<std::string> argv) {
+  const std::string line = fmt::format("{}", fmt::join(argv, " "));
+  Child child(std::move(argv));
+  const auto status = child.wait();
+  if (!status) ADD_FAILURE() << "did not finish within 20 s: " << line;
+  return {child.out(), child.err(), status.value_or(-1)};
+}
+
+Result shm_stat(const std::string& bus, std::vector<std::string> args = {}) {
+  std::vector<std::string> argv{bin_dir() + "/shm-stat", "--bus", bus};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(std::move(argv));
+}
+
+// A dead coordinator leaves its segments behind by design (a new one adopts them); a test that
+// kills one removes them itself.
+struct RemoveSegments {
+  std::string bus;
+  ~RemoveSegments() {
+    const std::string prefix = "shmcast." + bus + ".";
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ec)) {
+      if (entry.path().filename().string().rfind(prefix, 0) == 0) {
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
+  }
+};
+
+// ---- a strict JSON reader -----------------------------------------------------------------
+
+struct Json {
+  enum class Type { null, boolean, number, string, array, object };
+  Type type = Type::null;
+  bool boolean = false;
+  std::string text;  // a string's bytes, or a number as written
+  std::vector<Json> items;
+  std::vector<std::pair<std::string, Json>> members;
+
+  [[nodiscard]] bool has(std::string_view key) const {
+    return std::any_of(members.begin(), members.end(),
+                       [&](const auto& m) { return m.first == key; });
+  }
+  const Json& operator[](std::string_view key) const {
+    for (const auto& [k, v] : members) {
+      if (k == key) return v;
+    }
+    throw std::out_of_range(fmt::format("no member '{}'", key));
+  }
+  [[nodiscard]] std::uint64_t u64() const {
+    if (type != Type::number || text.find_first_not_of("0123456789") != std::string::npos) {
+      throw std::runtime_error("not an unsigned integer: " + text);
+    }
+    return std::stoull(text);
+  }
+  [[nodiscard]] bool flag() const {
+    if (type != Type::boolean) throw std::runtime_error("not a boolean");
+    return boolean;
+  }
+  [[nodiscard]] const std::string& str() const {
+    if (type != Type::string) throw std::runtime_error("not a string");
+    return text;
+  }
+};
+
+// RFC 8259, strictly: anything else throws. A \u escape must be below U+0100 (shm-stat maps
+// each byte of a name to the code point of the same value) and decodes back to that byte; raw
+// bytes >= 0x80 are refused because shm-stat never writes them.
+class JsonParser {
+ public:
+  static Json parse(std::string_view text) {
+    JsonParser p(text);
+    Json v = p.value();
+    p.space();
+    if (p.pos_ != text.size()) p.fail("trailing bytes");
+    return v;
+  }
+
+ private:
+  explicit JsonParser(std::string_view text) : in_(text) {}
+
+  [[noreturn]] void fail(std::string_view what) const {
+    throw std::runtime_error(fmt::format("invalid JSON at byte {}: {}", pos_, what));
+  }
+  char peek() const { return pos_ < in_.size() ? in_[pos_] : '\0'; }
+  char next() {
+    if (pos_ >= in_.size()) fail("unexpected end");
+    return in_[pos_++];
+  }
+  void expect(char c) {
+    if (next() != c) fail(fmt::format("expected '{}'", c));
+  }
+  void space() {
+    while (pos_ < in_.size() &&
+           std::string_view(" \t\r\n").find(in_[pos_]) != std::string_view::npos) {
+      ++pos_;
+    }
+  }
+  void literal(std::string_view word) {
+    if (in_.substr(pos_, word.size()) != word) fail("bad literal");
+    pos_ += word.size();
+  }
+
+  Json value() {
+    space();
+    Json v;
+    const char c = peek();
+    if (c == '{') {
+      v.type = Json::Type::object;
+      ++pos_;
+      space();
+      if (peek() == '}') {
+        ++pos_;
+        return v;
+      }
+      for (;;) {
+        space();
+        std::string key = string();
+        space();
+        expect(':');
+        v.members.emplace_back(std::move(key), value());
+        space();
+        if (peek() == ',') {
+          ++pos_;
+          continue;
+        }
+        expect('}');
+        return v;
+      }
+    }
+    if (c == '[') {
+      v.type = Json::Type::array;
+      ++pos_;
+      space();
+      if (peek() == ']') {
+        ++pos_;
+        return v;
+      }
+      for (;;) {
+        v.items.push_back(value());
+        space();
+        if (peek() == ',') {
+          ++pos_;
+          continue;
+        }
+        expect(']');
+        return v;
+      }
+    }
+    if (c == '"') {
+      v.type = Json::Type::string;
+      v.text = string();
+      return v;
+    }
+    if (c == 't' || c == 'f') {
+      v.type = Json::Type::boolean;
+      v.boolean = c == 't';
+      literal(c == 't' ? "true" : "false");
+      return v;
+    }
+    if (c == 'n') {
+      literal("null");
+      return v;
+    }
+    v.type = Json::Type::number;
+    v.text = number();
+    return v;
+  }
+
+  std::string number() {
+    const std::size_t start = pos_;
+    if (peek() == '-') ++pos_;
+    const auto digits = [&] {
+      const std::size_t from = pos_;
+      while (pos_ < in_.size() && in_[pos_] >= '0' && in_[pos_] <= '9') ++pos_;
+      if (pos_ == from) fail("expected a digit");
+      return pos_ - from;
+    };
+    const std::size_t first = pos_;
+    if (digits() > 1 && in_[first] == '0') fail("leading zero");
+    if (peek() == '.') {
+      ++pos_;
+      digits();
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      ++pos_;
+      if (peek() == '+' || peek() == '-') ++pos_;
+      digits();
+    }
+    return std::string(in_.substr(start, pos_ - start));
+  }
+
+  std::string string() {
+    expect('"');
+    std::string out;
+    for (;;) {
+      const char c = next();
+      const auto byte = static_cast<unsigned char>(c);
+      if (c == '"') return out;
+      if (byte < 0x20) fail("raw control byte in a string");
+      if (byte >= 0x80) fail("raw byte >= 0x80 in a string");
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      const char e = next();
+      switch (e) {
+        case '"':
+        case '\\':
+        case '/': out += e; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          unsigned code = 0;
+          for (int i = 0; i < 4; ++i) {
+            const char h = next();
+            const auto digit =
+                std::string_view("0123456789abcdef")
+                    .find(static_cast<char>(h >= 'A' && h <= 'F' ? h - 'A' + 'a' : h));
+            if (digit == std::string_view::npos) fail("bad \\u escape");
+            code = code * 16 + static_cast<unsigned>(digit);
+          }
+          if (code > 0xff) fail("\\u escape above U+00FF");
+          out += static_cast<char>(code);
+          break;
+        }
+        default: fail("bad escape");
+      }
+    }
+  }
+
+  std::string_view in_;
+  std::size_t pos_ = 0;
+};
+
+/// `shm-stat --bus BUS --json`, which must succeed with one line of valid JSON.
+Json stat_json(const std::string& bus) {
+  const Result r = shm_stat(bus, {"--json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  try {
+    return JsonParser::parse(r.out);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what() << "\n" << r.out;
+    return {};
+  }
+}
+
+std::vector<std::pair<std::string, std::uint64_t>> channel_counts(const Json& j) {
+  std::vector<std::pair<std::string, std::uint64_t>> out;
+  for (const auto& c : j["channels"].items) {
+    out.emplace_back(c["name"].str(), c["subscribers"].u64());
+  }
+  return out;
+}
+
+/// The clients of process `pid`: its subscribers, and a `Bus` may be one more without a ring.
+std::vector<const Json*> clients_of(const Json& j, pid_t pid) {
+  std::vector<const Json*> found;
+  for (const auto& c : j["clients"].items) {
+    if (c["pid"].u64() == static_cast<std::uint64_t>(pid)) found.push_back(&c);
+  }
+  return found;
+}
+
+/// PUBSUB NUMSUB of one channel; nullopt if the reply lacks its one entry.
+std::optional<std::size_t> numsub_of(const Bus& bus, const std::string& channel) {
+  const std::vector<std::string> names{channel};
+  const auto counts = bus.numsub(names);
+  if (counts.size() != 1 || counts[0].first != channel) return std::nullopt;
+  return counts[0].second;
+}
+
+/// A `shmcast subscribe` process, returned once its confirmations are printed.
+std::unique_ptr<Child> subscriber_process(const std::string& bus,
+                                          const std::vector<std::string>& channels) {
+  std::vector<std::string> argv{bin_dir() + "/shmcast", "--bus", bus, "subscribe"};
+  argv.insert(argv.end(), channels.begin(), channels.end());
+  auto child = std::make_unique<Child>(std::move(argv));
+  const std::string last = fmt::format("subscribe\n{}\n{}\n", channels.back(), channels.size());
+  EXPECT_TRUE(child->pump_until([&] { return child->out().find(last) != std::string::npos; }))
+      << child->out() << child->err();
+  return child;
+}
+
+// ---- tests ----------------------------------------------------------------------------------
+
+TEST(ShmStatJson, AgreesWithTheBusAfterSubscribes) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber s1 = bus.subscriber();
+  Subscriber s2 = bus.subscriber();
+  s1.subscribe({"b", "a"});
+  s2.subscribe({"a"});
+  s2.psubscribe({"p*"});
+
+  const Json j = stat_json(daemon.bus());
+  ASSERT_EQ(j.type, Json::Type::object);
+  EXPECT_EQ(j["bus"].str(), daemon.bus());
+  EXPECT_EQ(j["coordinator"]["pid"].u64(), static_cast<std::uint64_t>(daemon.pid()));
+  EXPECT_TRUE(j["coordinator"]["alive"].flag());
+  EXPECT_LT(j["coordinator"]["uptime_ms"].u64(), 60000U);
+
+  const Limits& l = bus.limits();
+  const Json& limits = j["limits"];
+  EXPECT_EQ(limits["max_clients"].u64(), l.max_clients);
+  EXPECT_EQ(limits["max_channel"].u64(), l.max_channel);
+  EXPECT_EQ(limits["max_pattern"].u64(), l.max_pattern);
+  EXPECT_EQ(limits["max_subscriptions"].u64(), l.max_subscriptions);
+  EXPECT_EQ(limits["max_channels"].u64(), l.max_channels);
+  EXPECT_EQ(limits["max_patterns"].u64(), l.max_patterns);
+  EXPECT_EQ(limits["max_total_subscriptions"].u64(), l.max_total_subscriptions);
+  EXPECT_EQ(limits["ring_bytes"].u64(), l.ring_bytes);
+  EXPECT_EQ(limits["max_payload"].u64(), l.max_payload);
+  EXPECT_GT(j["registry"]["bytes"].u64(), 0U);
+  EXPECT_GT(j["registry"]["bytes_per_channel"].u64(), 0U);
+  EXPECT_GT(j["registry"]["bytes_per_subscription"].u64(), 0U);
+
+  const std::vector<std::string> names{"a", "b", "zz"};
+  const auto numsub = bus.numsub(names);
+  ASSERT_EQ(numsub.size(), 3U);
+  EXPECT_EQ(numsub[0], (std::pair<std::string, std::size_t>{"a", 2}));
+  EXPECT_EQ(numsub[1], (std::pair<std::string, std::size_t>{"b", 1}));
+  EXPECT_EQ(numsub[2], (std::pair<std::string, std::size_t>{"zz", 0}));
+  using Counts = std::vector<std::pair<std::string, std::uint64_t>>;
+  EXPECT_EQ(channel_counts(j), (Counts{{"a", 2}, {"b", 1}}));
+
+  EXPECT_EQ(bus.numpat(), 1U);
+  ASSERT_EQ(j["patterns"].items.size(), 1U);
+  EXPECT_EQ(j["patterns"].items[0]["pattern"].str(), "p*");
+  EXPECT_EQ(j["patterns"].items[0]["subscribers"].u64(), 1U);
+
+  // The two subscribers, and perhaps the Bus itself as a client without a ring.
+  std::vector<std::uint64_t> subscriptions;
+  for (const auto& c : j["clients"].items) {
+    EXPECT_EQ(c["pid"].u64(), static_cast<std::uint64_t>(getpid()));
+    if (c["ring_bytes"].u64() == 0) {
+      EXPECT_EQ(c["subscriptions"].u64(), 0U);
+      continue;
+    }
+    EXPECT_EQ(c["ring_bytes"].u64(), l.ring_bytes);
+    EXPECT_EQ(c["dropped"].u64(), 0U);
+    subscriptions.push_back(c["subscriptions"].u64());
+  }
+  EXPECT_EQ(subscriptions, (std::vector<std::uint64_t>{2, 2}));
+}
+
+TEST(ShmStatJson, RingFillAndCountersFollowTheSubscriber) {
+  Daemon daemon(unique_bus("ring"), {"--ring-bytes", "65536", "--max-payload", "1024"});
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"r"});
+  ASSERT_TRUE(sub.receive(5s).has_value());
+  const auto ring_client = [&](const Json& j) -> const Json& {
+    for (const auto& c : j["clients"].items) {
+      if (c["subscriptions"].u64() == 1) return c;
+    }
+    throw std::runtime_error("no client with one subscription");
+  };
+
+  const Json empty = stat_json(daemon.bus());
+  EXPECT_EQ(ring_client(empty)["ring_bytes"].u64(), 65536U);
+  EXPECT_EQ(ring_client(empty)["ring_used"].u64(), 0U);
+  const std::uint64_t delivered_before = ring_client(empty)["delivered"].u64();
+
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(bus.publish("r", std::string(100, 'x')), 1U);
+  const Json three = stat_json(daemon.bus());
+  EXPECT_GE(ring_client(three)["ring_used"].u64(), 300U);
+  EXPECT_LT(ring_client(three)["ring_used"].u64(), 1000U);
+  EXPECT_EQ(ring_client(three)["delivered"].u64(), delivered_before);
+
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(sub.receive(5s).has_value());
+  const Json read = stat_json(daemon.bus());
+  EXPECT_EQ(ring_client(read)["ring_used"].u64(), 0U);
+  EXPECT_EQ(ring_client(read)["delivered"].u64(), delivered_before + 3);
+
+  std::size_t published = 0;
+  while (published < 10000 && bus.publish("r", std::string(1000, 'x')) == 1) ++published;
+  EXPECT_EQ(bus.publish("r", std::string(1000, 'x')), 0U);
+  const Json full = stat_json(daemon.bus());
+  EXPECT_EQ(ring_client(full)["dropped"].u64(), 2U);
+  EXPECT_EQ(ring_client(full)["dropped"].u64(), sub.dropped());
+  EXPECT_GT(ring_client(full)["ring_used"].u64(), 65536U - 2048U);
+  EXPECT_LE(ring_client(full)["ring_used"].u64(), 65536U);
+}
+
+TEST(ShmStatJson, KilledSubscriberDisappearsWithinOneSecond) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  auto sub = subscriber_process(daemon.bus(), {"k"});
+  ASSERT_EQ(numsub_of(bus, "k"), 1U);
+  const Json before = stat_json(daemon.bus());
+  using Counts = std::vector<std::pair<std::string, std::uint64_t>>;
+  EXPECT_EQ(channel_counts(before), (Counts{{"k", 1}}));
+  std::vector<std::uint64_t> subscriptions;
+  for (const Json* c : clients_of(before, sub->pid())) {
+    if ((*c)["ring_bytes"].u64() > 0) subscriptions.push_back((*c)["subscriptions"].u64());
+  }
+  EXPECT_EQ(subscriptions, std::vector<std::uint64_t>{1});
+
+  const pid_t pid = sub->pid();
+  sub->signal(SIGKILL);
+  const auto killed = Clock::now();
+  EXPECT_EQ(sub->wait(), 128 + SIGKILL);
+  while (numsub_of(bus, "k") != 0U && Clock::now() - killed < 1s) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(numsub_of(bus, "k"), 0U) << "still registered 1 s after SIGKILL";
+  const Json after = stat_json(daemon.bus());
+  EXPECT_EQ(channel_counts(after), Counts{});
+  EXPECT_TRUE(clients_of(after, pid).empty());
+  EXPECT_GE(after["reaped"].u64(), 1U);
+}
+
+TEST(ShmStatJson, CoordinatorAliveUntilKilled) {
+  Daemon daemon;
+  const RemoveSegments cleanup{daemon.bus()};
+  const Json alive = stat_json(daemon.bus());
+  EXPECT_TRUE(alive["coordinator"]["alive"].flag());
+  EXPECT_EQ(alive["coordinator"]["pid"].u64(), static_cast<std::uint64_t>(daemon.pid()));
+
+  const pid_t pid = daemon.pid();
+  daemon.kill_now();
+  Json dead = stat_json(daemon.bus());
+  const auto deadline = Clock::now() + 3s;
+  while (dead["coordinator"]["alive"].flag() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+    dead = stat_json(daemon.bus());
+  }
+  EXPECT_FALSE(dead["coordinator"]["alive"].flag());
+  EXPECT_EQ(dead["coordinator"]["pid"].u64(), static_cast<std::uint64_t>(pid));
+
+  const Result table = shm_stat(daemon.bus());
+  EXPECT_EQ(table.status, 0);
+  EXPECT_NE(table.out.find("NOT RUNNING"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("start shmcastd --bus " + daemon.bus()), std::string::npos);
+}
+
+TEST(ShmStatJson, BinaryNamesStayValidJson) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  const std::string name("\x01\"\\\x7f\xff\0/\n\u00e9z", 11);
+  ASSERT_EQ(name.size(), 11U);
+  sub.subscribe({name});
+  sub.psubscribe({std::string("\x80*", 2)});
+
+  const Result r = shm_stat(daemon.bus(), {"--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  // Printable ASCII only, then the one newline.
+  EXPECT_EQ(
+      std::find_if(r.out.begin(), r.out.end() - 1, [](char c) { return c < 0x20 || c >= 0x7f; }),
+      r.out.end() - 1)
+      << r.out;
+  const Json j = JsonParser::parse(r.out);
+  using Counts = std::vector<std::pair<std::string, std::uint64_t>>;
+  EXPECT_EQ(channel_counts(j), (Counts{{name, 1}}));
+  ASSERT_EQ(j["patterns"].items.size(), 1U);
+  EXPECT_EQ(j["patterns"].items[0]["pattern"].str(), std::string("\x80*", 2));
+  EXPECT_NE(r.out.find(R"("\u0001\"\\\u007f\u00ff\u0000/\u000a\u00c3\u00a9z")"), std::string::npos)
+      << r.out;
+}
+
+TEST(ShmStatTable, NamesEachLimitWithItsFlag) {
+  Daemon daemon(unique_bus("table"), {"--max-clients", "32", "--max-payload", "4096"});
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"news"});
+  sub.psubscribe({"n*"});
+  const Limits& l = bus.limits();
+  EXPECT_EQ(l.max_clients, 32U);
+  EXPECT_EQ(l.max_payload, 4096U);
+
+  const Result r = shm_stat(daemon.bus());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  std::vector<std::string> lines;
+  std::stringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  const auto line_with = [&](const std::string& word) -> std::string {
+    for (const auto& line : lines) {
+      std::stringstream words(line);
+      for (std::string w; words >> w;) {
+        if (w == word) return line;
+      }
+    }
+    return {};
+  };
+  const std::vector<std::tuple<std::string, std::string, std::uint64_t>> expected{
+      {"max_clients", "--max-clients", l.max_clients},
+      {"max_channel", "--max-channel", l.max_channel},
+      {"max_pattern", "--max-pattern", l.max_pattern},
+      {"max_subscriptions", "--max-subscriptions", l.max_subscriptions},
+      {"max_channels", "--max-channels", l.max_channels},
+      {"max_patterns", "--max-patterns", l.max_patterns},
+      {"max_total_subscriptions", "--max-total-subscriptions", l.max_total_subscriptions},
+      {"ring_bytes", "--ring-bytes", l.ring_bytes},
+      {"max_payload", "--max-payload", l.max_payload}};
+  for (const auto& [name, flag, value] : expected) {
+    const std::string line = line_with(flag);
+    EXPECT_NE(line, "") << flag << " missing:\n" << r.out;
+    EXPECT_NE(line.find(name), std::string::npos) << line;
+    EXPECT_NE(line.find(fmt::format(" {} ", value)), std::string::npos) << line;
+  }
+  EXPECT_NE(line_with(fmt::format("{},", daemon.pid())).find("alive"), std::string::npos) << r.out;
+  EXPECT_NE(line_with("\"news\""), "") << r.out;
+  EXPECT_NE(line_with("\"n*\""), "") << r.out;
+  EXPECT_NE(line_with(std::to_string(getpid())), "") << r.out;
+}
+
+TEST(ShmStatWatch, PrintsASnapshotPerIntervalUntilSigterm) {
+  Daemon daemon;
+  Child watch({bin_dir() + "/shm-stat", "--bus", daemon.bus(), "--json", "--watch", "0.2"});
+  ASSERT_TRUE(watch.pump_until(
+      [&] { return std::count(watch.out().begin(), watch.out().end(), '\n') >= 3; }, 10s))
+      << watch.out() << watch.err();
+  watch.signal(SIGTERM);
+  EXPECT_EQ(watch.wait(), 0);
+  EXPECT_EQ(watch.err(), "");
+
+  std::stringstream in(watch.out());
+  std::vector<std::uint64_t> uptimes;
+  for (std::string line; std::getline(in, line);) {
+    const Json j = JsonParser::parse(line);
+    EXPECT_EQ(j["bus"].str(), daemon.bus());
+    uptimes.push_back(j["coordinator"]["uptime_ms"].u64());
+  }
+  ASSERT_GE(uptimes.size(), 3U);
+  for (std::size_t i = 1; i < uptimes.size(); ++i) {
+    EXPECT_GE(uptimes[i] - uptimes[i - 1], 150U) << "snapshots 0.2 s apart";
+  }
+}
+
+TEST(ShmStatErrors, OneLineAndExitStatusOne) {
+  const std::string missing = unique_bus("none");
+  for (const auto& [bus, needle] : std::vector<std::pair<std::string, std::string>>{
+           {missing, "start shmcastd --bus " + missing},
+           {"../x", "invalid bus name '../x'"},
+           {"", "invalid bus name ''"}}) {
+    SCOPED_TRACE("bus '" + bus + "'");
+    const Result r = shm_stat(bus);
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(r.err.rfind("shm-stat: ", 0), 0U) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(shm_stat(missing, {"--watch", "0"}).status, 2) << "a zero interval is a usage error";
+}
+
+}  // namespace
+}  // namespace shmcast::test
