@@ -229,9 +229,15 @@ void Coordinator::adopt() {
 
 void Coordinator::rebuild_free_nodes() {
   free_nodes_.clear();
+  client_nodes_.assign(view_->limits().max_clients, {});
   const std::uint32_t n = view_->geometry().node_count;
   for (std::uint32_t i = n; i-- > 0;) {
-    if (view_->node(i).client == kFreeNode) free_nodes_.push_back(i);
+    const std::uint32_t client = view_->node(i).client;
+    if (client == kFreeNode) {
+      free_nodes_.push_back(i);
+    } else if (client < client_nodes_.size()) {
+      client_nodes_[client].push_back(i);
+    }
   }
 }
 
@@ -384,6 +390,7 @@ void Coordinator::unlink_node(std::uint32_t index) {
       }
     }
   }
+  if (node.client < client_nodes_.size()) std::erase(client_nodes_[node.client], index);
   node = Node{kFreeNode, 0, kNoNode, 0};
   free_nodes_.push_back(index);
   view_->header().node_used.fetch_sub(1, std::memory_order_relaxed);
@@ -414,6 +421,7 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
   view_->node(node_index) = Node{slot, sid, e.first, static_cast<std::uint32_t>(index) | (pattern ? kPatternEntryBit : 0)};
   e.first = node_index + 1;
   ++e.count;
+  client_nodes_[slot].push_back(node_index);
   view_->header().node_used.fetch_add(1, std::memory_order_relaxed);
   s.subscriptions.fetch_add(1);
   end_write();
@@ -442,12 +450,9 @@ void Coordinator::remove_client(std::uint32_t slot, const char* why) {
   const bool had_ring = s.has_ring.load() != 0;
   std::uint32_t dropped = 0;
   begin_write();
-  const std::uint32_t nodes = view_->geometry().node_count;
-  for (std::uint32_t i = 0; i < nodes; ++i) {
-    if (view_->node(i).client == slot) {
-      unlink_node(i);
-      ++dropped;
-    }
+  while (!client_nodes_[slot].empty()) {
+    unlink_node(client_nodes_[slot].back());
+    ++dropped;
   }
   s.subscriptions.store(0);
   s.has_ring.store(0);
@@ -497,6 +502,7 @@ void Coordinator::reap_dead() {
 }
 
 bool Coordinator::shutdown() {
+  serve_once();  // clients that died a moment ago are not clients that remain
   const std::uint32_t clients = view_->limits().max_clients;
   std::uint32_t live = 0;
   for (std::uint32_t i = 0; i < clients; ++i) {

@@ -71,6 +71,9 @@ class Coordinator {
   std::unique_ptr<detail::ControlView> view_;
   std::vector<Watch> watches_;
   std::vector<std::uint32_t> free_nodes_;
+  // Each client's subscription nodes, so removing a client costs its own subscriptions, not a
+  // scan of the node table inside the seqlock. Rebuilt from the segment on adoption.
+  std::vector<std::vector<std::uint32_t>> client_nodes_;
   bool adopted_ = false;
 };
 

@@ -298,6 +298,8 @@ struct PublisherCache {
 
 thread_local std::unordered_map<std::uint64_t, PublisherCache> t_publishers;
 
+constexpr std::size_t kMaxCachedRoutes = 65536;
+
 PublisherCache& publisher_cache(const BusState& state) {
   auto [it, inserted] = t_publishers.try_emplace(state.id);
   if (inserted) {
@@ -342,8 +344,9 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
       targets.push_back({ring, t.pattern ? FrameKind::pmessage : FrameKind::message, t.sid});
     }
   }
-  // A replaced mapping may be referenced by other cached routes: forget them all.
-  if (replaced) cache.routes.clear();
+  // A replaced mapping may be referenced by other cached routes: forget them all. So does a
+  // cache grown past its bound, so a publisher over endless channel names stays small.
+  if (replaced || cache.routes.size() >= kMaxCachedRoutes) cache.routes.clear();
   Route& route = cache.routes[std::string(channel)];
   route.version = consistent ? version : ~std::uint64_t{0};
   route.targets = std::move(targets);

@@ -23,8 +23,6 @@ namespace shmcast::detail {
 /// Throws Error(no_coordinator) unless the coordinator recorded in the bus is running.
 void require_coordinator(const ControlView& view, const std::string& bus);
 
-[[nodiscard]] bool coordinator_running(const ControlView& view) noexcept;
-
 /// One client slot of this process in the bus's client table.
 class ClientLink {
  public:

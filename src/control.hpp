@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -66,26 +67,29 @@ class ControlView {
   ControlGeometry geometry_;
 };
 
-/// Runs `read` until it saw the registry between two equal, even versions of the seqlock.
-/// Returns the version, or nullopt-like false if the coordinator kept it odd (it died while
-/// writing): callers then keep what they had.
+/// True while the coordinator recorded in the bus runs (defined in client.cpp).
+[[nodiscard]] bool coordinator_running(const ControlView& view) noexcept;
+
+/// Runs `read` until it saw the registry between two equal, even versions of the seqlock, and
+/// returns true with that version. It waits for as long as the coordinator lives; false only if
+/// the coordinator died in the middle of a write (callers then keep what they had).
 template <class F>
 bool read_registry(const ControlView& view, F&& read, std::uint64_t& version) {
   auto& seq = view.header().routing_version;
-  for (int attempt = 0; attempt < 100000; ++attempt) {
+  for (std::uint64_t attempt = 1;; ++attempt) {
     const std::uint64_t before = seq.load(std::memory_order_acquire);
-    if ((before & 1U) != 0) {
-      cpu_relax();
-      continue;
+    if ((before & 1U) == 0) {
+      read();
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (seq.load(std::memory_order_relaxed) == before) {
+        version = before;
+        return true;
+      }
     }
-    read();
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (seq.load(std::memory_order_relaxed) == before) {
-      version = before;
-      return true;
-    }
+    if (attempt % 1024 == 0) std::this_thread::yield();
+    if (attempt % 65536 == 0 && !coordinator_running(view)) return false;
+    cpu_relax();
   }
-  return false;
 }
 
 /// Where one publish on a channel goes: a client's ring, and the subscription that routed it.
