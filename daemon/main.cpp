@@ -1,6 +1,9 @@
 // shmcastd: the coordinator of one bus, in the foreground until SIGTERM or SIGINT.
 #include <grp.h>
 #include <signal.h>
+#ifdef SHMCAST_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #include <atomic>
 #include <cstdio>
@@ -19,6 +22,14 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 void on_signal(int) { g_stop.store(true); }
+
+// Tells systemd (Type=notify) where the daemon stands; a no-op outside systemd or in a build
+// without libsystemd.
+void notify_service_manager([[maybe_unused]] const char* state) {
+#ifdef SHMCAST_HAVE_SYSTEMD
+  sd_notify(0, state);
+#endif
+}
 
 std::optional<gid_t> parse_group(const std::string& name) {
   if (name.empty()) return std::nullopt;
@@ -77,9 +88,12 @@ int main(int argc, char** argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
+    // Only now is the bus usable: units ordered After=shmcastd wait for this, not for exec.
+    notify_service_manager("READY=1");
     fmt::print(stderr, "shmcastd[{}]: serving ({}), pid {}\n", bus,
                coordinator.adopted() ? "adopted a running bus" : "new bus", getpid());
     coordinator.run(g_stop);
+    notify_service_manager("STOPPING=1");
     coordinator.shutdown();
   } catch (const shmcast::Error& e) {
     fmt::print(stderr, "shmcastd: {}\n", e.what());

@@ -107,6 +107,7 @@ TEST(DaemonStop, SegmentsAreOwnerOnlyByDefault) {
 TEST(DaemonRestart, SigtermWithClientsLeavesTheBusAndTheNextOneAdoptsIt) {
   const std::string name = unique_bus("restart");
   auto first = std::make_unique<Daemon>(name);
+  std::unique_ptr<Daemon> second;  // declared before the clients, so they leave before it stops
   Bus bus = Bus::connect(name);
   Subscriber sub = bus.subscriber();
   sub.subscribe({"news"});
@@ -122,8 +123,8 @@ TEST(DaemonRestart, SigtermWithClientsLeavesTheBusAndTheNextOneAdoptsIt) {
   EXPECT_EQ(m->payload, "while down");
   EXPECT_TRUE(next_message(sub).has_value());  // and the pmessage
 
-  Daemon second(name);
-  EXPECT_NE(second.pid(), first_pid);
+  second = std::make_unique<Daemon>(name);
+  EXPECT_NE(second->pid(), first_pid);
   EXPECT_TRUE(bus.coordinator_alive());
   const std::vector<std::string> news{"news"};
   EXPECT_EQ(bus.numsub(news)[0].second, 1U);
@@ -138,6 +139,7 @@ TEST(DaemonRestart, SigtermWithClientsLeavesTheBusAndTheNextOneAdoptsIt) {
 TEST(DaemonRestart, ClientThatDiedWhileNoCoordinatorRanIsReapedOnAdoption) {
   const std::string name = unique_bus("reap");
   auto first = std::make_unique<Daemon>(name);
+  std::unique_ptr<Daemon> second;  // declared before the client, so it leaves before it stops
   int ready[2];
   ASSERT_EQ(pipe(ready), 0);
   const pid_t child = fork();
@@ -160,7 +162,7 @@ TEST(DaemonRestart, ClientThatDiedWhileNoCoordinatorRanIsReapedOnAdoption) {
   test::stop(child, SIGKILL);
   EXPECT_EQ(bus.numsub(gone)[0].second, 1U) << "nobody reaps while no coordinator runs";
 
-  Daemon second(name);
+  second = std::make_unique<Daemon>(name);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (bus.numsub(gone)[0].second != 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
