@@ -1,0 +1,871 @@
+// shmcast-bench: publishers and subscribers as separate processes, measuring throughput and
+// one-way latency of shmcast, and the floor a bare cache line or futex sets for comparison.
+//
+// The parent never connects to the bus: it forks every role, lines them up through a pipe
+// (subscribers subscribed before any publisher starts), runs the clock, and merges what the
+// children leave in one anonymous MAP_SHARED region.
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <numeric>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "shmcast/shmcast.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::size_t kCacheLine = 64;
+// Throughput runs sample one message in this many so recording never becomes the bottleneck.
+constexpr std::uint64_t kThroughputSampleEvery = 64;
+// Latency samples kept in total, shared among the recording processes (8 bytes each).
+constexpr std::size_t kSampleBudget = std::size_t{32} << 20;
+// A subscriber with nothing to read wakes this often to see whether the run is over.
+constexpr auto kPollInterval = 50ms;
+constexpr auto kWarmUp = 500ms;
+
+std::atomic<bool> g_interrupted{false};
+
+void on_signal(int) { g_interrupted.store(true); }
+
+std::uint64_t now_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+enum class Kind {
+  throughput,   // publishers flood, subscribers count and sample
+  lockstep,     // one message in flight: the publisher waits until the subscriber has read it
+  pingpong,     // two processes answer each other over two channels
+  floor_spin,   // the same ping-pong over one bare shared cache line
+  floor_futex,  // the same ping-pong over two bare futex words
+};
+
+enum class Wait { spin, block };
+
+struct Scenario {
+  std::string name;
+  Kind kind = Kind::throughput;
+  int publishers = 1;
+  int subscribers = 1;
+  Wait wait = Wait::spin;
+  bool wait_fixed = false;   // the scenario's name says how to wait; --wait may not change it
+  std::size_t patterns = 0;  // held by one extra, idle subscriber process
+  std::size_t channels = 1;  // spread over the subscribers, one subscriber each
+};
+
+std::optional<Scenario> preset(const std::string& name) {
+  Scenario s;
+  s.name = name;
+  if (name == "single") return s;
+  if (name == "fanout-10" || name == "fanout-100" || name == "fanout-1000") {
+    s.subscribers = std::stoi(name.substr(7));
+    // Many spinning subscribers would share two cores with the publisher and starve it.
+    s.wait = Wait::block;
+    return s;
+  }
+  if (name == "latency-spin" || name == "latency-block") {
+    s.kind = Kind::lockstep;
+    s.wait = name == "latency-spin" ? Wait::spin : Wait::block;
+    s.wait_fixed = true;
+    return s;
+  }
+  if (name == "patterns-10000" || name == "patterns-0") {
+    s.patterns = name == "patterns-0" ? 0 : 10'000;
+    return s;
+  }
+  if (name == "no-subscribers") {
+    s.subscribers = 0;
+    return s;
+  }
+  if (name == "channels-100k") {
+    s.channels = 100'000;
+    s.subscribers = 10;
+    s.wait = Wait::block;
+    return s;
+  }
+  if (name == "pingpong-spin" || name == "pingpong-block") {
+    s.kind = Kind::pingpong;
+    s.wait = name == "pingpong-spin" ? Wait::spin : Wait::block;
+    s.wait_fixed = true;
+    return s;
+  }
+  if (name == "floor-spin" || name == "floor-block") {
+    s.kind = name == "floor-spin" ? Kind::floor_spin : Kind::floor_futex;
+    s.wait = name == "floor-spin" ? Wait::spin : Wait::block;
+    s.wait_fixed = true;
+    return s;
+  }
+  return std::nullopt;
+}
+
+// What one child process leaves for the parent.
+struct ChildResult {
+  std::uint64_t publishes = 0;   // in the measured window
+  std::uint64_t deliveries = 0;  // sum of publish() results in the window
+  std::uint64_t received = 0;    // messages read that were published in the window
+  std::uint64_t dropped = 0;     // the subscriber's dropped() at the end (whole run)
+  std::uint64_t samples = 0;     // latency samples written
+};
+
+// The region every process shares, all fields written by one side and read by the other.
+//
+//   +--------------------+  offset 0
+//   | Control            |  one cache line per independently written word
+//   +--------------------+
+//   | ChildResult[n]     |
+//   +--------------------+
+//   | samples[n][cap]    |  uint64 ns
+//   +--------------------+
+struct Control {
+  // The parent writes these; everyone polls them, so each sits alone on its line to keep the
+  // lockstep and floor words below free of false sharing.
+  alignas(kCacheLine) std::atomic<std::uint32_t> go{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> window_start{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> window_end{0};
+  alignas(kCacheLine) std::atomic<std::uint32_t> stop{0};
+  // lockstep: messages the subscriber has read.
+  alignas(kCacheLine) std::atomic<std::uint64_t> consumed{0};
+  // floor-spin: odd values from the pinger, even from the echo.
+  alignas(kCacheLine) std::atomic<std::uint32_t> line{0};
+  // floor-block: futex words, one per direction.
+  alignas(kCacheLine) std::atomic<std::uint32_t> ping{0};
+  alignas(kCacheLine) std::atomic<std::uint32_t> pong{0};
+};
+static_assert(sizeof(Control) == 8 * kCacheLine);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+class Shared {
+ public:
+  Shared(std::size_t children, std::size_t sample_cap) : children_(children), cap_(sample_cap) {
+    bytes_ =
+        sizeof(Control) + children * sizeof(ChildResult) + children * cap_ * sizeof(std::uint64_t);
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error(fmt::format("mmap: {}", std::strerror(errno)));
+    base_ = static_cast<std::byte*>(p);
+    new (base_) Control();
+    for (std::size_t i = 0; i < children; ++i) new (&result(i)) ChildResult();
+  }
+  ~Shared() { munmap(base_, bytes_); }
+  Shared(const Shared&) = delete;
+  Shared& operator=(const Shared&) = delete;
+
+  Control& control() { return *std::launder(reinterpret_cast<Control*>(base_)); }
+  ChildResult& result(std::size_t child) {
+    return reinterpret_cast<ChildResult*>(base_ + sizeof(Control))[child];
+  }
+  std::uint64_t* samples(std::size_t child) {
+    auto* all =
+        reinterpret_cast<std::uint64_t*>(base_ + sizeof(Control) + children_ * sizeof(ChildResult));
+    return all + child * cap_;
+  }
+  std::size_t cap() const { return cap_; }
+
+ private:
+  std::size_t children_;
+  std::size_t cap_;
+  std::size_t bytes_ = 0;
+  std::byte* base_ = nullptr;
+};
+
+// A child's view: its own result slot and sample buffer, and the shared control words.
+struct Slot {
+  Control& control;
+  ChildResult& result;
+  std::uint64_t* samples;
+  std::size_t cap;
+
+  bool in_window(std::uint64_t stamp) const {
+    const std::uint64_t start = control.window_start.load(std::memory_order_acquire);
+    const std::uint64_t end = control.window_end.load(std::memory_order_acquire);
+    return start != 0 && stamp >= start && (end == 0 || stamp < end);
+  }
+  bool stopped() const { return control.stop.load(std::memory_order_acquire) != 0; }
+  void sample(std::uint64_t ns) {
+    if (result.samples < cap) samples[result.samples++] = ns;
+  }
+};
+
+struct Options {
+  std::string bus;
+  std::string scenario = "single";
+  double seconds = 3.0;
+  std::size_t payload = 64;
+  std::optional<int> publishers;
+  std::optional<int> subscribers;
+  std::optional<std::string> wait;
+  bool json = false;
+};
+
+shmcast::ConnectOptions connect_options() {
+  shmcast::ConnectOptions o;
+  // Hundreds of processes attaching at once queue at the coordinator on two cores.
+  o.request_timeout = 120s;
+  return o;
+}
+
+std::uint64_t stamp_of(std::string_view payload) {
+  std::uint64_t stamp = 0;
+  std::memcpy(&stamp, payload.data(), sizeof stamp);
+  return stamp;
+}
+
+void set_stamp(std::vector<std::byte>& payload, std::uint64_t stamp) {
+  std::memcpy(payload.data(), &stamp, sizeof stamp);
+}
+
+void signal_ready(int fd) {
+  const char byte = 'r';
+  if (write(fd, &byte, 1) != 1) throw std::runtime_error("cannot signal readiness to the parent");
+  close(fd);
+}
+
+void wait_for_go(const Control& control) {
+  while (control.go.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(100us);
+}
+
+void drain_confirmations(shmcast::Subscriber& sub) {
+  while (sub.try_receive()) {
+  }
+}
+
+// Subscribes in batches and drains the confirmations in between, so tens of thousands of them
+// never have to fit in the subscriber's ring at once.
+void subscribe_all(shmcast::Subscriber& sub, const std::vector<std::string>& names, bool pattern) {
+  constexpr std::size_t kBatch = 1000;
+  for (std::size_t at = 0; at < names.size(); at += kBatch) {
+    const std::span<const std::string> batch(names.data() + at,
+                                             std::min(kBatch, names.size() - at));
+    pattern ? sub.psubscribe(batch) : sub.subscribe(batch);
+    drain_confirmations(sub);
+  }
+}
+
+std::string channel_name(std::size_t i, std::size_t channels) {
+  return channels == 1 ? std::string("bench") : fmt::format("ch:{}", i);
+}
+
+bool is_message(const shmcast::Message& m) {
+  return m.kind == shmcast::Kind::message || m.kind == shmcast::Kind::pmessage;
+}
+
+// ---- throughput and lockstep roles ----------------------------------------------------------
+
+void run_subscriber(const Options& opt, const Scenario& sc, Slot& slot, int index, int ready_fd) {
+  auto bus = shmcast::Bus::connect(opt.bus, connect_options());
+  auto sub = bus.subscriber();
+  std::vector<std::string> names;
+  for (std::size_t i = static_cast<std::size_t>(index); i < sc.channels;
+       i += static_cast<std::size_t>(sc.subscribers)) {
+    names.push_back(channel_name(i, sc.channels));
+  }
+  subscribe_all(sub, names, false);
+  signal_ready(ready_fd);
+
+  const bool spin = sc.wait == Wait::spin;
+  const bool lockstep = sc.kind == Kind::lockstep;
+  const std::uint64_t every = lockstep ? 1 : kThroughputSampleEvery;
+  std::uint64_t read = 0;
+  for (;;) {
+    auto m = sub.receive(kPollInterval, spin);
+    if (!m) {
+      if (slot.stopped()) break;
+      continue;
+    }
+    if (!is_message(*m)) continue;
+    const std::uint64_t now = now_ns();
+    const std::uint64_t stamp = stamp_of(m->payload);
+    ++read;
+    if (lockstep) slot.control.consumed.store(read, std::memory_order_release);
+    if (!slot.in_window(stamp)) continue;
+    if (slot.result.received++ % every == 0) slot.sample(now - stamp);
+  }
+  slot.result.dropped = sub.dropped();
+}
+
+// An idle subscriber that only holds patterns, to load the registry.
+void run_pattern_holder(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd) {
+  auto bus = shmcast::Bus::connect(opt.bus, connect_options());
+  auto sub = bus.subscriber();
+  std::vector<std::string> patterns;
+  patterns.reserve(sc.patterns);
+  for (std::size_t i = 0; i < sc.patterns; ++i) patterns.push_back(fmt::format("idle:{}:*", i));
+  subscribe_all(sub, patterns, true);
+  signal_ready(ready_fd);
+  while (!slot.stopped()) (void)sub.receive(kPollInterval, false);
+  slot.result.dropped = sub.dropped();
+}
+
+void run_publisher(const Options& opt, const Scenario& sc, Slot& slot, int index, int ready_fd) {
+  auto bus = shmcast::Bus::connect(opt.bus, connect_options());
+  std::vector<std::string> names;
+  names.reserve(sc.channels);
+  for (std::size_t i = 0; i < sc.channels; ++i) names.push_back(channel_name(i, sc.channels));
+  std::vector<std::byte> payload(opt.payload);
+  signal_ready(ready_fd);
+  wait_for_go(slot.control);
+
+  // Publishers start at different channels so they do not walk the same rings in step.
+  std::size_t next =
+      static_cast<std::size_t>(index) * (sc.channels / std::max(1, sc.publishers) + 1);
+  std::uint64_t sent = 0;
+  while (!slot.stopped()) {
+    const std::uint64_t stamp = now_ns();
+    set_stamp(payload, stamp);
+    const std::size_t delivered = bus.publish(names[next++ % sc.channels], payload);
+    if (slot.in_window(stamp)) {
+      ++slot.result.publishes;
+      slot.result.deliveries += delivered;
+    }
+    if (sc.kind != Kind::lockstep || delivered == 0) continue;
+    ++sent;
+    while (slot.control.consumed.load(std::memory_order_acquire) < sent && !slot.stopped())
+      cpu_relax();
+  }
+}
+
+// ---- ping-pong roles ------------------------------------------------------------------------
+
+void run_echo(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd) {
+  auto bus = shmcast::Bus::connect(opt.bus, connect_options());
+  auto sub = bus.subscriber();
+  sub.subscribe({"ping"});
+  drain_confirmations(sub);
+  signal_ready(ready_fd);
+  const bool spin = sc.wait == Wait::spin;
+  for (;;) {
+    auto m = sub.receive(kPollInterval, spin);
+    if (!m) {
+      if (slot.stopped()) break;
+      continue;
+    }
+    if (!is_message(*m)) continue;
+    (void)bus.publish("pong", m->payload);
+  }
+  slot.result.dropped = sub.dropped();
+}
+
+void run_pinger(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd) {
+  auto bus = shmcast::Bus::connect(opt.bus, connect_options());
+  auto sub = bus.subscriber();
+  sub.subscribe({"pong"});
+  drain_confirmations(sub);
+  std::vector<std::byte> payload(opt.payload);
+  signal_ready(ready_fd);
+  wait_for_go(slot.control);
+  const bool spin = sc.wait == Wait::spin;
+  while (!slot.stopped()) {
+    const std::uint64_t start = now_ns();
+    set_stamp(payload, start);
+    const std::size_t delivered = bus.publish("ping", payload);
+    std::optional<shmcast::Message> answer;
+    while (delivered > 0 && !slot.stopped()) {
+      answer = sub.receive(kPollInterval, spin);
+      if (answer && is_message(*answer) && stamp_of(answer->payload) == start) break;
+    }
+    const std::uint64_t end = now_ns();
+    if (!answer || !slot.in_window(start)) continue;
+    // Both publishes of the round trip: the echo's answer arrived, so it delivered one.
+    slot.result.publishes += 2;
+    slot.result.deliveries += delivered + 1;
+    ++slot.result.received;
+    slot.sample((end - start) / 2);
+  }
+  slot.result.dropped = sub.dropped();
+}
+
+// ---- floor roles: the same ping-pong without shmcast ------------------------------------------
+
+long futex(std::atomic<std::uint32_t>& word, int op, std::uint32_t value, const timespec* timeout) {
+  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), op, value, timeout, nullptr,
+                 0);
+}
+
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t seen) {
+  const timespec timeout{0, std::chrono::nanoseconds(kPollInterval).count()};
+  (void)futex(word, FUTEX_WAIT, seen, &timeout);
+}
+
+void futex_wake(std::atomic<std::uint32_t>& word) { (void)futex(word, FUTEX_WAKE, 1, nullptr); }
+
+void run_floor_echo(const Scenario& sc, Slot& slot, int ready_fd) {
+  Control& c = slot.control;
+  signal_ready(ready_fd);
+  std::uint32_t seen = 0;
+  while (!slot.stopped()) {
+    if (sc.kind == Kind::floor_spin) {
+      const std::uint32_t v = c.line.load(std::memory_order_acquire);
+      if (v % 2 == 1) {
+        c.line.store(v + 1, std::memory_order_release);
+      } else {
+        cpu_relax();
+      }
+      continue;
+    }
+    const std::uint32_t v = c.ping.load(std::memory_order_acquire);
+    if (v == seen) {
+      futex_wait(c.ping, seen);
+      continue;
+    }
+    seen = v;
+    c.pong.store(v, std::memory_order_release);
+    futex_wake(c.pong);
+  }
+}
+
+void run_floor_pinger(const Scenario& sc, Slot& slot, int ready_fd) {
+  Control& c = slot.control;
+  signal_ready(ready_fd);
+  wait_for_go(c);
+  std::uint32_t round = 0;
+  while (!slot.stopped()) {
+    const std::uint64_t start = now_ns();
+    ++round;
+    bool answered = false;
+    if (sc.kind == Kind::floor_spin) {
+      const std::uint32_t odd = 2 * round - 1;
+      c.line.store(odd, std::memory_order_release);
+      while (!(answered = c.line.load(std::memory_order_acquire) == odd + 1) && !slot.stopped()) {
+        cpu_relax();
+      }
+    } else {
+      c.ping.store(round, std::memory_order_release);
+      futex_wake(c.ping);
+      for (;;) {
+        const std::uint32_t v = c.pong.load(std::memory_order_acquire);
+        if ((answered = v == round) || slot.stopped()) break;
+        futex_wait(c.pong, v);
+      }
+    }
+    const std::uint64_t end = now_ns();
+    if (!answered || !slot.in_window(start)) continue;
+    slot.result.publishes += 2;
+    slot.result.deliveries += 2;
+    ++slot.result.received;
+    slot.sample((end - start) / 2);
+  }
+}
+
+// ---- the parent ---------------------------------------------------------------------------
+
+// Runs `body` in a child process that exits with 0 only if it finished.
+pid_t spawn(const std::function<void()>& body) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
+  if (pid > 0) return pid;
+  int status = 0;
+  try {
+    body();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "shmcast-bench[{}]: {}\n", getpid(), e.what());
+    status = 1;
+  }
+  std::fflush(stderr);
+  _exit(status);
+}
+
+struct Coordinator {
+  pid_t pid = -1;
+};
+
+std::uint64_t ring_bytes_for(std::size_t payload) {
+  // A message must fit in half a ring; a quarter leaves room for several in flight.
+  return std::max<std::uint64_t>(std::uint64_t{1} << 20, std::bit_ceil(4 * (payload + 512)));
+}
+
+Coordinator start_coordinator(const std::string& bus, const Scenario& sc, std::size_t payload) {
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
+  const std::string exe = (self.parent_path() / "shmcastd").string();
+  if (access(exe.c_str(), X_OK) != 0) {
+    throw std::runtime_error(
+        fmt::format("no shmcastd next to this program ({}); build it, or pass "
+                    "--bus NAME of a running coordinator",
+                    exe));
+  }
+  const std::size_t per_client = std::max<std::size_t>(
+      sc.patterns, (sc.channels + static_cast<std::size_t>(std::max(1, sc.subscribers)) - 1) /
+                       static_cast<std::size_t>(std::max(1, sc.subscribers)));
+  const auto arg = [](std::string flag, std::uint64_t value) {
+    return std::vector<std::string>{std::move(flag), std::to_string(value)};
+  };
+  std::vector<std::vector<std::string>> flags = {
+      {"--bus", bus},
+      // A subscribing process holds two slots: its Bus connection and its Subscriber.
+      arg("--max-clients", 2 * static_cast<std::uint64_t>(sc.subscribers + sc.publishers) + 16),
+      arg("--max-subscriptions", std::max<std::size_t>(1024, per_client + 16)),
+      arg("--max-channels", std::max<std::size_t>(16384, sc.channels + 16)),
+      arg("--max-patterns", std::max<std::size_t>(4096, sc.patterns + 16)),
+      arg("--max-total-subscriptions",
+          std::max<std::size_t>(65536, sc.channels + sc.patterns + 64)),
+      arg("--ring-bytes", ring_bytes_for(payload)),
+      arg("--max-payload", std::max<std::size_t>(65536, payload)),
+  };
+  std::vector<std::string> args = {exe};
+  for (auto& f : flags) args.insert(args.end(), f.begin(), f.end());
+
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
+  if (pid == 0) {
+    // Its own process group: a Ctrl-C reaches the harness, which stops the coordinator last,
+    // after every client is gone, so it removes the bus.
+    setpgid(0, 0);
+    // It logs every attach and detach; hundreds of them would bury the results.
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, STDERR_FILENO);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      throw std::runtime_error(
+          fmt::format("{} exited at start (status {}); run it by hand with "
+                      "these limits to see why",
+                      exe, status));
+    }
+    try {
+      if (shmcast::inspect(bus).coordinator_alive) return {pid};
+    } catch (const shmcast::Error&) {
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGTERM);
+      waitpid(pid, nullptr, 0);
+      throw std::runtime_error(fmt::format("{} did not come up within 10 s", exe));
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+void stop_coordinator(Coordinator& c) {
+  if (c.pid <= 0) return;
+  kill(c.pid, SIGTERM);
+  waitpid(c.pid, nullptr, 0);
+  c.pid = -1;
+}
+
+class Children {
+ public:
+  void add(pid_t pid) { pids_.push_back(pid); }
+
+  // Reads one byte per child from `fd`. False if a child failed first or the run was
+  // interrupted.
+  bool await_ready(int fd, std::size_t count) {
+    std::size_t got = 0;
+    while (got < count) {
+      if (g_interrupted.load() || any_failed()) return false;
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char buf[256];
+      const ssize_t n = read(fd, buf, std::min(sizeof buf, count - got));
+      if (n <= 0) return false;
+      got += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+
+  // Waits for every child; true if all exited with 0.
+  bool reap() {
+    bool ok = !failed_;
+    for (pid_t pid : pids_) {
+      if (pid <= 0) continue;
+      int status = 0;
+      if (waitpid(pid, &status, 0) == pid && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        ok = false;
+    }
+    pids_.clear();
+    return ok;
+  }
+
+  void kill_all() {
+    for (pid_t pid : pids_) {
+      if (pid > 0) kill(pid, SIGKILL);
+    }
+  }
+
+ private:
+  bool any_failed() {
+    for (pid_t& pid : pids_) {
+      int status = 0;
+      if (pid > 0 && waitpid(pid, &status, WNOHANG) == pid) {
+        pid = -1;
+        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) failed_ = true;
+      }
+    }
+    return failed_;
+  }
+
+  std::vector<pid_t> pids_;
+  bool failed_ = false;
+};
+
+struct Report {
+  double window_s = 0;
+  std::uint64_t publishes = 0;
+  std::uint64_t deliveries = 0;
+  std::uint64_t received = 0;
+  std::uint64_t dropped = 0;
+  std::vector<std::uint64_t> latencies;
+};
+
+std::uint64_t percentile(const std::vector<std::uint64_t>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  return sorted[static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1))];
+}
+
+void sleep_unless_interrupted(std::chrono::nanoseconds span) {
+  const auto until = std::chrono::steady_clock::now() + span;
+  while (!g_interrupted.load() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+}
+
+std::optional<Report> run(const Options& opt, const Scenario& sc) {
+  // Roles in fork order: the receiving side first (they signal once subscribed), then the
+  // sending side (they signal once connected, then wait for `go`).
+  std::vector<std::function<void(Slot&, int)>> receivers;
+  std::vector<std::function<void(Slot&, int)>> senders;
+  switch (sc.kind) {
+    case Kind::throughput:
+    case Kind::lockstep:
+      for (int i = 0; i < sc.subscribers; ++i) {
+        receivers.push_back([&, i](Slot& s, int fd) { run_subscriber(opt, sc, s, i, fd); });
+      }
+      if (sc.patterns > 0) {
+        receivers.push_back([&](Slot& s, int fd) { run_pattern_holder(opt, sc, s, fd); });
+      }
+      for (int i = 0; i < sc.publishers; ++i) {
+        senders.push_back([&, i](Slot& s, int fd) { run_publisher(opt, sc, s, i, fd); });
+      }
+      break;
+    case Kind::pingpong:
+      receivers.push_back([&](Slot& s, int fd) { run_echo(opt, sc, s, fd); });
+      senders.push_back([&](Slot& s, int fd) { run_pinger(opt, sc, s, fd); });
+      break;
+    case Kind::floor_spin:
+    case Kind::floor_futex:
+      receivers.push_back([&](Slot& s, int fd) { run_floor_echo(sc, s, fd); });
+      senders.push_back([&](Slot& s, int fd) { run_floor_pinger(sc, s, fd); });
+      break;
+  }
+  const std::size_t children = receivers.size() + senders.size();
+  Shared shared(children, std::max<std::size_t>(1024, kSampleBudget / children));
+  Control& control = shared.control();
+
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0)
+    throw std::runtime_error(fmt::format("pipe: {}", std::strerror(errno)));
+  Children kids;
+  std::size_t index = 0;
+  const auto launch = [&](const std::function<void(Slot&, int)>& role) {
+    Slot slot{control, shared.result(index), shared.samples(index), shared.cap()};
+    ++index;
+    kids.add(spawn([&, slot]() mutable {
+      close(ready[0]);
+      role(slot, ready[1]);
+    }));
+  };
+  for (const auto& role : receivers) launch(role);
+  bool ok = kids.await_ready(ready[0], receivers.size());
+  if (ok) {
+    for (const auto& role : senders) launch(role);
+    ok = kids.await_ready(ready[0], senders.size());
+  }
+  close(ready[0]);
+  close(ready[1]);
+
+  Report report;
+  if (ok) {
+    control.go.store(1, std::memory_order_release);
+    sleep_unless_interrupted(kWarmUp);
+    const std::uint64_t start = now_ns();
+    control.window_start.store(start, std::memory_order_release);
+    sleep_unless_interrupted(std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::duration<double>(opt.seconds)));
+    const std::uint64_t end = now_ns();
+    control.window_end.store(end, std::memory_order_release);
+    report.window_s = static_cast<double>(end - start) / 1e9;
+  }
+  control.stop.store(1, std::memory_order_release);
+  // The floor's futex waiters sleep with a timeout, so they see `stop` on their own.
+  if (!ok) kids.kill_all();
+  ok = kids.reap() && ok && !g_interrupted.load();
+  if (!ok) return std::nullopt;
+
+  for (std::size_t i = 0; i < children; ++i) {
+    const ChildResult& r = shared.result(i);
+    report.publishes += r.publishes;
+    report.deliveries += r.deliveries;
+    report.received += r.received;
+    report.dropped += r.dropped;
+    const std::uint64_t* s = shared.samples(i);
+    report.latencies.insert(report.latencies.end(), s, s + r.samples);
+  }
+  std::sort(report.latencies.begin(), report.latencies.end());
+  return report;
+}
+
+void print(const Options& opt, const Scenario& sc, const Report& r) {
+  const auto& l = r.latencies;
+  const double mean =
+      l.empty() ? 0.0
+                : static_cast<double>(std::accumulate(l.begin(), l.end(), std::uint64_t{0})) /
+                      static_cast<double>(l.size());
+  const double pubs = static_cast<double>(r.publishes) / r.window_s;
+  const double dels = static_cast<double>(r.deliveries) / r.window_s;
+  const double recv = static_cast<double>(r.received) / r.window_s;
+  const char* wait = sc.wait == Wait::spin ? "spin" : "block";
+  if (opt.json) {
+    fmt::print(
+        "{{\"scenario\":\"{}\",\"publishers\":{},\"subscribers\":{},\"payload\":{},\"wait\":\"{}\","
+        "\"seconds\":{:.3f},\"publishes_per_s\":{:.0f},\"deliveries_per_s\":{:.0f},"
+        "\"received_per_s\":{:.0f},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},"
+        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{}}}\n",
+        sc.name, sc.publishers, sc.subscribers, opt.payload, wait, r.window_s, pubs, dels, recv,
+        percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999), l.empty() ? 0 : l.back(),
+        mean, l.size(), r.dropped);
+    return;
+  }
+  const bool round_trip = sc.kind != Kind::throughput && sc.kind != Kind::lockstep;
+  const std::string how = round_trip ? std::string("round trip / 2")
+                          : sc.kind == Kind::lockstep
+                              ? std::string("one-way, every message")
+                              : fmt::format("one-way, every {}th message", kThroughputSampleEvery);
+  fmt::print(
+      "scenario     {} ({} publisher(s), {} subscriber(s), payload {} B, wait {}, {:.2f} s)\n",
+      sc.name, sc.publishers, sc.subscribers, opt.payload, wait, r.window_s);
+  fmt::print("publishes/s  {:.0f}\n", pubs);
+  fmt::print("deliveries/s {:.0f}   (messages read in the window: {:.0f}/s)\n", dels, recv);
+  fmt::print("latency ns   p50 {}  p99 {}  p99.9 {}  max {}  mean {:.0f}   ({} samples, {})\n",
+             percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999),
+             l.empty() ? 0 : l.back(), mean, l.size(), how);
+  fmt::print("dropped      {}\n", r.dropped);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "shmcast-bench: shmcast throughput and latency with publishers and subscribers in "
+      "separate processes. Without --bus it starts a private shmcastd (the one next to "
+      "this program) and stops it at the end."};
+  Options opt;
+  app.add_option("--bus", opt.bus,
+                 "Use the running coordinator of this bus instead of a private one");
+  app.add_option("--scenario", opt.scenario,
+                 "single, fanout-10, fanout-100, fanout-1000, latency-spin, latency-block, "
+                 "patterns-10000, patterns-0, no-subscribers, channels-100k, pingpong-spin, "
+                 "pingpong-block, floor-spin, floor-block")
+      ->capture_default_str();
+  app.add_option("--seconds", opt.seconds, "Measured window, after a 0.5 s warm-up")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+  app.add_option("--payload", opt.payload, "Payload bytes (at least 8: the send timestamp)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{8}, std::size_t{1} << 30));
+  app.add_option("--publishers", opt.publishers, "Publisher processes (throughput scenarios)")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--subscribers", opt.subscribers, "Subscriber processes (throughput scenarios)")
+      ->check(CLI::Range(0, 4096));
+  app.add_option("--wait", opt.wait, "How subscribers wait: spin (busy-poll) or block (futex)")
+      ->check(CLI::IsMember({"spin", "block"}));
+  app.add_flag("--json", opt.json, "Print one JSON object");
+  CLI11_PARSE(app, argc, argv);
+
+  std::optional<Scenario> sc = preset(opt.scenario);
+  if (!sc) {
+    fmt::print(stderr, "shmcast-bench: unknown scenario '{}' (see --help)\n", opt.scenario);
+    return 2;
+  }
+  const bool fixed_roles = sc->kind != Kind::throughput;
+  if (fixed_roles && (opt.publishers || opt.subscribers)) {
+    fmt::print(stderr,
+               "shmcast-bench: {} runs one sender and one receiver; drop --publishers and "
+               "--subscribers\n",
+               sc->name);
+    return 2;
+  }
+  if (opt.wait) {
+    const Wait w = *opt.wait == "spin" ? Wait::spin : Wait::block;
+    if (sc->wait_fixed && w != sc->wait) {
+      fmt::print(stderr, "shmcast-bench: {} fixes the wait in its name; drop --wait\n", sc->name);
+      return 2;
+    }
+    sc->wait = w;
+  }
+  if (opt.publishers) sc->publishers = *opt.publishers;
+  if (opt.subscribers) sc->subscribers = *opt.subscribers;
+  if (sc->channels > 1 && sc->subscribers == 0) {
+    fmt::print(stderr, "shmcast-bench: {} needs at least one subscriber\n", sc->name);
+    return 2;
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  Coordinator coordinator;
+  const bool floor = sc->kind == Kind::floor_spin || sc->kind == Kind::floor_futex;
+  try {
+    if (opt.bus.empty() && !floor) {
+      opt.bus = fmt::format("bench-{}", getpid());
+      coordinator = start_coordinator(opt.bus, *sc, opt.payload);
+    }
+    std::optional<Report> report = run(opt, *sc);
+    stop_coordinator(coordinator);
+    if (!report) {
+      fmt::print(stderr,
+                 "shmcast-bench: {} did not finish (a child failed or the run was "
+                 "interrupted)\n",
+                 sc->name);
+      return 1;
+    }
+    print(opt, *sc, *report);
+  } catch (const std::exception& e) {
+    stop_coordinator(coordinator);
+    fmt::print(stderr, "shmcast-bench: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
