@@ -2,61 +2,25 @@
 // control segment with shmcast::inspect(), which does not attach as a client: looking at a
 // full or sick bus neither takes a slot nor changes what is looked at.
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <iterator>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "shmcast/shmcast.hpp"
+#include "tool_support.hpp"
 
 namespace {
 
-using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
-
-// Set by SIGINT/SIGTERM: --watch ends after the snapshot it is printing.
-std::atomic<bool> g_stop{false};
-static_assert(std::atomic<bool>::is_always_lock_free);  // so a signal handler may store it
-
-extern "C" void on_stop_signal(int /*signal*/) { g_stop.store(true, std::memory_order_relaxed); }
-
-void install_signal_handlers() {
-  struct sigaction action {};
-  action.sa_handler = on_stop_signal;
-  sigemptyset(&action.sa_mask);
-  // No SA_RESTART: the sleep between snapshots returns early, so the stop is seen at once.
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-}
-
-// Whoever read our stdout went away (EPIPE): stop quietly.
-struct StdoutClosed {};
-
-void write_stdout(std::string_view bytes) {
-  if (std::fwrite(bytes.data(), 1, bytes.size(), stdout) == bytes.size() &&
-      std::fflush(stdout) == 0) {
-    return;
-  }
-  const int error = errno;
-  if (error == EPIPE) throw StdoutClosed{};
-  throw std::runtime_error(fmt::format("cannot write to standard output: {}: check where it goes",
-                                       std::strerror(error)));
-}
+using namespace shmcast::tool;
 
 // Channel names are bytes, not text. JSON strings hold code points, so every byte outside
 // printable ASCII becomes \u00XX (a byte-to-code-point map a reader can invert), which keeps
@@ -77,25 +41,11 @@ void append_json_string(std::string& out, std::string_view bytes) {
   out += '"';
 }
 
-// Names in the table are quoted as redis-cli quotes them, so that "" and control bytes show.
+// Names in the table are quoted as redis-cli quotes them (but for BEL and BS), so that "" and
+// control bytes show.
 std::string shown(std::string_view bytes) {
-  std::string out = "\"";
-  for (const char c : bytes) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c >= 0x20 && c < 0x7f) {
-          out += c;
-        } else {
-          fmt::format_to(std::back_inserter(out), "\\x{:02x}", static_cast<unsigned char>(c));
-        }
-    }
-  }
-  out += '"';
+  std::string out;
+  append_quoted(out, bytes);
   return out;
 }
 
@@ -240,21 +190,11 @@ std::string format_table(const shmcast::BusStats& s) {
   return out;
 }
 
-// Sleeps for `duration` unless SIGINT/SIGTERM comes first.
-void sleep_unless_stopped(std::chrono::duration<double> duration) {
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(duration);
-  while (!g_stop.load(std::memory_order_relaxed)) {
-    const auto left = deadline - Clock::now();
-    if (left <= Clock::duration::zero()) return;
-    std::this_thread::sleep_for(std::min<Clock::duration>(left, 100ms));
-  }
-}
-
 int run(const std::string& bus, bool json, double watch) {
   // On a terminal, --watch redraws in place like watch(1); into a pipe or file, snapshots follow
   // one another, a blank line apart.
   const bool redraw = watch > 0 && !json && ::isatty(STDOUT_FILENO) == 1;
-  for (bool first = true; !g_stop.load(std::memory_order_relaxed); first = false) {
+  for (bool first = true; !stop_requested(); first = false) {
     shmcast::BusStats snapshot = shmcast::inspect(bus);
     sort_snapshot(snapshot);
     std::string text;
@@ -269,19 +209,6 @@ int run(const std::string& bus, bool json, double watch) {
     sleep_unless_stopped(std::chrono::duration<double>(watch));
   }
   return 0;
-}
-
-// An error is one line on stderr even when it quotes a name holding control bytes.
-std::string one_line(std::string_view text) {
-  std::string out;
-  for (const char c : text) {
-    if (static_cast<unsigned char>(c) < 0x20) {
-      fmt::format_to(std::back_inserter(out), "\\x{:02x}", static_cast<unsigned char>(c));
-    } else {
-      out += c;
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -300,23 +227,12 @@ int main(int argc, char** argv) {
   app.add_option("--watch", watch, "print a snapshot every SECONDS until Ctrl-C")
       ->type_name("SECONDS")
       ->check(CLI::PositiveNumber);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-    fmt::print(stderr, "shm-stat: {}: see shm-stat --help\n", one_line(e.what()));
-    return 2;
-  }
+  if (const auto status = parse_command_line(app, argc, argv)) return *status;
 
   install_signal_handlers();
-  try {
+  return run_main("shm-stat", [&] {
     const std::string name = bus_option->count() > 0 ? bus : shmcast::default_bus_name();
     shmcast::check_bus_name(name);
     return run(name, json, watch);
-  } catch (const StdoutClosed&) {
-    return 0;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "shm-stat: {}\n", one_line(e.what()));
-    return 1;
-  }
+  });
 }

@@ -4,11 +4,9 @@
 // integers bare, nil as an empty line); on a terminal, as redis-cli's human format
 // (`1) "subscribe"`). --raw and --no-raw force either, as they do for redis-cli.
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -21,45 +19,19 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "shmcast/shmcast.hpp"
+#include "tool_support.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace shmcast::tool;
 using Clock = std::chrono::steady_clock;
-
-// Set by SIGINT/SIGTERM. Long-running commands poll it between short waits and then leave
-// through their destructors, so a subscriber's slot is released at once instead of reaped.
-std::atomic<bool> g_stop{false};
-static_assert(std::atomic<bool>::is_always_lock_free);  // so a signal handler may store it
-
-extern "C" void on_stop_signal(int /*signal*/) { g_stop.store(true, std::memory_order_relaxed); }
-
-void install_signal_handlers() {
-  struct sigaction action {};
-  action.sa_handler = on_stop_signal;
-  sigemptyset(&action.sa_mask);
-  // No SA_RESTART: a wait in progress returns early, so the stop is seen at once.
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-  // A reader that closed our stdout shows up as EPIPE from fwrite and ends the command cleanly.
-  signal(SIGPIPE, SIG_IGN);
-}
-
-// The command line is wrong: exit status 2, like CLI11's own parse errors.
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-// Whoever read our stdout went away (EPIPE): stop quietly, as after Ctrl-C.
-struct StdoutClosed {};
 
 // One element of a reply as redis-cli sees it. shmcast's replies are never nested.
 struct Element {
@@ -99,30 +71,6 @@ std::string format_raw(const Reply& reply) {
   return out;
 }
 
-// redis's sdscatrepr: a quoted string with C escapes, \xHH for bytes that are not printable
-// in the C locale.
-void append_quoted(std::string& out, std::string_view text) {
-  out += '"';
-  for (const char c : text) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\a': out += "\\a"; break;
-      case '\b': out += "\\b"; break;
-      default:
-        if (c >= 0x20 && c < 0x7f) {
-          out += c;
-        } else {
-          fmt::format_to(std::back_inserter(out), "\\x{:02x}", static_cast<unsigned char>(c));
-        }
-    }
-  }
-  out += '"';
-}
-
 void append_human(std::string& out, const Element& e) {
   switch (e.type) {
     case Element::Type::string: append_quoted(out, e.text); break;
@@ -157,17 +105,7 @@ class Output {
   explicit Output(bool human) : human_(human) {}
 
   [[nodiscard]] bool human() const { return human_; }
-  void reply(const Reply& r) const { write(human_ ? format_human(r) : format_raw(r)); }
-  static void write(std::string_view bytes) {
-    if (std::fwrite(bytes.data(), 1, bytes.size(), stdout) == bytes.size() &&
-        std::fflush(stdout) == 0) {
-      return;
-    }
-    const int error = errno;
-    if (error == EPIPE) throw StdoutClosed{};
-    throw std::runtime_error(fmt::format("cannot write to standard output: {}: check where it goes",
-                                         std::strerror(error)));
-  }
+  void reply(const Reply& r) const { write_stdout(human_ ? format_human(r) : format_raw(r)); }
 
  private:
   bool human_;
@@ -226,7 +164,7 @@ std::string read_stdin(std::uint64_t limit, const std::string& bus) {
     const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
     if (n == 0) return data;
     if (n < 0) {
-      if (errno == EINTR && !g_stop.load(std::memory_order_relaxed)) continue;
+      if (errno == EINTR && !stop_requested()) continue;
       throw std::runtime_error(fmt::format("cannot read standard input: {}", std::strerror(errno)));
     }
     data.append(buffer, static_cast<std::size_t>(n));
@@ -237,16 +175,6 @@ std::string read_stdin(std::uint64_t limit, const std::string& bus) {
                       "send a smaller one, or start shmcastd with a larger --max-payload",
                       bus, limit));
     }
-  }
-}
-
-// Sleeps for `duration` unless SIGINT/SIGTERM comes first.
-void sleep_unless_stopped(std::chrono::duration<double> duration) {
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(duration);
-  while (!g_stop.load(std::memory_order_relaxed)) {
-    const auto left = deadline - Clock::now();
-    if (left <= Clock::duration::zero()) return;
-    std::this_thread::sleep_for(std::min<Clock::duration>(left, 100ms));
   }
 }
 
@@ -272,14 +200,14 @@ void run_subscribe(shmcast::Bus& bus, const Invocation& inv, const Output& out) 
   } else {
     sub.subscribe(inv.args);
   }
-  if (out.human()) Output::write("Reading messages... (press Ctrl-C to quit)\n");
+  if (out.human()) write_stdout("Reading messages... (press Ctrl-C to quit)\n");
 
   const auto deadline = inv.timeout > 0
                             ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                  std::chrono::duration<double>(inv.timeout))
                             : Clock::time_point::max();
   std::uint64_t messages = 0;
-  while (!g_stop.load(std::memory_order_relaxed)) {
+  while (!stop_requested()) {
     const auto left = deadline - Clock::now();
     if (left <= Clock::duration::zero()) return;
     // A bounded wait, so a signal or the deadline is noticed within 100 ms.
@@ -356,7 +284,7 @@ int run(Invocation inv) {
 
   const Output out(inv.no_raw || (!inv.raw && ::isatty(STDOUT_FILENO) == 1));
   for (long long i = 0; inv.repeat < 0 || i < inv.repeat; ++i) {
-    if (g_stop.load(std::memory_order_relaxed)) break;
+    if (stop_requested()) break;
     if (i > 0 && inv.interval > 0) {
       sleep_unless_stopped(std::chrono::duration<double>(inv.interval));
     }
@@ -455,19 +383,6 @@ std::optional<int> parse_command(std::vector<std::string> words, Invocation& inv
       fmt::format("unknown {} '{}'", word.starts_with('-') ? "option" : "command", word));
 }
 
-// An error is one line on stderr even when it quotes a name holding control bytes.
-std::string one_line(std::string_view text) {
-  std::string out;
-  for (const char c : text) {
-    if (static_cast<unsigned char>(c) < 0x20) {
-      fmt::format_to(std::back_inserter(out), "\\x{:02x}", static_cast<unsigned char>(c));
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -494,26 +409,12 @@ int main(int argc, char** argv) {
   app.add_flag("--no-raw", inv.no_raw, "print replies human-readable even when piped")
       ->excludes(raw);
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-    fmt::print(stderr, "shmcast: {}: see shmcast --help\n", one_line(e.what()));
-    return 2;
-  }
+  if (const auto status = parse_command_line(app, argc, argv)) return *status;
   inv.bus_given = bus_option->count() > 0;
 
   install_signal_handlers();
-  try {
+  return run_main("shmcast", [&] {
     if (const auto help = parse_command(app.remaining(), inv)) return *help;
     return run(std::move(inv));
-  } catch (const UsageError& e) {
-    fmt::print(stderr, "shmcast: {}: see shmcast --help\n", one_line(e.what()));
-    return 2;
-  } catch (const StdoutClosed&) {
-    return 0;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "shmcast: {}\n", one_line(e.what()));
-    return 1;
-  }
+  });
 }

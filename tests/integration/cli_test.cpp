@@ -3,20 +3,16 @@
 // private redis-server through redis-cli and requires identical output: redis-cli is the
 // specification of the format.
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -28,185 +24,13 @@
 #include <gtest/gtest.h>
 
 #include "integration/bus_fixture.hpp"
+#include "integration/run_command.hpp"
 
 namespace shmcast::test {
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-// ---- child processes with pipes -------------------------------------------------------------
-
-// A program run as a child with pipes on stdin, stdout and stderr. Output is collected while
-// input is written, so neither side can fill a pipe and block the other.
-class Child {
- public:
-  explicit Child(std::vector<std::string> argv) {
-    // A child that exits without reading its stdin must not kill the test with SIGPIPE.
-    static const bool sigpipe_ignored = [] { return ::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
-    EXPECT_TRUE(sigpipe_ignored);
-    int in[2];
-    int out[2];
-    int err[2];
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-      throw std::runtime_error("pipe2 failed");
-    }
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      dup2(in[0], 0);
-      dup2(out[1], 1);
-      dup2(err[1], 2);
-      execvp(args[0], args.data());
-      _exit(127);
-    }
-    ::close(in[0]);
-    ::close(out[1]);
-    ::close(err[1]);
-    in_ = in[1];
-    out_ = out[0];
-    err_ = err[0];
-    for (const int fd : {in_, out_, err_}) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  }
-  ~Child() {
-    for (int* fd : {&in_, &out_, &err_}) close_fd(*fd);
-    // SIGTERM first: a shmcast subscriber killed outright leaves its slot to be reaped, and a
-    // coordinator stopped before that reap keeps the bus in /dev/shm for the next one.
-    if (pid_ > 0 && !wait_for_exit(SIGTERM, 5s)) wait_for_exit(SIGKILL, 5s);
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  [[nodiscard]] pid_t pid() const { return pid_; }
-  [[nodiscard]] const std::string& out() const { return out_text_; }
-  [[nodiscard]] const std::string& err() const { return err_text_; }
-
-  /// Queues `bytes` for the child's stdin; `close_stdin` sends EOF once they are written.
-  void feed(std::string_view bytes) { pending_ += bytes; }
-  void close_stdin() {
-    close_after_input_ = true;
-    if (pending_.empty()) close_fd(in_);
-  }
-  /// Closes our end of the child's stdout, as a reader that lost interest would.
-  void close_stdout() { close_fd(out_); }
-  void signal(int sig) const { ::kill(pid_, sig); }
-
-  /// Collects output until stdout holds at least `size` bytes; false on timeout.
-  bool read_until_size(std::size_t size, std::chrono::milliseconds timeout = 10s) {
-    return pump_until([&] { return out_text_.size() >= size; }, timeout);
-  }
-  /// Collects output until stdout contains `text`; false on timeout.
-  bool read_until_text(std::string_view text, std::chrono::milliseconds timeout = 10s) {
-    return pump_until([&] { return out_text_.find(text) != std::string::npos; }, timeout);
-  }
-  bool pump_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-      if (Clock::now() > deadline) return false;
-      pump(10);
-    }
-    return true;
-  }
-
-  /// Waits for the child to exit and for its output to end. Returns the exit status, or 128 +
-  /// the signal that killed it, or nullopt on timeout.
-  std::optional<int> wait(std::chrono::milliseconds timeout = 20s) {
-    const auto deadline = Clock::now() + timeout;
-    while (pid_ > 0) {
-      pump(5);
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = 0;
-        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      } else if (Clock::now() > deadline) {
-        return std::nullopt;
-      }
-    }
-    while ((out_ >= 0 || err_ >= 0) && Clock::now() < deadline) pump(5);
-    return status_;
-  }
-
- private:
-  bool wait_for_exit(int sig, std::chrono::milliseconds timeout) {
-    ::kill(pid_, sig);
-    const auto deadline = Clock::now() + timeout;
-    while (waitpid(pid_, nullptr, WNOHANG) != pid_) {
-      if (Clock::now() > deadline) return false;
-      std::this_thread::sleep_for(1ms);
-    }
-    pid_ = 0;
-    return true;
-  }
-
-  static void close_fd(int& fd) {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-
-  void pump(int timeout_ms) {
-    pollfd fds[3];
-    nfds_t n = 0;
-    if (out_ >= 0) fds[n++] = {out_, POLLIN, 0};
-    if (err_ >= 0) fds[n++] = {err_, POLLIN, 0};
-    if (in_ >= 0 && !pending_.empty()) fds[n++] = {in_, POLLOUT, 0};
-    if (n == 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
-      return;
-    }
-    if (poll(fds, n, timeout_ms) <= 0) return;
-    for (nfds_t i = 0; i < n; ++i) {
-      if (fds[i].revents == 0) continue;
-      if (fds[i].fd == in_) {
-        const ssize_t w = ::write(in_, pending_.data(), pending_.size());
-        if (w > 0) pending_.erase(0, static_cast<std::size_t>(w));
-        if (w < 0 && errno != EAGAIN) pending_.clear();  // the child closed its stdin
-        if (pending_.empty() && close_after_input_) close_fd(in_);
-        continue;
-      }
-      int& fd = fds[i].fd == out_ ? out_ : err_;
-      std::string& text = fds[i].fd == out_ ? out_text_ : err_text_;
-      char buffer[65536];
-      const ssize_t r = ::read(fd, buffer, sizeof buffer);
-      if (r > 0) text.append(buffer, static_cast<std::size_t>(r));
-      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) close_fd(fd);
-    }
-  }
-
-  pid_t pid_ = 0;
-  int in_ = -1;
-  int out_ = -1;
-  int err_ = -1;
-  std::string pending_;
-  bool close_after_input_ = false;
-  std::string out_text_;
-  std::string err_text_;
-  int status_ = -1;
-};
-
-struct Result {
-  std::string out;
-  std::string err;
-  int status = -1;  // exit status, 128 + signal, or -1 if it did not finish in time
-};
-
-std::string join(const std::vector<std::string>& argv) {
-  std::string text;
-  for (const auto& a : argv) text += (text.empty() ? "" : " ") + a;
-  return text;
-}
-
-/// Runs `argv` to the end with `input` on its stdin.
-Result run(const std::vector<std::string>& argv, std::string_view input = {}) {
-  Child child(argv);
-  child.feed(input);
-  child.close_stdin();
-  const auto status = child.wait();
-  if (!status) ADD_FAILURE() << "did not finish within 20 s: " << join(argv);
-  return {child.out(), child.err(), status.value_or(-1)};
-}
 
 /// `shmcast --bus BUS args...`
 std::vector<std::string> shm(const std::string& bus, std::vector<std::string> args) {
@@ -255,7 +79,7 @@ std::string pmessage(std::string_view pattern, std::string_view channel, std::st
 
 TEST(CliSubscribe, PrintsConfirmationsThenMessagesAndStopsOnSigint) {
   Daemon daemon;
-  Child sub(shm(daemon.bus(), {"subscribe", "a", "b"}));
+  Command sub(shm(daemon.bus(), {"subscribe", "a", "b"}));
   sub.close_stdin();
   const std::string confirmed = confirmations("subscribe", {"a", "b"});
   ASSERT_TRUE(sub.read_until_size(confirmed.size())) << sub.err();
@@ -278,7 +102,7 @@ TEST(CliSubscribe, PrintsConfirmationsThenMessagesAndStopsOnSigint) {
 
 TEST(CliPsubscribe, PrintsPmessagesAndStopsOnSigterm) {
   Daemon daemon;
-  Child sub(shm(daemon.bus(), {"psubscribe", "n*", "x?"}));
+  Command sub(shm(daemon.bus(), {"psubscribe", "n*", "x?"}));
   sub.close_stdin();
   const std::string confirmed = confirmations("psubscribe", {"n*", "x?"});
   ASSERT_TRUE(sub.read_until_size(confirmed.size())) << sub.err();
@@ -298,7 +122,7 @@ TEST(CliPsubscribe, PrintsPmessagesAndStopsOnSigterm) {
 
 TEST(CliSubscribe, CountExitsAfterThatManyMessages) {
   Daemon daemon;
-  Child sub(shm(daemon.bus(), {"subscribe", "--count", "2", "a"}));
+  Command sub(shm(daemon.bus(), {"subscribe", "--count", "2", "a"}));
   sub.close_stdin();
   ASSERT_TRUE(sub.read_until_size(confirmations("subscribe", {"a"}).size())) << sub.err();
 
@@ -314,7 +138,7 @@ TEST(CliSubscribe, CountExitsAfterThatManyMessages) {
 TEST(CliSubscribe, TimeoutExitsWithStatusZero) {
   Daemon daemon;
   const auto start = Clock::now();
-  Child sub(shm(daemon.bus(), {"subscribe", "--timeout", "1", "a"}));
+  Command sub(shm(daemon.bus(), {"subscribe", "--timeout", "1", "a"}));
   sub.close_stdin();
   EXPECT_EQ(sub.wait(10s), 0);
   const auto elapsed = Clock::now() - start;
@@ -326,7 +150,7 @@ TEST(CliSubscribe, TimeoutExitsWithStatusZero) {
 
 TEST(CliSubscribe, ClosedStdoutEndsTheSubscriberCleanly) {
   Daemon daemon;
-  Child sub(shm(daemon.bus(), {"subscribe", "a"}));
+  Command sub(shm(daemon.bus(), {"subscribe", "a"}));
   sub.close_stdin();
   ASSERT_TRUE(sub.read_until_size(confirmations("subscribe", {"a"}).size())) << sub.err();
   sub.close_stdout();
@@ -338,7 +162,7 @@ TEST(CliSubscribe, ClosedStdoutEndsTheSubscriberCleanly) {
 
 TEST(CliSubscribe, GapGoesToStderrNotStdout) {
   Daemon daemon(unique_bus("gap"), {"--ring-bytes", "65536", "--max-payload", "1024"});
-  Child sub(shm(daemon.bus(), {"subscribe", "g"}));
+  Command sub(shm(daemon.bus(), {"subscribe", "g"}));
   sub.close_stdin();
   const std::string confirmed = confirmations("subscribe", {"g"});
   ASSERT_TRUE(sub.read_until_size(confirmed.size())) << sub.err();
@@ -378,8 +202,8 @@ TEST(CliPubsub, ChannelsNumsubNumpat) {
   EXPECT_EQ(shm_out(daemon.bus(), {"pubsub", "channels"}), "\n");
   EXPECT_EQ(shm_out(daemon.bus(), {"pubsub", "numpat"}), "0\n");
 
-  Child sub(shm(daemon.bus(), {"subscribe", "b", "a"}));
-  Child psub(shm(daemon.bus(), {"psubscribe", "p*"}));
+  Command sub(shm(daemon.bus(), {"subscribe", "b", "a"}));
+  Command psub(shm(daemon.bus(), {"psubscribe", "p*"}));
   sub.close_stdin();
   psub.close_stdin();
   ASSERT_TRUE(sub.read_until_size(confirmations("subscribe", {"b", "a"}).size())) << sub.err();
@@ -397,7 +221,7 @@ TEST(CliPubsub, ChannelsNumsubNumpat) {
 
 TEST(CliPublish, RepeatPublishesNTimes) {
   Daemon daemon;
-  Child sub(shm(daemon.bus(), {"subscribe", "a"}));
+  Command sub(shm(daemon.bus(), {"subscribe", "a"}));
   sub.close_stdin();
   const std::string confirmed = confirmations("subscribe", {"a"});
   ASSERT_TRUE(sub.read_until_size(confirmed.size())) << sub.err();
@@ -431,7 +255,7 @@ TEST(CliPublish, StdinPayloadArrivesByteExact) {
   Subscriber in_process = bus.subscriber();
   in_process.subscribe({"bin"});
   ASSERT_TRUE(in_process.receive(5s).has_value());
-  Child printer(shm(daemon.bus(), {"subscribe", "bin"}));
+  Command printer(shm(daemon.bus(), {"subscribe", "bin"}));
   printer.close_stdin();
   ASSERT_TRUE(printer.read_until_size(confirmations("subscribe", {"bin"}).size()));
 
@@ -581,7 +405,7 @@ int connect_unix(const std::string& path) {
 class RedisServer {
  public:
   RedisServer() : socket_(fmt::format("/tmp/shmcast-cli-test-{}-{}.sock", getpid(), ++count_)) {
-    server_ = std::make_unique<Child>(
+    server_ = std::make_unique<Command>(
         std::vector<std::string>{"redis-server", "--port", "0", "--unixsocket", socket_,
                                  "--unixsocketperm", "700", "--save", "", "--appendonly", "no"});
     server_->close_stdin();
@@ -609,7 +433,7 @@ class RedisServer {
  private:
   static inline int count_ = 0;
   std::string socket_;
-  std::unique_ptr<Child> server_;
+  std::unique_ptr<Command> server_;
 };
 
 // What a test runs: shmcast on a bus, or redis-cli on a server. Options go before the command
@@ -638,7 +462,7 @@ struct Target {
     return argv(options);
   }
   /// The subscriber's whole output, once it holds `expected_size` bytes.
-  std::string finish(Child& sub, std::size_t expected_size) const {
+  std::string finish(Command& sub, std::size_t expected_size) const {
     EXPECT_TRUE(sub.read_until_size(expected_size)) << sub.out();
     if (redis) {
       sub.signal(SIGTERM);
@@ -676,12 +500,12 @@ std::string pubsub_transcript(const Target& t) {
   };
   const auto start = [&](const std::string& command, const std::vector<std::string>& names,
                          int count) {
-    auto sub = std::make_unique<Child>(t.subscriber({}, command, names, count));
+    auto sub = std::make_unique<Command>(t.subscriber({}, command, names, count));
     sub->close_stdin();
     EXPECT_TRUE(sub->read_until_size(confirmations(command, names).size())) << sub->err();
     return sub;
   };
-  const auto finish = [&](const std::string& name, Child& sub, const std::string& expected) {
+  const auto finish = [&](const std::string& name, Command& sub, const std::string& expected) {
     transcript += fmt::format("# {}\n{}", name, t.finish(sub, expected.size()));
   };
 
@@ -749,7 +573,7 @@ std::string human_transcript(const Target& t) {
   step({"--no-raw", "pubsub", "numsub", "a", "b", "c", "d", "e"});
   step({"--no-raw", "pubsub", "numpat"});
 
-  Child sub(t.subscriber({"--no-raw"}, "subscribe", {"e", "f"}, 2));
+  Command sub(t.subscriber({"--no-raw"}, "subscribe", {"e", "f"}, 2));
   sub.close_stdin();
   EXPECT_TRUE(sub.read_until_text("3) (integer) 2\n")) << sub.out() << sub.err();
   step({"--no-raw", "-x", "publish", "e"}, "q\x01\"\\\n\x7f\xff\t\r\a\b ~");

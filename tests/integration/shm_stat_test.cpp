@@ -2,17 +2,13 @@
 // must agree with what a client sees through Bus, and must follow subscribers and the
 // coordinator as they come and go.
 
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -28,6 +24,7 @@
 #include <gtest/gtest.h>
 
 #include "integration/bus_fixture.hpp"
+#include "integration/run_command.hpp"
 
 namespace shmcast::test {
 namespace {
@@ -35,137 +32,10 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// ---- child processes ----------------------------------------------------------------------
-
-// A program run as a child with stdin from /dev/null and pipes on stdout and stderr.
-class Child {
- public:
-  explicit Child(std::vector<std::string> argv) {
-    int out[2];
-    int err[2];
-    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-      throw std::runtime_error("pipe2 failed");
-    }
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      const int null = ::open("/dev/null", O_RDONLY);
-      dup2(null, 0);
-      dup2(out[1], 1);
-      dup2(err[1], 2);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    ::close(out[1]);
-    ::close(err[1]);
-    out_ = out[0];
-    err_ = err[0];
-  }
-  ~Child() {
-    for (int* fd : {&out_, &err_}) close_fd(*fd);
-    // SIGTERM first: a shmcast subscriber killed outright leaves its slot to be reaped, and a
-    // coordinator stopped before that reap keeps the bus in /dev/shm for the next one.
-    if (pid_ > 0 && !wait_for_exit(SIGTERM, 5s)) wait_for_exit(SIGKILL, 5s);
-  }
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-
-  [[nodiscard]] pid_t pid() const { return pid_; }
-  [[nodiscard]] const std::string& out() const { return out_text_; }
-  [[nodiscard]] const std::string& err() const { return err_text_; }
-  void signal(int sig) const { ::kill(pid_, sig); }
-
-  /// Collects output until `done()`; false on timeout.
-  bool pump_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-      if (Clock::now() > deadline) return false;
-      pump(10);
-    }
-    return true;
-  }
-
-  /// Waits for the exit and the end of the output: the exit status, 128 + the signal that
-  /// killed it, or nullopt on timeout.
-  std::optional<int> wait(std::chrono::milliseconds timeout = 20s) {
-    const auto deadline = Clock::now() + timeout;
-    while (pid_ > 0) {
-      pump(5);
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = 0;
-        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      } else if (Clock::now() > deadline) {
-        return std::nullopt;
-      }
-    }
-    while ((out_ >= 0 || err_ >= 0) && Clock::now() < deadline) pump(5);
-    return status_;
-  }
-
- private:
-  bool wait_for_exit(int sig, std::chrono::milliseconds timeout) {
-    ::kill(pid_, sig);
-    const auto deadline = Clock::now() + timeout;
-    while (waitpid(pid_, nullptr, WNOHANG) != pid_) {
-      if (Clock::now() > deadline) return false;
-      std::this_thread::sleep_for(1ms);
-    }
-    pid_ = 0;
-    return true;
-  }
-
-  static void close_fd(int& fd) {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-
-  void pump(int timeout_ms) {
-    pollfd fds[2];
-    nfds_t n = 0;
-    if (out_ >= 0) fds[n++] = {out_, POLLIN, 0};
-    if (err_ >= 0) fds[n++] = {err_, POLLIN, 0};
-    if (n == 0 || poll(fds, n, timeout_ms) <= 0) return;
-    for (nfds_t i = 0; i < n; ++i) {
-      if (fds[i].revents == 0) continue;
-      int& fd = fds[i].fd == out_ ? out_ : err_;
-      std::string& text = fds[i].fd == out_ ? out_text_ : err_text_;
-      char buffer[65536];
-      const ssize_t r = ::read(fd, buffer, sizeof buffer);
-      if (r > 0) text.append(buffer, static_cast<std::size_t>(r));
-      if (r == 0 || (r < 0 && errno != EINTR)) close_fd(fd);
-    }
-  }
-
-  pid_t pid_ = 0;
-  int out_ = -1;
-  int err_ = -1;
-  std::string out_text_;
-  std::string err_text_;
-  int status_ = -1;
-};
-
-struct Result {
-  std::string out;
-  std::string err;
-  int status = -1;
-};
-
-Result run(std::vector<std::string> argv) {
-  const std::string line = fmt::format("{}", fmt::join(argv, " "));
-  Child child(std::move(argv));
-  const auto status = child.wait();
-  if (!status) ADD_FAILURE() << "did not finish within 20 s: " << line;
-  return {child.out(), child.err(), status.value_or(-1)};
-}
-
 Result shm_stat(const std::string& bus, std::vector<std::string> args = {}) {
   std::vector<std::string> argv{bin_dir() + "/shm-stat", "--bus", bus};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(std::move(argv));
+  return run(argv);
 }
 
 // A dead coordinator leaves its segments behind by design (a new one adopts them); a test that
@@ -432,11 +302,12 @@ std::optional<std::size_t> numsub_of(const Bus& bus, const std::string& channel)
 }
 
 /// A `shmcast subscribe` process, returned once its confirmations are printed.
-std::unique_ptr<Child> subscriber_process(const std::string& bus,
-                                          const std::vector<std::string>& channels) {
+std::unique_ptr<Command> subscriber_process(const std::string& bus,
+                                            const std::vector<std::string>& channels) {
   std::vector<std::string> argv{bin_dir() + "/shmcast", "--bus", bus, "subscribe"};
   argv.insert(argv.end(), channels.begin(), channels.end());
-  auto child = std::make_unique<Child>(std::move(argv));
+  auto child = std::make_unique<Command>(std::move(argv));
+  child->close_stdin();
   const std::string last = fmt::format("subscribe\n{}\n{}\n", channels.back(), channels.size());
   EXPECT_TRUE(child->pump_until([&] { return child->out().find(last) != std::string::npos; }))
       << child->out() << child->err();
@@ -670,7 +541,8 @@ TEST(ShmStatTable, NamesEachLimitWithItsFlag) {
 
 TEST(ShmStatWatch, PrintsASnapshotPerIntervalUntilSigterm) {
   Daemon daemon;
-  Child watch({bin_dir() + "/shm-stat", "--bus", daemon.bus(), "--json", "--watch", "0.2"});
+  Command watch({bin_dir() + "/shm-stat", "--bus", daemon.bus(), "--json", "--watch", "0.2"});
+  watch.close_stdin();
   ASSERT_TRUE(watch.pump_until(
       [&] { return std::count(watch.out().begin(), watch.out().end(), '\n') >= 3; }, 10s))
       << watch.out() << watch.err();
