@@ -57,7 +57,7 @@ class ControlView {
     return reinterpret_cast<Node*>(base_ + geometry_.nodes_offset)[i];
   }
 
-  /// The entry's name if its recorded length is within limits; nullopt-like empty pair otherwise.
+  /// Sets `out` to the entry's name and returns true if its recorded length is within limits.
   [[nodiscard]] bool entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept;
 
  private:

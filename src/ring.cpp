@@ -4,10 +4,11 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <new>
 #include <stdexcept>
 #include <string>
+
+#include "process.hpp"
 
 namespace shmcast::detail {
 
@@ -43,15 +44,8 @@ std::byte* data_of(void* memory) noexcept {
 bool pid_alive(std::uint32_t id, void* /*context*/) {
   if (id == 0) return true;  // unknown writer: only the stall limit applies
   if (kill(static_cast<pid_t>(id), 0) != 0 && errno != EPERM) return false;
-  // A zombie still answers kill(); its state in /proc says it is gone.
-  std::FILE* f = std::fopen(("/proc/" + std::to_string(id) + "/stat").c_str(), "r");
-  if (f == nullptr) return true;
-  char buf[512];
-  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* paren = std::strrchr(buf, ')');  // the command name may hold spaces and parens
-  return paren == nullptr || paren[1] == '\0' || (paren[2] != 'Z' && paren[2] != 'X');
+  // A zombie still answers kill(); it has no start time any more.
+  return process_start_ticks(static_cast<std::int32_t>(id)) != 0;
 }
 
 std::uint64_t checked(const void* memory, std::size_t bytes, const char* side) {

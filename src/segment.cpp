@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <array>
@@ -14,6 +13,8 @@
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <fmt/format.h>
+
+#include "process.hpp"
 
 namespace shmcast::detail {
 
@@ -71,12 +72,6 @@ std::string ownership(const std::string& path) {
                      st.st_mode & 07777);
 }
 
-std::uint64_t realtime_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 SegmentError create_error(const bip::interprocess_exception& e, const std::string& path) {
   switch (e.get_native_error()) {
