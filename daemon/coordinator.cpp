@@ -56,6 +56,20 @@ detail::BusLimits to_bus_limits(const Limits& l) {
 
 constexpr std::uint32_t state_of(SlotState s) { return static_cast<std::uint32_t>(s); }
 
+// Calls f(node index) along a list until f returns false, through valid indices only and for at
+// most node_count steps: clients can write this memory, so a corrupt list ends the walk instead
+// of sending the coordinator out of bounds or round a loop forever.
+template <class F>
+void walk(const detail::ControlView& view, std::uint32_t first, F&& f) {
+  const std::uint32_t count = view.geometry().node_count;
+  std::uint32_t n = first;
+  for (std::uint32_t steps = 0; n != kNoNode && n <= count && steps < count; ++steps) {
+    const std::uint32_t index = n - 1;
+    n = view.node(index).next;
+    if (!f(index)) return;
+  }
+}
+
 }  // namespace
 
 void check_limits(const Limits& l) {
@@ -361,9 +375,10 @@ void Coordinator::erase_entry(bool pattern, std::uint32_t index) {
     const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
     if (stays) continue;
     std::memcpy(&view_->entry(pattern, hole), &e, size);
-    for (std::uint32_t n = view_->entry(pattern, hole).first; n != kNoNode; n = view_->node(n - 1).next) {
-      view_->node(n - 1).entry = hole | bit;
-    }
+    walk(*view_, view_->entry(pattern, hole).first, [&](std::uint32_t n) {
+      view_->node(n).entry = hole | bit;
+      return true;
+    });
     hole = j;
   }
   Entry& gone = view_->entry(pattern, hole);
@@ -377,24 +392,36 @@ void Coordinator::erase_entry(bool pattern, std::uint32_t index) {
 
 void Coordinator::unlink_node(std::uint32_t index) {
   Node& node = view_->node(index);
+  if (node.client == kFreeNode) return;
   const bool pattern = (node.entry & kPatternEntryBit) != 0;
   const std::uint32_t entry_index = node.entry & ~kPatternEntryBit;
+  if (node.client < client_nodes_.size()) std::erase(client_nodes_[node.client], index);
+  if (entry_index >= view_->entry_slots(pattern)) {
+    // Its entry field was overwritten: no list can be trusted to hold it, so just free it.
+    log(options_.bus, fmt::format("subscription node {} names no entry; freed", index));
+    node = Node{kFreeNode, 0, kNoNode, 0};
+    free_nodes_.push_back(index);
+    view_->header().node_used.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
   Entry& e = view_->entry(pattern, entry_index);
   if (e.first == index + 1) {
     e.first = node.next;
   } else {
-    for (std::uint32_t n = e.first; n != kNoNode; n = view_->node(n - 1).next) {
-      if (view_->node(n - 1).next == index + 1) {
-        view_->node(n - 1).next = node.next;
-        break;
-      }
-    }
+    walk(*view_, e.first, [&](std::uint32_t n) {
+      if (view_->node(n).next != index + 1) return true;
+      view_->node(n).next = node.next;
+      return false;
+    });
   }
-  if (node.client < client_nodes_.size()) std::erase(client_nodes_[node.client], index);
   node = Node{kFreeNode, 0, kNoNode, 0};
   free_nodes_.push_back(index);
   view_->header().node_used.fetch_sub(1, std::memory_order_relaxed);
-  if (--e.count == 0) erase_entry(pattern, entry_index);
+  if (e.count <= 1) {
+    erase_entry(pattern, entry_index);
+  } else {
+    --e.count;
+  }
 }
 
 Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid, std::string_view name) {
@@ -402,10 +429,12 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
   std::int64_t index = detail::find_entry(*view_, pattern, name);
   if (index >= 0) {
     // Subscribing again to what it holds changes nothing (a client's own copy says so too).
-    for (std::uint32_t n = view_->entry(pattern, static_cast<std::uint32_t>(index)).first; n != kNoNode;
-         n = view_->node(n - 1).next) {
-      if (view_->node(n - 1).client == slot) return Status::ok;
-    }
+    bool held = false;
+    walk(*view_, view_->entry(pattern, static_cast<std::uint32_t>(index)).first, [&](std::uint32_t n) {
+      held = view_->node(n).client == slot;
+      return !held;
+    });
+    if (held) return Status::ok;
   }
   if (s.subscriptions.load() >= view_->limits().max_subscriptions) return Status::too_many_subscriptions;
   if (free_nodes_.empty()) return Status::registry_full;
@@ -431,14 +460,16 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
 Status Coordinator::unsubscribe(std::uint32_t slot, bool pattern, std::uint32_t /*sid*/, std::string_view name) {
   const std::int64_t index = detail::find_entry(*view_, pattern, name);
   if (index < 0) return Status::ok;
-  for (std::uint32_t n = view_->entry(pattern, static_cast<std::uint32_t>(index)).first; n != kNoNode;
-       n = view_->node(n - 1).next) {
-    if (view_->node(n - 1).client != slot) continue;
+  std::int64_t held = -1;
+  walk(*view_, view_->entry(pattern, static_cast<std::uint32_t>(index)).first, [&](std::uint32_t n) {
+    if (view_->node(n).client == slot) held = n;
+    return held < 0;
+  });
+  if (held >= 0) {
     begin_write();
-    unlink_node(n - 1);
+    unlink_node(static_cast<std::uint32_t>(held));
     view_->slot(slot).subscriptions.fetch_sub(1);
     end_write();
-    break;
   }
   return Status::ok;
 }
@@ -451,7 +482,9 @@ void Coordinator::remove_client(std::uint32_t slot, const char* why) {
   std::uint32_t dropped = 0;
   begin_write();
   while (!client_nodes_[slot].empty()) {
-    unlink_node(client_nodes_[slot].back());
+    const std::uint32_t node = client_nodes_[slot].back();
+    client_nodes_[slot].pop_back();  // first: a node rewritten by a client must not stall this loop
+    unlink_node(node);
     ++dropped;
   }
   s.subscriptions.store(0);

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "control.hpp"
 #include "integration/bus_fixture.hpp"
 
 namespace shmcast {
@@ -188,6 +189,33 @@ TEST(DaemonRestart, RequestsFailClearlyWhileNoCoordinatorRuns) {
   }
   daemon = std::make_unique<Daemon>(name);
   EXPECT_EQ(sub.subscribe({"x"}), 1U);
+}
+
+// Clients can write the whole control segment. A subscription list turned into a loop must
+// neither hang nor crash the coordinator: its walks are bounded and checked.
+TEST(DaemonHostile, CorruptSubscriptionListsNeitherHangNorCrashTheCoordinator) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  auto victim = std::make_unique<Subscriber>(bus.subscriber());
+  victim->subscribe({"a", "b"});
+  Subscriber other = bus.subscriber();
+  other.subscribe({"a"});
+  detail::ControlView view(detail::Segment::open(detail::control_name(daemon.bus()),
+                                                 detail::SegmentKind::control, detail::kLayoutVersion));
+  int corrupted = 0;
+  for (std::uint32_t i = 0; i < view.geometry().node_count; ++i) {
+    detail::Node& n = view.node(i);
+    if (n.client == detail::kFreeNode) continue;
+    n.next = i + 1;  // each node now points at itself
+    ++corrupted;
+  }
+  ASSERT_EQ(corrupted, 3);
+  victim.reset();  // its detach makes the coordinator unlink its nodes through those lists
+  Subscriber late = bus.subscriber();
+  EXPECT_EQ(late.subscribe({"c"}), 1U) << "the coordinator still serves";
+  EXPECT_TRUE(bus.coordinator_alive());
+  const std::vector<std::string> c{"c"};
+  EXPECT_EQ(bus.numsub(c)[0].second, 1U);
 }
 
 TEST(SubscriberListen, CallbackLoopSeesEveryFrameWithoutCopies) {
