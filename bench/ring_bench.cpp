@@ -64,11 +64,13 @@ void BM_RingProducerConsumer(benchmark::State& state) {
   std::uint64_t received = 0;
   std::thread reader([&] {
     while (!stop.load(std::memory_order_relaxed)) {
-      if (consumer.try_read([&](std::span<const std::byte>) { ++received; }) != ReadStatus::record) {
+      if (consumer.try_read([&](std::span<const std::byte>) { ++received; }) !=
+          ReadStatus::record) {
         shmcast::detail::cpu_relax();
       }
     }
-    while (consumer.try_read([&](std::span<const std::byte>) { ++received; }) == ReadStatus::record) {
+    while (consumer.try_read([&](std::span<const std::byte>) { ++received; }) ==
+           ReadStatus::record) {
     }
   });
   RingProducer producer(ring.memory(), ring.bytes());

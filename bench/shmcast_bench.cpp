@@ -31,8 +31,8 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "shmcast/shmcast.hpp"
 
@@ -51,7 +51,9 @@ constexpr auto kWarmUp = 500ms;
 
 std::atomic<bool> g_interrupted{false};
 
-void on_signal(int) { g_interrupted.store(true); }
+void on_signal(int) {
+  g_interrupted.store(true);
+}
 
 std::uint64_t now_ns() noexcept {
   timespec ts{};
@@ -420,7 +422,9 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t seen) {
   (void)futex(word, FUTEX_WAIT, seen, &timeout);
 }
 
-void futex_wake(std::atomic<std::uint32_t>& word) { (void)futex(word, FUTEX_WAKE, 1, nullptr); }
+void futex_wake(std::atomic<std::uint32_t>& word) {
+  (void)futex(word, FUTEX_WAKE, 1, nullptr);
+}
 
 void run_floor_echo(const Scenario& sc, Slot& slot, int ready_fd) {
   Control& c = slot.control;

@@ -38,7 +38,9 @@ void log(const std::string& bus, std::string_view message) {
   fmt::print(stderr, "shmcastd[{}]: {}\n", bus, message);
 }
 
-int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_open(pid_t pid) {
+  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+}
 
 detail::BusLimits to_bus_limits(const Limits& l) {
   detail::BusLimits b{};
@@ -54,7 +56,9 @@ detail::BusLimits to_bus_limits(const Limits& l) {
   return b;
 }
 
-constexpr std::uint32_t state_of(SlotState s) { return static_cast<std::uint32_t>(s); }
+constexpr std::uint32_t state_of(SlotState s) {
+  return static_cast<std::uint32_t>(s);
+}
 
 // Calls f(node index) along a list until f returns false, through valid indices only and for at
 // most node_count steps: clients can write this memory, so a corrupt list ends the walk instead
@@ -74,12 +78,15 @@ void walk(const detail::ControlView& view, std::uint32_t first, F&& f) {
 
 void check_limits(const Limits& l) {
   const auto fail = [](const std::string& what) { throw Error(Errc::system, what); };
-  if (l.max_clients < 1 || l.max_clients > (1U << 16)) fail("--max-clients must be between 1 and 65536");
+  if (l.max_clients < 1 || l.max_clients > (1U << 16))
+    fail("--max-clients must be between 1 and 65536");
   if (l.max_channel > (1U << 16)) fail("--max-channel must be at most 65536 bytes");
   if (l.max_pattern > (1U << 16)) fail("--max-pattern must be at most 65536 bytes");
   if (l.max_subscriptions < 1) fail("--max-subscriptions must be at least 1");
-  if (l.max_channels < 1 || l.max_channels > (1U << 24)) fail("--max-channels must be between 1 and 16777216");
-  if (l.max_patterns < 1 || l.max_patterns > (1U << 24)) fail("--max-patterns must be between 1 and 16777216");
+  if (l.max_channels < 1 || l.max_channels > (1U << 24))
+    fail("--max-channels must be between 1 and 16777216");
+  if (l.max_patterns < 1 || l.max_patterns > (1U << 24))
+    fail("--max-patterns must be between 1 and 16777216");
   if (l.max_total_subscriptions < 1 || l.max_total_subscriptions > (1U << 26)) {
     fail("--max-total-subscriptions must be between 1 and 67108864");
   }
@@ -90,10 +97,10 @@ void check_limits(const Limits& l) {
   }
   const std::uint64_t frame = detail::max_frame(to_bus_limits(l));
   if (frame > detail::ring_max_payload(l.ring_bytes)) {
-    fail(fmt::format("--max-payload {} with --max-channel {} makes messages of up to {} bytes, more than "
-                     "half of --ring-bytes {} can hold ({}): lower --max-payload or raise --ring-bytes",
-                     l.max_payload, l.max_channel, frame, l.ring_bytes,
-                     detail::ring_max_payload(l.ring_bytes)));
+    fail(fmt::format(
+        "--max-payload {} with --max-channel {} makes messages of up to {} bytes, more than "
+        "half of --ring-bytes {} can hold ({}): lower --max-payload or raise --ring-bytes",
+        l.max_payload, l.max_channel, frame, l.ring_bytes, detail::ring_max_payload(l.ring_bytes)));
   }
 }
 
@@ -102,12 +109,14 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
   check_limits(options_.limits);
   if ((options_.mode & ~07770U) != 0) {
     throw Error(Errc::system, fmt::format("--mode {:04o}: only owner and group bits are allowed, "
-                                          "never world access", options_.mode));
+                                          "never world access",
+                                          options_.mode));
   }
   // One coordinator per bus: an open-file-description lock, which the kernel drops when its
   // holder dies, so a crashed coordinator never blocks its successor.
   lock_path_ = "/dev/shm/" + detail::lock_name(options_.bus);
-  lock_fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, options_.mode & 0660);
+  lock_fd_ =
+      ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, options_.mode & 0660);
   if (lock_fd_ < 0) {
     throw Error(errno == EACCES ? Errc::permission_denied : Errc::system,
                 fmt::format("cannot open {}: {}", lock_path_, std::strerror(errno)));
@@ -118,9 +127,10 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
   if (fcntl(lock_fd_, F_OFD_SETLK, &fl) != 0) {
     ::close(lock_fd_);
     lock_fd_ = -1;
-    throw Error(Errc::coordinator_running,
-                fmt::format("bus '{}' already has a live coordinator: stop it first, or use another --bus",
-                            options_.bus));
+    throw Error(
+        Errc::coordinator_running,
+        fmt::format("bus '{}' already has a live coordinator: stop it first, or use another --bus",
+                    options_.bus));
   }
   try {
     create_or_adopt();
@@ -147,18 +157,17 @@ void Coordinator::create_or_adopt() {
     return;
   } catch (const SegmentError& e) {
     switch (e.code()) {
-      case SegmentErrc::missing:
-        break;
+      case SegmentErrc::missing: break;
       case SegmentErrc::not_ready:  // its creator died before publishing it: nobody uses it
         Segment::remove(name);
         break;
       case SegmentErrc::bad_version:
-        throw Error(Errc::version_mismatch,
-                    fmt::format("{}; no client of this version can use it: remove /dev/shm/shmcast.{}.* "
-                                "once its clients are gone",
-                                e.what(), options_.bus));
-      case SegmentErrc::permission_denied:
-        throw Error(Errc::permission_denied, e.what());
+        throw Error(
+            Errc::version_mismatch,
+            fmt::format("{}; no client of this version can use it: remove /dev/shm/shmcast.{}.* "
+                        "once its clients are gone",
+                        e.what(), options_.bus));
+      case SegmentErrc::permission_denied: throw Error(Errc::permission_denied, e.what());
       default:
         throw Error(Errc::bad_segment, fmt::format("{}: remove it or use another --bus", e.what()));
     }
@@ -173,10 +182,12 @@ void Coordinator::create_or_adopt() {
   detail::Permissions perms{options_.mode, options_.group};
   Segment segment = [&] {
     try {
-      return Segment::create(name, g.total, detail::SegmentKind::control, detail::kLayoutVersion, perms);
+      return Segment::create(name, g.total, detail::SegmentKind::control, detail::kLayoutVersion,
+                             perms);
     } catch (const SegmentError& e) {
-      throw Error(e.code() == SegmentErrc::permission_denied ? Errc::permission_denied : Errc::bad_segment,
-                  e.what());
+      throw Error(
+          e.code() == SegmentErrc::permission_denied ? Errc::permission_denied : Errc::bad_segment,
+          e.what());
     }
   }();
   auto* h = new (segment.base() + detail::kBusHeaderOffset) BusHeader{};
@@ -205,8 +216,9 @@ void Coordinator::create_or_adopt() {
   header.coordinator_started_ns.store(detail::realtime_ns());
   header.heartbeat_ns.store(detail::monotonic_ns());
   header.coordinator_pid.store(getpid(), std::memory_order_release);
-  log(options_.bus, fmt::format("created bus: {} bytes of registry, {} client slots, rings of {} bytes",
-                                g.total, limits.max_clients, limits.ring_bytes));
+  log(options_.bus,
+      fmt::format("created bus: {} bytes of registry, {} client slots, rings of {} bytes", g.total,
+                  limits.max_clients, limits.ring_bytes));
 }
 
 void Coordinator::adopt() {
@@ -237,8 +249,9 @@ void Coordinator::adopt() {
     ++live;
   }
   reap_dead();
-  log(options_.bus, fmt::format("adopted bus: {} live clients, {} channels, {} patterns, {} subscriptions",
-                                live, h.channel_count.load(), h.pattern_count.load(), h.node_used.load()));
+  log(options_.bus,
+      fmt::format("adopted bus: {} live clients, {} channels, {} patterns, {} subscriptions", live,
+                  h.channel_count.load(), h.pattern_count.load(), h.node_used.load()));
 }
 
 void Coordinator::rebuild_free_nodes() {
@@ -292,7 +305,8 @@ void Coordinator::handle(std::uint32_t slot) {
     status = Status::not_attached;
   } else if (op == Op::detach) {
     removed = true;
-  } else if (op == Op::subscribe || op == Op::psubscribe || op == Op::unsubscribe || op == Op::punsubscribe) {
+  } else if (op == Op::subscribe || op == Op::psubscribe || op == Op::unsubscribe ||
+             op == Op::punsubscribe) {
     const bool pattern = op == Op::psubscribe || op == Op::punsubscribe;
     if (len > view_->max_name(pattern)) {
       status = Status::name_too_long;
@@ -345,7 +359,8 @@ void Coordinator::end_write() {
 std::int64_t Coordinator::insert_entry(bool pattern, std::string_view name) {
   const std::uint32_t slots = view_->entry_slots(pattern);
   const std::uint32_t hash = detail::name_hash(name);
-  for (std::uint32_t probe = 0, i = hash & (slots - 1); probe < slots; ++probe, i = (i + 1) & (slots - 1)) {
+  for (std::uint32_t probe = 0, i = hash & (slots - 1); probe < slots;
+       ++probe, i = (i + 1) & (slots - 1)) {
     Entry& e = view_->entry(pattern, i);
     if (e.used != 0) continue;
     e.hash = hash;
@@ -364,7 +379,8 @@ std::int64_t Coordinator::insert_entry(bool pattern, std::string_view name) {
 // Backward-shift deletion keeps linear probing free of tombstones.
 void Coordinator::erase_entry(bool pattern, std::uint32_t index) {
   const std::uint32_t mask = view_->entry_slots(pattern) - 1;
-  const std::uint32_t size = pattern ? view_->geometry().entry_size_pattern : view_->geometry().entry_size_channel;
+  const std::uint32_t size =
+      pattern ? view_->geometry().entry_size_pattern : view_->geometry().entry_size_channel;
   const std::uint32_t bit = pattern ? kPatternEntryBit : 0;
   std::uint32_t hole = index;
   for (std::uint32_t j = (hole + 1) & mask;; j = (j + 1) & mask) {
@@ -424,21 +440,25 @@ void Coordinator::unlink_node(std::uint32_t index) {
   }
 }
 
-Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid, std::string_view name) {
+Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
+                              std::string_view name) {
   ClientSlot& s = view_->slot(slot);
   std::int64_t index = detail::find_entry(*view_, pattern, name);
   if (index >= 0) {
     // Subscribing again to what it holds changes nothing (a client's own copy says so too).
     bool held = false;
-    walk(*view_, view_->entry(pattern, static_cast<std::uint32_t>(index)).first, [&](std::uint32_t n) {
-      held = view_->node(n).client == slot;
-      return !held;
-    });
+    walk(*view_, view_->entry(pattern, static_cast<std::uint32_t>(index)).first,
+         [&](std::uint32_t n) {
+           held = view_->node(n).client == slot;
+           return !held;
+         });
     if (held) return Status::ok;
   }
-  if (s.subscriptions.load() >= view_->limits().max_subscriptions) return Status::too_many_subscriptions;
+  if (s.subscriptions.load() >= view_->limits().max_subscriptions)
+    return Status::too_many_subscriptions;
   if (free_nodes_.empty()) return Status::registry_full;
-  const std::uint32_t max_entries = pattern ? view_->limits().max_patterns : view_->limits().max_channels;
+  const std::uint32_t max_entries =
+      pattern ? view_->limits().max_patterns : view_->limits().max_channels;
   const auto& entries = pattern ? view_->header().pattern_count : view_->header().channel_count;
   if (index < 0 && entries.load() >= max_entries) return Status::registry_full;
 
@@ -447,7 +467,8 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
   const std::uint32_t node_index = free_nodes_.back();
   free_nodes_.pop_back();
   Entry& e = view_->entry(pattern, static_cast<std::uint32_t>(index));
-  view_->node(node_index) = Node{slot, sid, e.first, static_cast<std::uint32_t>(index) | (pattern ? kPatternEntryBit : 0)};
+  view_->node(node_index) = Node{
+      slot, sid, e.first, static_cast<std::uint32_t>(index) | (pattern ? kPatternEntryBit : 0)};
   e.first = node_index + 1;
   ++e.count;
   client_nodes_[slot].push_back(node_index);
@@ -457,14 +478,16 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
   return Status::ok;
 }
 
-Status Coordinator::unsubscribe(std::uint32_t slot, bool pattern, std::uint32_t /*sid*/, std::string_view name) {
+Status Coordinator::unsubscribe(std::uint32_t slot, bool pattern, std::uint32_t /*sid*/,
+                                std::string_view name) {
   const std::int64_t index = detail::find_entry(*view_, pattern, name);
   if (index < 0) return Status::ok;
   std::int64_t held = -1;
-  walk(*view_, view_->entry(pattern, static_cast<std::uint32_t>(index)).first, [&](std::uint32_t n) {
-    if (view_->node(n).client == slot) held = n;
-    return held < 0;
-  });
+  walk(*view_, view_->entry(pattern, static_cast<std::uint32_t>(index)).first,
+       [&](std::uint32_t n) {
+         if (view_->node(n).client == slot) held = n;
+         return held < 0;
+       });
   if (held >= 0) {
     begin_write();
     unlink_node(static_cast<std::uint32_t>(held));
@@ -499,8 +522,10 @@ void Coordinator::remove_client(std::uint32_t slot, const char* why) {
     ::close(watches_[slot].pidfd);
     watches_[slot].pidfd = -1;
   }
-  if (std::strcmp(why, "detached") != 0) view_->header().deaths.fetch_add(1, std::memory_order_release);
-  log(options_.bus, fmt::format("client {} (pid {}) {}: {} subscriptions removed", slot, pid, why, dropped));
+  if (std::strcmp(why, "detached") != 0)
+    view_->header().deaths.fetch_add(1, std::memory_order_release);
+  log(options_.bus,
+      fmt::format("client {} (pid {}) {}: {} subscriptions removed", slot, pid, why, dropped));
 }
 
 void Coordinator::reap_dead() {

@@ -19,8 +19,8 @@ namespace shmcast::daemon {
 struct CoordinatorOptions {
   std::string bus;
   Limits limits;
-  mode_t mode = 0600;             ///< mode of the bus's segments
-  std::optional<gid_t> group;     ///< group of the bus's segments
+  mode_t mode = 0600;          ///< mode of the bus's segments
+  std::optional<gid_t> group;  ///< group of the bus's segments
 };
 
 class Coordinator {
@@ -54,8 +54,10 @@ class Coordinator {
   void adopt();
   void handle(std::uint32_t slot);
   detail::Status attach(std::uint32_t slot);
-  detail::Status subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid, std::string_view name);
-  detail::Status unsubscribe(std::uint32_t slot, bool pattern, std::uint32_t sid, std::string_view name);
+  detail::Status subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
+                           std::string_view name);
+  detail::Status unsubscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
+                             std::string_view name);
   void remove_client(std::uint32_t slot, const char* why);
   void reap_dead();
   void begin_write();

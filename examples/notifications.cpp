@@ -18,7 +18,9 @@
 
 namespace {
 
-std::string channel_of(int user) { return "user:" + std::to_string(user) + ":notifications"; }
+std::string channel_of(int user) {
+  return "user:" + std::to_string(user) + ":notifications";
+}
 
 }  // namespace
 
@@ -38,8 +40,8 @@ int main(int argc, char** argv) try {
   std::map<int, std::vector<std::string>> sent;
   for (int user : users) {
     for (int n = 1; n <= user; ++n) {
-      const std::string text = "notification " + std::to_string(n) + " for user " +
-                               std::to_string(user);
+      const std::string text =
+          "notification " + std::to_string(n) + " for user " + std::to_string(user);
       if (bus.publish(channel_of(user), text) != 1) {
         std::cerr << "notifications: no session received '" << text << "'\n";
         return 1;

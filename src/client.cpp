@@ -37,11 +37,11 @@ std::string default_bus_name() {
 }
 
 void check_bus_name(std::string_view name) {
-  const bool ok = !name.empty() && name.size() <= 64 &&
-                  std::all_of(name.begin(), name.end(), [](char c) {
-                    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                           c == '_' || c == '.' || c == '-';
-                  });
+  const bool ok =
+      !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '.' || c == '-';
+      });
   if (!ok) {
     throw Error(Errc::invalid_bus_name,
                 fmt::format("invalid bus name '{}': use 1 to 64 of A-Z a-z 0-9 _ . -", name));
@@ -65,8 +65,7 @@ Error segment_error(const SegmentError& e, const std::string& bus) {
                                e.what()));
     case SegmentErrc::bad_version:
       return Error(Errc::version_mismatch, fmt::format("bus '{}': {}", bus, e.what()));
-    default:
-      return Error(Errc::bad_segment, fmt::format("bus '{}': {}", bus, e.what()));
+    default: return Error(Errc::bad_segment, fmt::format("bus '{}': {}", bus, e.what()));
   }
 }
 
@@ -74,16 +73,18 @@ Error status_error(Status status, Op op, std::string_view name, const BusLimits&
   switch (status) {
     case Status::name_too_long:
       return op == Op::psubscribe || op == Op::punsubscribe
-                 ? Error(Errc::pattern_too_long,
-                         fmt::format("pattern of {} bytes is over the bus limit of {} (shmcastd --max-pattern)",
-                                     name.size(), l.max_pattern))
-                 : Error(Errc::channel_too_long,
-                         fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
-                                     name.size(), l.max_channel));
+                 ? Error(Errc::pattern_too_long, fmt::format("pattern of {} bytes is over the bus "
+                                                             "limit of {} (shmcastd --max-pattern)",
+                                                             name.size(), l.max_pattern))
+                 : Error(Errc::channel_too_long, fmt::format("channel of {} bytes is over the bus "
+                                                             "limit of {} (shmcastd --max-channel)",
+                                                             name.size(), l.max_channel));
     case Status::too_many_subscriptions:
-      return Error(Errc::too_many_subscriptions,
-                   fmt::format("a client may hold at most {} channels and patterns (shmcastd --max-subscriptions)",
-                               l.max_subscriptions));
+      return Error(
+          Errc::too_many_subscriptions,
+          fmt::format(
+              "a client may hold at most {} channels and patterns (shmcastd --max-subscriptions)",
+              l.max_subscriptions));
     case Status::registry_full:
       return Error(Errc::registry_full,
                    fmt::format("the bus registry is full: at most {} channels, {} patterns and {} "
@@ -114,7 +115,9 @@ std::uint32_t current_pid() noexcept {
 namespace {
 
 // Read afresh on every claim: a child forked from a client has its own pid and start time.
-std::uint64_t self_start_ticks() { return process_start_ticks(static_cast<std::int32_t>(getpid())); }
+std::uint64_t self_start_ticks() {
+  return process_start_ticks(static_cast<std::int32_t>(getpid()));
+}
 
 }  // namespace
 
@@ -159,9 +162,10 @@ bool coordinator_running(const ControlView& view) noexcept {
 
 void require_coordinator(const ControlView& view, const std::string& bus) {
   if (!coordinator_running(view)) {
-    throw Error(Errc::no_coordinator,
-                fmt::format("the coordinator of bus '{}' (pid {}) is not running: start shmcastd --bus {}",
-                            bus, view.header().coordinator_pid.load(), bus));
+    throw Error(
+        Errc::no_coordinator,
+        fmt::format("the coordinator of bus '{}' (pid {}) is not running: start shmcastd --bus {}",
+                    bus, view.header().coordinator_pid.load(), bus));
   }
 }
 
@@ -175,7 +179,8 @@ ClientLink::ClientLink(std::shared_ptr<ControlView> view, std::string bus, Conne
   const std::uint32_t clients = view_->limits().max_clients;
   for (std::uint32_t i = 0; i < clients; ++i) {
     ClientSlot& s = view_->slot(i);
-    if (s.state.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(SlotState::free)) continue;
+    if (s.state.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(SlotState::free))
+      continue;
     // The pid is the claim: the coordinator frees a slot by clearing it last.
     std::int32_t expected = 0;
     if (!s.pid.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) continue;
@@ -191,9 +196,10 @@ ClientLink::ClientLink(std::shared_ptr<ControlView> view, std::string bus, Conne
     generation_ = s.generation.load(std::memory_order_acquire);
     return;
   }
-  throw Error(Errc::too_many_clients,
-              fmt::format("bus '{}' has no free client slot: all {} are taken (shmcastd --max-clients)",
-                          bus_, clients));
+  throw Error(
+      Errc::too_many_clients,
+      fmt::format("bus '{}' has no free client slot: all {} are taken (shmcastd --max-clients)",
+                  bus_, clients));
 }
 
 ClientLink::~ClientLink() {
@@ -234,9 +240,10 @@ std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name
     if (now >= next_check) {
       next_check = now + std::chrono::milliseconds(100);
       if (!coordinator_running(*view_)) {
-        throw Error(Errc::coordinator_gone,
-                    fmt::format("the coordinator of bus '{}' is not running: restart shmcastd --bus {}",
-                                bus_, bus_));
+        throw Error(
+            Errc::coordinator_gone,
+            fmt::format("the coordinator of bus '{}' is not running: restart shmcastd --bus {}",
+                        bus_, bus_));
       }
       if (now - start > options_.request_timeout) {
         throw Error(Errc::coordinator_gone,
@@ -253,7 +260,10 @@ std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name
 }
 
 BusState::BusState(std::string bus, ConnectOptions opts)
-    : name(std::move(bus)), options(opts), view(open_control(name)), limits(to_limits(view->limits())),
+    : name(std::move(bus)),
+      options(opts),
+      view(open_control(name)),
+      limits(to_limits(view->limits())),
       id(g_next_bus_id.fetch_add(1)) {
   link = std::make_unique<ClientLink>(view, name, options);
   link->request(Op::attach, 0, {});
@@ -284,7 +294,9 @@ struct Route {
 // Lets routes be found by string_view: no allocation on the publish path.
 struct NameHash {
   using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
 };
 
 struct PublisherCache {
@@ -319,7 +331,8 @@ RingHandle* ring_for(PublisherCache& cache, const Target& target, bool& replaced
                                     SegmentKind::ring, kLayoutVersion);
     RingProducer producer(segment.base() + kSegmentHeaderSize, segment.size() - kSegmentHeaderSize);
     replaced = replaced || handle != nullptr;
-    handle = std::make_unique<RingHandle>(RingHandle{target.generation, std::move(segment), producer});
+    handle =
+        std::make_unique<RingHandle>(RingHandle{target.generation, std::move(segment), producer});
     return handle.get();
   } catch (const std::exception&) {
     return nullptr;
@@ -329,7 +342,8 @@ RingHandle* ring_for(PublisherCache& cache, const Target& target, bool& replaced
 Route& resolve(PublisherCache& cache, std::string_view channel) {
   std::uint64_t version = 0;
   const bool consistent = read_registry(
-      *cache.view, [&] { collect_targets(*cache.view, channel, cache.globs, cache.scratch); }, version);
+      *cache.view, [&] { collect_targets(*cache.view, channel, cache.globs, cache.scratch); },
+      version);
   auto it = cache.routes.find(channel);
   if (!consistent) {
     // The coordinator died mid-update: keep the route we had until a new one adopts the bus.
@@ -369,17 +383,20 @@ Bus Bus::connect(std::string_view name, ConnectOptions options) {
 std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> payload) {
   const detail::BusState& s = *state_;
   if (channel.size() > s.limits.max_channel) {
-    throw Error(Errc::channel_too_long,
-                fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
-                            channel.size(), s.limits.max_channel));
+    throw Error(
+        Errc::channel_too_long,
+        fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
+                    channel.size(), s.limits.max_channel));
   }
   if (payload.size() > s.limits.max_payload) {
-    throw Error(Errc::payload_too_large,
-                fmt::format("payload of {} bytes is over the bus limit of {} (shmcastd --max-payload)",
-                            payload.size(), s.limits.max_payload));
+    throw Error(
+        Errc::payload_too_large,
+        fmt::format("payload of {} bytes is over the bus limit of {} (shmcastd --max-payload)",
+                    payload.size(), s.limits.max_payload));
   }
   detail::PublisherCache& cache = detail::publisher_cache(s);
-  const std::uint64_t version = cache.view->header().routing_version.load(std::memory_order_acquire);
+  const std::uint64_t version =
+      cache.view->header().routing_version.load(std::memory_order_acquire);
   auto it = cache.routes.find(channel);
   detail::Route* route = it != cache.routes.end() ? &it->second : nullptr;
   if (route == nullptr || route->version != version) route = &detail::resolve(cache, channel);
@@ -402,8 +419,8 @@ std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> pa
 std::vector<std::string> Bus::channels() const {
   std::vector<std::pair<std::string, std::uint32_t>> names;
   std::uint64_t version = 0;
-  (void)detail::read_registry(*state_->view, [&] { detail::collect_names(*state_->view, false, names); },
-                              version);
+  (void)detail::read_registry(
+      *state_->view, [&] { detail::collect_names(*state_->view, false, names); }, version);
   std::vector<std::string> out;
   for (auto& [name, count] : names) {
     if (count > 0) out.push_back(std::move(name));
@@ -418,7 +435,8 @@ std::vector<std::string> Bus::channels(std::string_view pattern) const {
   return all;
 }
 
-std::vector<std::pair<std::string, std::size_t>> Bus::numsub(std::span<const std::string> names) const {
+std::vector<std::pair<std::string, std::size_t>> Bus::numsub(
+    std::span<const std::string> names) const {
   std::vector<std::pair<std::string, std::size_t>> out;
   std::uint64_t version = 0;
   (void)detail::read_registry(
@@ -427,7 +445,8 @@ std::vector<std::pair<std::string, std::size_t>> Bus::numsub(std::span<const std
         out.clear();
         for (const std::string& name : names) {
           const std::int64_t i = detail::find_entry(*state_->view, false, name);
-          out.emplace_back(name, i < 0 ? 0 : state_->view->entry(false, static_cast<std::uint32_t>(i)).count);
+          out.emplace_back(
+              name, i < 0 ? 0 : state_->view->entry(false, static_cast<std::uint32_t>(i)).count);
         }
       },
       version);
@@ -438,9 +457,15 @@ std::size_t Bus::numpat() const {
   return state_->view->header().pattern_count.load(std::memory_order_acquire);
 }
 
-const Limits& Bus::limits() const noexcept { return state_->limits; }
-const std::string& Bus::name() const noexcept { return state_->name; }
-bool Bus::coordinator_alive() const { return detail::coordinator_running(*state_->view); }
+const Limits& Bus::limits() const noexcept {
+  return state_->limits;
+}
+const std::string& Bus::name() const noexcept {
+  return state_->name;
+}
+bool Bus::coordinator_alive() const {
+  return detail::coordinator_running(*state_->view);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Inspection
@@ -464,9 +489,11 @@ BusStats snapshot(const std::string& bus, detail::ControlView& view) {
   st.bytes_per_subscription = sizeof(detail::Node);
   std::vector<std::pair<std::string, std::uint32_t>> names;
   std::uint64_t version = 0;
-  (void)detail::read_registry(view, [&] { detail::collect_names(view, false, names); }, version);
+  (void)detail::read_registry(
+      view, [&] { detail::collect_names(view, false, names); }, version);
   for (auto& [name, count] : names) st.channels.push_back({std::move(name), count});
-  (void)detail::read_registry(view, [&] { detail::collect_names(view, true, names); }, version);
+  (void)detail::read_registry(
+      view, [&] { detail::collect_names(view, true, names); }, version);
   for (auto& [name, count] : names) st.patterns.push_back({std::move(name), count});
   for (std::uint32_t i = 0; i < view.limits().max_clients; ++i) {
     const detail::ClientSlot& s = view.slot(i);
@@ -477,9 +504,11 @@ BusStats snapshot(const std::string& bus, detail::ControlView& view) {
     c.subscriptions = s.subscriptions.load();
     if (s.has_ring.load() != 0) {
       try {
-        detail::Segment ring = detail::Segment::open(detail::ring_name(bus, i, s.generation.load()),
-                                                     detail::SegmentKind::ring, detail::kLayoutVersion);
-        const auto& layout = *reinterpret_cast<const detail::RingLayout*>(ring.base() + detail::kSegmentHeaderSize);
+        detail::Segment ring =
+            detail::Segment::open(detail::ring_name(bus, i, s.generation.load()),
+                                  detail::SegmentKind::ring, detail::kLayoutVersion);
+        const auto& layout =
+            *reinterpret_cast<const detail::RingLayout*>(ring.base() + detail::kSegmentHeaderSize);
         c.ring_bytes = layout.capacity;
         const std::uint64_t tail = layout.tail.load();
         const std::uint64_t head = layout.head.load();
@@ -497,7 +526,9 @@ BusStats snapshot(const std::string& bus, detail::ControlView& view) {
 
 }  // namespace
 
-BusStats Bus::stats() const { return snapshot(state_->name, *state_->view); }
+BusStats Bus::stats() const {
+  return snapshot(state_->name, *state_->view);
+}
 
 BusStats inspect(std::string_view bus_name) {
   std::string bus = bus_name.empty() ? default_bus_name() : std::string(bus_name);

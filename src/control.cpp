@@ -14,32 +14,37 @@ BusLimits checked_limits(const Segment& segment) {
   const auto& header = *reinterpret_cast<const BusHeader*>(segment.base() + kBusHeaderOffset);
   BusLimits l = header.limits;
   // Bounds that keep every product below in 64 bits and every table walk short.
-  const bool sane = l.max_clients >= 1 && l.max_clients <= (1U << 16) && l.max_channel <= (1U << 16) &&
-                    l.max_pattern <= (1U << 16) && l.max_channels <= (1U << 24) &&
-                    l.max_patterns <= (1U << 24) && l.max_total_subscriptions <= (1U << 26) &&
-                    l.ring_bytes >= kRingMinCapacity && l.ring_bytes <= kRingMaxCapacity &&
-                    (l.ring_bytes & (l.ring_bytes - 1)) == 0 &&
+  const bool sane = l.max_clients >= 1 && l.max_clients <= (1U << 16) &&
+                    l.max_channel <= (1U << 16) && l.max_pattern <= (1U << 16) &&
+                    l.max_channels <= (1U << 24) && l.max_patterns <= (1U << 24) &&
+                    l.max_total_subscriptions <= (1U << 26) && l.ring_bytes >= kRingMinCapacity &&
+                    l.ring_bytes <= kRingMaxCapacity && (l.ring_bytes & (l.ring_bytes - 1)) == 0 &&
                     max_frame(l) <= ring_max_payload(l.ring_bytes);
-  if (!sane) throw std::runtime_error("control segment " + segment.name() + " holds invalid limits");
+  if (!sane)
+    throw std::runtime_error("control segment " + segment.name() + " holds invalid limits");
   return l;
 }
 
 }  // namespace
 
 ControlView::ControlView(Segment segment)
-    : segment_(std::move(segment)), base_(segment_.base()), limits_(checked_limits(segment_)),
+    : segment_(std::move(segment)),
+      base_(segment_.base()),
+      limits_(checked_limits(segment_)),
       geometry_(control_geometry(limits_)) {
   const BusHeader& h = header();
   if (h.slot_size != geometry_.slot_size || h.channel_slots != geometry_.channel_slots ||
       h.pattern_slots != geometry_.pattern_slots || h.node_count != geometry_.node_count ||
-      h.clients_offset != geometry_.clients_offset || h.channels_offset != geometry_.channels_offset ||
+      h.clients_offset != geometry_.clients_offset ||
+      h.channels_offset != geometry_.channels_offset ||
       h.patterns_offset != geometry_.patterns_offset || h.nodes_offset != geometry_.nodes_offset ||
       geometry_.total > segment_.size()) {
     throw std::runtime_error("control segment " + segment_.name() + " has inconsistent tables");
   }
 }
 
-bool ControlView::entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept {
+bool ControlView::entry_name_view(bool pattern, std::uint32_t i,
+                                  std::string_view& out) const noexcept {
   const std::uint32_t len = entry(pattern, i).name_len;
   if (len > max_name(pattern)) return false;
   out = std::string_view(entry_name(pattern, i), len);

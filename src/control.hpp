@@ -33,7 +33,8 @@ class ControlView {
   [[nodiscard]] Segment& segment() noexcept { return segment_; }
 
   [[nodiscard]] ClientSlot& slot(std::uint32_t i) const noexcept {
-    return *reinterpret_cast<ClientSlot*>(base_ + geometry_.clients_offset + std::uint64_t{i} * geometry_.slot_size);
+    return *reinterpret_cast<ClientSlot*>(base_ + geometry_.clients_offset +
+                                          std::uint64_t{i} * geometry_.slot_size);
   }
   [[nodiscard]] char* slot_name(std::uint32_t i) const noexcept {
     return reinterpret_cast<char*>(&slot(i)) + sizeof(ClientSlot);
@@ -58,7 +59,8 @@ class ControlView {
   }
 
   /// Sets `out` to the entry's name and returns true if its recorded length is within limits.
-  [[nodiscard]] bool entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept;
+  [[nodiscard]] bool entry_name_view(bool pattern, std::uint32_t i,
+                                     std::string_view& out) const noexcept;
 
  private:
   Segment segment_;
@@ -111,7 +113,8 @@ class GlobCache {
 
 /// Finds a name in the channel or pattern table; returns its index or -1. Call inside
 /// read_registry (or as the coordinator).
-[[nodiscard]] std::int64_t find_entry(const ControlView& view, bool pattern, std::string_view name) noexcept;
+[[nodiscard]] std::int64_t find_entry(const ControlView& view, bool pattern,
+                                      std::string_view name) noexcept;
 
 /// The targets of a publish on `channel`: its subscribers, then each matching pattern's, in
 /// table order. Call inside read_registry.

@@ -117,6 +117,8 @@ bool Glob::match(std::string_view s) const noexcept {
   return tokens[p].kind == Kind::end;
 }
 
-bool glob_match(std::string_view pattern, std::string_view s) { return Glob(pattern).match(s); }
+bool glob_match(std::string_view pattern, std::string_view s) {
+  return Glob(pattern).match(s);
+}
 
 }  // namespace shmcast::detail

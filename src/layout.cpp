@@ -25,22 +25,27 @@ ControlGeometry control_geometry(const BusLimits& l) {
   g.pattern_slots = std::bit_ceil(std::max<std::uint32_t>(16, l.max_patterns * 2));
   g.node_count = l.max_total_subscriptions;
   g.clients_offset = round_up(kBusHeaderOffset + sizeof(BusHeader), kCacheLine);
-  g.channels_offset = round_up(g.clients_offset + std::uint64_t{g.slot_size} * l.max_clients, kCacheLine);
-  g.patterns_offset =
-      round_up(g.channels_offset + std::uint64_t{g.entry_size_channel} * g.channel_slots, kCacheLine);
-  g.nodes_offset =
-      round_up(g.patterns_offset + std::uint64_t{g.entry_size_pattern} * g.pattern_slots, kCacheLine);
+  g.channels_offset =
+      round_up(g.clients_offset + std::uint64_t{g.slot_size} * l.max_clients, kCacheLine);
+  g.patterns_offset = round_up(
+      g.channels_offset + std::uint64_t{g.entry_size_channel} * g.channel_slots, kCacheLine);
+  g.nodes_offset = round_up(
+      g.patterns_offset + std::uint64_t{g.entry_size_pattern} * g.pattern_slots, kCacheLine);
   g.total = round_up(g.nodes_offset + sizeof(Node) * std::uint64_t{g.node_count}, 4096);
   return g;
 }
 
-std::string control_name(std::string_view bus) { return fmt::format("shmcast.{}.ctl", bus); }
+std::string control_name(std::string_view bus) {
+  return fmt::format("shmcast.{}.ctl", bus);
+}
 
 std::string ring_name(std::string_view bus, std::uint32_t slot, std::uint32_t generation) {
   return fmt::format("shmcast.{}.ring.{}.{}", bus, slot, generation);
 }
 
-std::string lock_name(std::string_view bus) { return fmt::format("shmcast.{}.lock", bus); }
+std::string lock_name(std::string_view bus) {
+  return fmt::format("shmcast.{}.lock", bus);
+}
 
 std::uint32_t name_hash(std::string_view name) noexcept {
   std::uint32_t h = 2166136261U;

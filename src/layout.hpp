@@ -45,25 +45,25 @@ static_assert(sizeof(BusLimits) == 48);
 
 struct BusHeader {
   // Written once at creation.
-  BusLimits limits;                    // 0
-  std::uint32_t slot_size;             // 48
-  std::uint32_t entry_size_channel;    // 52
-  std::uint32_t entry_size_pattern;    // 56
-  std::uint32_t segment_mode;          // 60: mode of the bus's segments (rings follow it)
-  std::uint64_t clients_offset;        // 64
-  std::uint64_t channels_offset;       // 72
-  std::uint64_t patterns_offset;       // 80
-  std::uint64_t nodes_offset;          // 88
-  std::uint32_t channel_slots;         // 96: power of two
-  std::uint32_t pattern_slots;         // 100: power of two
-  std::uint32_t node_count;            // 104
-  std::int32_t segment_gid;            // 108: -1: none
-  std::uint8_t reserved0[16];          // 112
+  BusLimits limits;                  // 0
+  std::uint32_t slot_size;           // 48
+  std::uint32_t entry_size_channel;  // 52
+  std::uint32_t entry_size_pattern;  // 56
+  std::uint32_t segment_mode;        // 60: mode of the bus's segments (rings follow it)
+  std::uint64_t clients_offset;      // 64
+  std::uint64_t channels_offset;     // 72
+  std::uint64_t patterns_offset;     // 80
+  std::uint64_t nodes_offset;        // 88
+  std::uint32_t channel_slots;       // 96: power of two
+  std::uint32_t pattern_slots;       // 100: power of two
+  std::uint32_t node_count;          // 104
+  std::int32_t segment_gid;          // 108: -1: none
+  std::uint8_t reserved0[16];        // 112
   // The coordinator now running (rewritten by a coordinator that adopts the bus).
-  alignas(kCacheLine) std::atomic<std::int32_t> coordinator_pid;   // 128
-  std::atomic<std::uint64_t> coordinator_start_ticks;              // 136: /proc start time
-  std::atomic<std::uint64_t> coordinator_started_ns;               // 144: CLOCK_REALTIME
-  std::atomic<std::uint64_t> created_ns;                           // 152
+  alignas(kCacheLine) std::atomic<std::int32_t> coordinator_pid;  // 128
+  std::atomic<std::uint64_t> coordinator_start_ticks;             // 136: /proc start time
+  std::atomic<std::uint64_t> coordinator_started_ns;              // 144: CLOCK_REALTIME
+  std::atomic<std::uint64_t> created_ns;                          // 152
   // Seqlock over the registry (channels, patterns, nodes, slot generations): odd while the
   // coordinator writes. Publishers read it on every publish, so nothing else shares the line.
   alignas(kCacheLine) std::atomic<std::uint64_t> routing_version;  // 192
@@ -74,7 +74,7 @@ struct BusHeader {
   std::atomic<std::uint32_t> node_used;                            // 280
   std::uint32_t reserved1;                                         // 284
   // Clients ring it after writing a request; the coordinator sleeps on it.
-  alignas(kCacheLine) std::atomic<std::uint32_t> doorbell;         // 320
+  alignas(kCacheLine) std::atomic<std::uint32_t> doorbell;  // 320
 };
 static_assert(offsetof(BusHeader, slot_size) == 48);
 static_assert(offsetof(BusHeader, clients_offset) == 64);
@@ -118,28 +118,28 @@ enum class Status : std::uint32_t {
 };
 
 //  Client slot (slot_size bytes: 256 + the longest name, rounded to a cache line):
-//   0    identity     state, pid, start ticks, generation, ring    (client claims, coordinator frees)
-//   64   request      req_seq, op, sid, name length                (client writes)
-//   128  response     resp_seq (futex), status, value              (coordinator writes)
-//   192  counters     subscriptions                                (coordinator writes)
-//   256  name[]       request argument                             (client writes)
+//   0    identity     state, pid, start ticks, generation, ring    (client claims, coordinator
+//   frees) 64   request      req_seq, op, sid, name length                (client writes) 128
+//   response     resp_seq (futex), status, value              (coordinator writes) 192  counters
+//   subscriptions                                (coordinator writes) 256  name[]       request
+//   argument                             (client writes)
 struct ClientSlot {
-  std::atomic<std::uint32_t> state;               // 0: SlotState
-  std::atomic<std::int32_t> pid;                  // 4
-  std::atomic<std::uint64_t> start_ticks;         // 8: /proc start time of pid
-  std::atomic<std::uint32_t> generation;          // 16: bumped when the slot is freed
-  std::atomic<std::uint32_t> has_ring;            // 20
-  std::atomic<std::uint64_t> ring_bytes;          // 24
-  std::uint8_t reserved0[32];                     // 32
+  std::atomic<std::uint32_t> state;                         // 0: SlotState
+  std::atomic<std::int32_t> pid;                            // 4
+  std::atomic<std::uint64_t> start_ticks;                   // 8: /proc start time of pid
+  std::atomic<std::uint32_t> generation;                    // 16: bumped when the slot is freed
+  std::atomic<std::uint32_t> has_ring;                      // 20
+  std::atomic<std::uint64_t> ring_bytes;                    // 24
+  std::uint8_t reserved0[32];                               // 32
   alignas(kCacheLine) std::atomic<std::uint32_t> req_seq;   // 64
-  std::atomic<std::uint32_t> op;                  // 68
-  std::atomic<std::uint32_t> sid;                 // 72
-  std::atomic<std::uint32_t> name_len;            // 76
+  std::atomic<std::uint32_t> op;                            // 68
+  std::atomic<std::uint32_t> sid;                           // 72
+  std::atomic<std::uint32_t> name_len;                      // 76
   alignas(kCacheLine) std::atomic<std::uint32_t> resp_seq;  // 128
-  std::atomic<std::uint32_t> status;              // 132
-  std::atomic<std::int64_t> value;                // 136
+  std::atomic<std::uint32_t> status;                        // 132
+  std::atomic<std::int64_t> value;                          // 136
   alignas(kCacheLine) std::atomic<std::uint32_t> subscriptions;  // 192
-  std::uint8_t reserved1[60];                     // 196
+  std::uint8_t reserved1[60];                                    // 196
   // name[] follows at 256
 };
 static_assert(offsetof(ClientSlot, req_seq) == 64);
@@ -169,7 +169,7 @@ inline constexpr std::uint32_t kPatternEntryBit = 0x8000'0000U;
 struct Node {
   std::uint32_t client;  // slot index, kFreeNode when free
   std::uint32_t sid;
-  std::uint32_t next;    // next node + 1, 0: end
+  std::uint32_t next;  // next node + 1, 0: end
   std::uint32_t entry;
 };
 static_assert(sizeof(Node) == 16);
@@ -189,10 +189,11 @@ struct FrameHeader {
   std::uint8_t kind;
   std::uint8_t flags;
   std::uint16_t reserved;
-  std::uint32_t sid;       // the subscription that routed a message, or that a confirmation is about
-  std::uint32_t name_len;  // channel (messages) or channel/pattern (confirmations) bytes that follow
+  std::uint32_t sid;  // the subscription that routed a message, or that a confirmation is about
+  std::uint32_t
+      name_len;  // channel (messages) or channel/pattern (confirmations) bytes that follow
   std::uint32_t reserved2;
-  std::int64_t count;      // confirmations: the client's subscriptions after the step
+  std::int64_t count;  // confirmations: the client's subscriptions after the step
 };
 static_assert(sizeof(FrameHeader) == 24);
 
@@ -211,7 +212,8 @@ struct ControlGeometry {
 
 // Names of a bus's shared-memory objects.
 [[nodiscard]] std::string control_name(std::string_view bus);
-[[nodiscard]] std::string ring_name(std::string_view bus, std::uint32_t slot, std::uint32_t generation);
+[[nodiscard]] std::string ring_name(std::string_view bus, std::uint32_t slot,
+                                    std::uint32_t generation);
 [[nodiscard]] std::string lock_name(std::string_view bus);
 
 /// FNV-1a: the registry's hash for channel and pattern names.

@@ -35,7 +35,9 @@ std::atomic<std::uint64_t>* header_at(std::byte* data, std::size_t index) noexce
   return std::launder(reinterpret_cast<std::atomic<std::uint64_t>*>(data + index));
 }
 
-RingLayout* layout_of(void* memory) noexcept { return static_cast<RingLayout*>(memory); }
+RingLayout* layout_of(void* memory) noexcept {
+  return static_cast<RingLayout*>(memory);
+}
 
 std::byte* data_of(void* memory) noexcept {
   return static_cast<std::byte*>(memory) + sizeof(RingLayout);
@@ -51,22 +53,25 @@ bool pid_alive(std::uint32_t id, void* /*context*/) {
 std::uint64_t checked(const void* memory, std::size_t bytes, const char* side) {
   const std::size_t capacity = ring_checked_capacity(memory, bytes);
   if (capacity == 0) {
-    throw std::invalid_argument(std::string("ring ") + side +
-                                ": the ring's recorded capacity is invalid or larger than its memory");
+    throw std::invalid_argument(
+        std::string("ring ") + side +
+        ": the ring's recorded capacity is invalid or larger than its memory");
   }
   return capacity;
 }
 
 inline void hook(RingWritePoint point) noexcept {
-  if (ring_write_hook != nullptr) [[unlikely]] ring_write_hook(point);
+  if (ring_write_hook != nullptr) [[unlikely]]
+    ring_write_hook(point);
 }
 
 }  // namespace
 
 void ring_init(void* memory, std::size_t capacity) {
   if (!valid_capacity(capacity)) {
-    throw std::invalid_argument("ring capacity must be a power of two between 256 bytes and 2 GiB, not " +
-                                std::to_string(capacity));
+    throw std::invalid_argument(
+        "ring capacity must be a power of two between 256 bytes and 2 GiB, not " +
+        std::to_string(capacity));
   }
   auto* layout = new (memory) RingLayout{};
   layout->capacity = capacity;
@@ -83,7 +88,9 @@ std::size_t ring_checked_capacity(const void* memory, std::size_t bytes) noexcep
 // Producer
 
 RingProducer::RingProducer(void* memory, std::size_t bytes)
-    : layout_(layout_of(memory)), data_(data_of(memory)), capacity_(checked(memory, bytes, "producer")) {}
+    : layout_(layout_of(memory)),
+      data_(data_of(memory)),
+      capacity_(checked(memory, bytes, "producer")) {}
 
 std::uint64_t RingProducer::used() const noexcept {
   const std::uint64_t head = layout_->head.load(std::memory_order_acquire);
@@ -163,7 +170,8 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
           hook(RingWritePoint::mid_copy);
           mid_done = true;
         }
-        const std::size_t n = mid_done ? part.size() - done : std::min(part.size() - done, before_mid);
+        const std::size_t n =
+            mid_done ? part.size() - done : std::min(part.size() - done, before_mid);
         std::memcpy(out, part.data() + done, n);
         out += n;
         done += n;
@@ -256,10 +264,9 @@ RingConsumer::Next RingConsumer::stalled(std::int32_t length, std::uint32_t meta
       skip_to(tail, true);
       return skipped;
     }
-    const bool give_up =
-        waited >= policy_.stall_limit ||
-        (waited >= policy_.dead_writer_grace &&
-         !policy_.writer_alive(meta & kWriterMask, policy_.context));
+    const bool give_up = waited >= policy_.stall_limit ||
+                         (waited >= policy_.dead_writer_grace &&
+                          !policy_.writer_alive(meta & kWriterMask, policy_.context));
     if (!give_up) return wait;
     ++skipped_;
     layout_->skipped.store(skipped_, std::memory_order_relaxed);
@@ -271,7 +278,7 @@ RingConsumer::Next RingConsumer::stalled(std::int32_t length, std::uint32_t meta
   // claimed is still zero (we zero what we consume), so the next non-zero word up to the tail
   // is the header of the record after it.
   const bool someone_died = policy_.death_count != nullptr && waited >= policy_.unwritten_grace &&
-                           policy_.death_count(policy_.context) != quiet_deaths_;
+                            policy_.death_count(policy_.context) != quiet_deaths_;
   if (!someone_died && waited < policy_.unwritten_limit) return wait;
   std::uint64_t pos = head_ + kRecordAlign;
   while (pos < tail && header_at(data_, index(pos))->load(std::memory_order_acquire) == 0) {
@@ -301,7 +308,8 @@ void RingConsumer::skip_to(std::uint64_t pos, bool corrupt) noexcept {
   const std::uint64_t span = std::min<std::uint64_t>(pos - head_, capacity_);
   for (std::uint64_t done = 0; done < span;) {
     const std::size_t i = index(head_ + done);
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(span - done, capacity_ - i));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(span - done, capacity_ - i));
     std::memset(data_ + i, 0, n);
     done += n;
   }
@@ -322,7 +330,8 @@ bool RingConsumer::wait(std::chrono::nanoseconds timeout, std::uint32_t spins) n
     cpu_relax();
   }
   const bool forever = timeout.count() < 0;
-  const auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
+  const auto deadline =
+      std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
   for (;;) {
     // Sequentially consistent, paired with the producer's commit (see RingProducer::try_write).
     layout_->sleeping.store(1, std::memory_order_seq_cst);
@@ -331,7 +340,8 @@ bool RingConsumer::wait(std::chrono::nanoseconds timeout, std::uint32_t spins) n
       return true;
     }
     const bool in_flight = layout_->tail.load(std::memory_order_acquire) != head_;
-    auto remaining = forever ? std::chrono::nanoseconds(-1) : deadline - std::chrono::steady_clock::now();
+    auto remaining =
+        forever ? std::chrono::nanoseconds(-1) : deadline - std::chrono::steady_clock::now();
     if (!forever && remaining <= std::chrono::nanoseconds(0)) {
       layout_->sleeping.store(0, std::memory_order_relaxed);
       return false;

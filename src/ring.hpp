@@ -141,8 +141,9 @@ struct StallPolicy {
   std::chrono::nanoseconds stall_limit = std::chrono::milliseconds(500);
   /// A record claimed but never given a header (its writer stopped between two instructions,
   /// so who it was is unknown) is skipped after unwritten_grace if a writer died since the
-  /// ring was last seen empty (death_count grew), and after unwritten_limit in any case. A live writer that is
-  /// merely descheduled there must not lose its record, hence no short timeout alone.
+  /// ring was last seen empty (death_count grew), and after unwritten_limit in any case. A live
+  /// writer that is merely descheduled there must not lose its record, hence no short timeout
+  /// alone.
   std::chrono::nanoseconds unwritten_grace = std::chrono::milliseconds(5);
   std::chrono::nanoseconds unwritten_limit = std::chrono::seconds(2);
   /// Is writer `id` alive? Null: the writer id is a pid, checked with kill(pid, 0) and /proc.

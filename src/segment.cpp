@@ -10,9 +10,9 @@
 #include <new>
 #include <system_error>
 
+#include <fmt/format.h>
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
-#include <fmt/format.h>
 
 #include "process.hpp"
 
@@ -28,7 +28,9 @@ constexpr std::size_t kMaxNameLength = 200;
 // sees with `ls` and can remove with `rm`.
 constexpr std::string_view kShmDirectory = "/dev/shm/";
 
-std::string disk_path(const std::string& name) { return std::string(kShmDirectory) + name; }
+std::string disk_path(const std::string& name) {
+  return std::string(kShmDirectory) + name;
+}
 
 bool valid_name(const std::string& name) noexcept {
   // "." and ".." would name /dev/shm itself and its parent.
@@ -45,7 +47,9 @@ void check_name(const std::string& name) {
   }
 }
 
-std::string errno_text(int err) { return std::generic_category().message(err); }
+std::string errno_text(int err) {
+  return std::generic_category().message(err);
+}
 
 // Boost reports system failures with their errno; anything else only through what().
 std::string describe(const bip::interprocess_exception& e) {
@@ -54,10 +58,8 @@ std::string describe(const bip::interprocess_exception& e) {
 
 std::string_view kind_name(std::uint32_t kind) {
   switch (static_cast<SegmentKind>(kind)) {
-    case SegmentKind::control:
-      return "control";
-    case SegmentKind::ring:
-      return "ring";
+    case SegmentKind::control: return "control";
+    case SegmentKind::ring: return "ring";
   }
   return "unknown";
 }
@@ -71,7 +73,6 @@ std::string ownership(const std::string& path) {
   return fmt::format(" (owner uid {}, group gid {}, mode {:04o})", st.st_uid, st.st_gid,
                      st.st_mode & 07777);
 }
-
 
 SegmentError create_error(const bip::interprocess_exception& e, const std::string& path) {
   switch (e.get_native_error()) {
@@ -130,9 +131,8 @@ SegmentError open_error(const bip::interprocess_exception& e, const std::string&
 }
 
 [[noreturn]] void throw_system(int err, std::string_view action, const std::string& path) {
-  throw SegmentError(SegmentErrc::system,
-                     fmt::format("cannot {} shared-memory segment {}: {}", action, path,
-                                 errno_text(err)));
+  throw SegmentError(SegmentErrc::system, fmt::format("cannot {} shared-memory segment {}: {}",
+                                                      action, path, errno_text(err)));
 }
 
 }  // namespace
@@ -154,8 +154,7 @@ Segment Segment::create(const std::string& name, std::size_t size, SegmentKind k
   if (size < kSegmentHeaderSize ||
       size > static_cast<std::size_t>(std::numeric_limits<off_t>::max())) {
     throw std::invalid_argument(fmt::format("segment size {} is not between {} and {} bytes", size,
-                                            kSegmentHeaderSize,
-                                            std::numeric_limits<off_t>::max()));
+                                            kSegmentHeaderSize, std::numeric_limits<off_t>::max()));
   }
   if (layout_version == 0) {
     throw std::invalid_argument("layout version 0 is reserved for a segment not yet published");
@@ -209,8 +208,8 @@ Segment Segment::create(const std::string& name, std::size_t size, SegmentKind k
     try {
       region = bip::mapped_region(object, bip::read_write, 0, size);
     } catch (const bip::interprocess_exception& e) {
-      throw SegmentError(SegmentErrc::system, fmt::format("cannot map shared-memory segment {}: {}",
-                                                          path, describe(e)));
+      throw SegmentError(SegmentErrc::system,
+                         fmt::format("cannot map shared-memory segment {}: {}", path, describe(e)));
     }
     auto* header = ::new (region.get_address()) SegmentHeader{};
     header->kind = static_cast<std::uint32_t>(kind);

@@ -146,7 +146,11 @@ class SubscriberState {
   std::optional<Message> try_receive() {
     std::optional<Message> out;
     next([&](const MessageView& v) {
-      out = Message{v.kind, std::string(v.pattern), std::string(v.channel), std::string(v.payload), v.count,
+      out = Message{v.kind,
+                    std::string(v.pattern),
+                    std::string(v.channel),
+                    std::string(v.payload),
+                    v.count,
                     v.has_name};
     });
     return out;
@@ -154,18 +158,21 @@ class SubscriberState {
 
   std::optional<Message> receive(std::chrono::nanoseconds timeout, bool spin) {
     const bool forever = timeout.count() < 0;
-    const auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
+    const auto deadline =
+        std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
     for (;;) {
       if (auto m = try_receive()) return m;
       if (!wait_until(forever, deadline, spin)) return std::nullopt;
     }
   }
 
-  std::size_t listen(const std::function<bool(const MessageView&)>& handler, std::chrono::nanoseconds timeout) {
+  std::size_t listen(const std::function<bool(const MessageView&)>& handler,
+                     std::chrono::nanoseconds timeout) {
     const bool forever = timeout.count() < 0;
     std::size_t handled = 0;
     bool go_on = true;
-    auto deadline = std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
+    auto deadline =
+        std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
     while (go_on) {
       if (next([&](const MessageView& v) {
             ++handled;
@@ -213,8 +220,9 @@ class SubscriberState {
       ring.publish();
       return ring;
     } catch (const SegmentError& e) {
-      throw Error(e.code() == SegmentErrc::permission_denied ? Errc::permission_denied : Errc::system,
-                  fmt::format("bus '{}': cannot create this subscriber's ring: {}", bus.name, e.what()));
+      throw Error(
+          e.code() == SegmentErrc::permission_denied ? Errc::permission_denied : Errc::system,
+          fmt::format("bus '{}': cannot create this subscriber's ring: {}", bus.name, e.what()));
     }
   }
 
@@ -241,8 +249,9 @@ class SubscriberState {
         std::as_bytes(std::span<const FrameHeader, 1>(&h, 1)),
         std::as_bytes(std::span<const char>(name.data(), name.size()))};
     if (own_.try_write(parts, current_pid()) != WriteStatus::ok) {
-      throw Error(Errc::ring_full,
-                  "the subscriber's ring is full: read its pending messages before (un)subscribing");
+      throw Error(
+          Errc::ring_full,
+          "the subscriber's ring is full: read its pending messages before (un)subscribing");
     }
   }
 
@@ -261,7 +270,8 @@ class SubscriberState {
         const auto it = active_.find(h.sid);
         // A publisher that read the registry just before an unsubscribe may still write; the
         // subscription it names is gone from the stream, so the record is dropped here.
-        if (it == active_.end() || it->second.pattern != (h.kind == static_cast<std::uint8_t>(FrameKind::pmessage))) {
+        if (it == active_.end() ||
+            it->second.pattern != (h.kind == static_cast<std::uint8_t>(FrameKind::pmessage))) {
           return std::nullopt;
         }
         m.kind = it->second.pattern ? Kind::pmessage : Kind::message;
@@ -284,11 +294,10 @@ class SubscriberState {
       case FrameKind::punsubscribe:
         if (h.sid != 0) active_.erase(h.sid);
         m.kind = h.kind == static_cast<std::uint8_t>(FrameKind::punsubscribe) ? Kind::punsubscribe
-                                                                                : Kind::unsubscribe;
+                                                                              : Kind::unsubscribe;
         m.has_name = (h.flags & kFrameNil) == 0;
         break;
-      default:
-        return std::nullopt;
+      default: return std::nullopt;
     }
     m.channel = name;
     m.count = h.count;
@@ -312,7 +321,9 @@ class SubscriberState {
 
 }  // namespace detail
 
-Subscriber Bus::subscriber() { return Subscriber(std::make_unique<detail::SubscriberState>(state_)); }
+Subscriber Bus::subscriber() {
+  return Subscriber(std::make_unique<detail::SubscriberState>(state_));
+}
 
 Subscriber::Subscriber(std::unique_ptr<detail::SubscriberState> state) : state_(std::move(state)) {}
 Subscriber::Subscriber(Subscriber&&) noexcept = default;
@@ -334,12 +345,18 @@ std::size_t Subscriber::punsubscribe(std::span<const std::string> patterns) {
 std::optional<Message> Subscriber::receive(std::chrono::nanoseconds timeout, bool spin) {
   return state_->receive(timeout, spin);
 }
-std::optional<Message> Subscriber::try_receive() { return state_->try_receive(); }
+std::optional<Message> Subscriber::try_receive() {
+  return state_->try_receive();
+}
 std::size_t Subscriber::listen(const std::function<bool(const MessageView&)>& handler,
                                std::chrono::nanoseconds timeout) {
   return state_->listen(handler, timeout);
 }
-std::size_t Subscriber::subscription_count() const { return state_->count(); }
-std::uint64_t Subscriber::dropped() const { return state_->dropped(); }
+std::size_t Subscriber::subscription_count() const {
+  return state_->count();
+}
+std::uint64_t Subscriber::dropped() const {
+  return state_->dropped();
+}
 
 }  // namespace shmcast

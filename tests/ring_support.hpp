@@ -19,7 +19,8 @@ class HeapRing {
  public:
   explicit HeapRing(std::size_t capacity)
       : bytes_(detail::ring_bytes(capacity)),
-        memory_(static_cast<std::byte*>(std::aligned_alloc(detail::kCacheLine, rounded(bytes_ + kGuard))),
+        memory_(static_cast<std::byte*>(
+                    std::aligned_alloc(detail::kCacheLine, rounded(bytes_ + kGuard))),
                 &std::free) {
     std::memset(memory_.get(), 0, bytes_);
     std::memset(memory_.get() + bytes_, kGuardByte, kGuard);
@@ -36,7 +37,9 @@ class HeapRing {
 
   [[nodiscard]] std::byte* memory() const { return memory_.get(); }
   [[nodiscard]] std::size_t bytes() const { return bytes_; }
-  [[nodiscard]] detail::RingLayout& layout() const { return *reinterpret_cast<detail::RingLayout*>(memory()); }
+  [[nodiscard]] detail::RingLayout& layout() const {
+    return *reinterpret_cast<detail::RingLayout*>(memory());
+  }
   [[nodiscard]] std::byte* data() const { return memory() + sizeof(detail::RingLayout); }
 
  private:
@@ -44,7 +47,9 @@ class HeapRing {
   static constexpr unsigned char kGuardByte = 0xa5;
 
   // aligned_alloc wants a size that is a multiple of the alignment.
-  static std::size_t rounded(std::size_t n) { return (n + detail::kCacheLine - 1) & ~(detail::kCacheLine - 1); }
+  static std::size_t rounded(std::size_t n) {
+    return (n + detail::kCacheLine - 1) & ~(detail::kCacheLine - 1);
+  }
 
   std::size_t bytes_;
   std::unique_ptr<std::byte, decltype(&std::free)> memory_;

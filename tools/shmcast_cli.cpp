@@ -21,8 +21,8 @@
 #include <string_view>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "shmcast/shmcast.hpp"
 #include "tool_support.hpp"

@@ -21,7 +21,9 @@ using Clock = std::chrono::steady_clock;
 std::atomic<bool> g_stop{false};
 static_assert(std::atomic<bool>::is_always_lock_free);  // so a signal handler may store it
 
-extern "C" void on_stop_signal(int /*signal*/) { g_stop.store(true, std::memory_order_relaxed); }
+extern "C" void on_stop_signal(int /*signal*/) {
+  g_stop.store(true, std::memory_order_relaxed);
+}
 
 void append_hex(std::string& out, char c) {
   fmt::format_to(std::back_inserter(out), "\\x{:02x}", static_cast<unsigned char>(c));
@@ -38,7 +40,9 @@ void install_signal_handlers() {
   signal(SIGPIPE, SIG_IGN);
 }
 
-bool stop_requested() { return g_stop.load(std::memory_order_relaxed); }
+bool stop_requested() {
+  return g_stop.load(std::memory_order_relaxed);
+}
 
 void sleep_unless_stopped(std::chrono::duration<double> duration) {
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(duration);

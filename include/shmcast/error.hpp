@@ -9,21 +9,21 @@ namespace shmcast {
 
 /// What went wrong. Every Error also carries a one-line message that says what to do.
 enum class Errc {
-  invalid_bus_name,       ///< bus names are [A-Za-z0-9_.-]{1,64}
-  no_coordinator,         ///< no bus of that name: start shmcastd --bus NAME
-  coordinator_running,    ///< shmcastd: another live coordinator owns the bus
-  coordinator_gone,       ///< the coordinator died or did not answer within the request timeout
-  version_mismatch,       ///< the bus was made by a shmcast of another layout version
-  permission_denied,      ///< the bus's segments are not readable and writable by this user
-  bad_segment,            ///< a segment of the bus's name is not a valid shmcast segment
-  payload_too_large,      ///< over the bus's max_payload limit
-  channel_too_long,       ///< over the bus's max_channel limit
-  pattern_too_long,       ///< over the bus's max_pattern limit
-  too_many_subscriptions, ///< over the bus's max_subscriptions (per client) limit
-  too_many_clients,       ///< the bus's client table (max_clients) is full
-  registry_full,          ///< the bus's channel, pattern or subscription table is full
-  ring_full,              ///< a subscriber's own ring had no room for a confirmation frame
-  system,                 ///< any other system error
+  invalid_bus_name,        ///< bus names are [A-Za-z0-9_.-]{1,64}
+  no_coordinator,          ///< no bus of that name: start shmcastd --bus NAME
+  coordinator_running,     ///< shmcastd: another live coordinator owns the bus
+  coordinator_gone,        ///< the coordinator died or did not answer within the request timeout
+  version_mismatch,        ///< the bus was made by a shmcast of another layout version
+  permission_denied,       ///< the bus's segments are not readable and writable by this user
+  bad_segment,             ///< a segment of the bus's name is not a valid shmcast segment
+  payload_too_large,       ///< over the bus's max_payload limit
+  channel_too_long,        ///< over the bus's max_channel limit
+  pattern_too_long,        ///< over the bus's max_pattern limit
+  too_many_subscriptions,  ///< over the bus's max_subscriptions (per client) limit
+  too_many_clients,        ///< the bus's client table (max_clients) is full
+  registry_full,           ///< the bus's channel, pattern or subscription table is full
+  ring_full,               ///< a subscriber's own ring had no room for a confirmation frame
+  system,                  ///< any other system error
 };
 
 class Error : public std::runtime_error {

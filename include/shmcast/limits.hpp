@@ -7,15 +7,15 @@ namespace shmcast {
 
 /// Every limit is a shmcastd setting; the defaults are those of a bus started without flags.
 struct Limits {
-  std::uint32_t max_clients = 256;             ///< --max-clients: clients attached at once
-  std::uint32_t max_channel = 256;             ///< --max-channel: bytes in a channel name
-  std::uint32_t max_pattern = 256;             ///< --max-pattern: bytes in a pattern
-  std::uint32_t max_subscriptions = 1024;      ///< --max-subscriptions: channels + patterns per client
-  std::uint32_t max_channels = 16384;          ///< --max-channels: channels with subscribers, bus-wide
-  std::uint32_t max_patterns = 4096;           ///< --max-patterns: distinct patterns, bus-wide
+  std::uint32_t max_clients = 256;         ///< --max-clients: clients attached at once
+  std::uint32_t max_channel = 256;         ///< --max-channel: bytes in a channel name
+  std::uint32_t max_pattern = 256;         ///< --max-pattern: bytes in a pattern
+  std::uint32_t max_subscriptions = 1024;  ///< --max-subscriptions: channels + patterns per client
+  std::uint32_t max_channels = 16384;      ///< --max-channels: channels with subscribers, bus-wide
+  std::uint32_t max_patterns = 4096;       ///< --max-patterns: distinct patterns, bus-wide
   std::uint32_t max_total_subscriptions = 65536;  ///< --max-total-subscriptions: bus-wide
-  std::uint64_t ring_bytes = 1U << 20;         ///< --ring-bytes: each subscriber's ring (power of two)
-  std::uint64_t max_payload = 64U << 10;       ///< --max-payload: bytes in one message payload
+  std::uint64_t ring_bytes = 1U << 20;    ///< --ring-bytes: each subscriber's ring (power of two)
+  std::uint64_t max_payload = 64U << 10;  ///< --max-payload: bytes in one message payload
 };
 
 }  // namespace shmcast

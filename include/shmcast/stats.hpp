@@ -33,10 +33,10 @@ struct BusStats {
   std::string bus;
   std::int32_t coordinator_pid = 0;
   bool coordinator_alive = false;
-  std::uint64_t uptime_ms = 0;      ///< since the coordinator started
+  std::uint64_t uptime_ms = 0;  ///< since the coordinator started
   std::uint64_t routing_version = 0;
-  std::uint64_t reaped = 0;         ///< clients removed because their process died
-  std::uint64_t registry_bytes = 0; ///< control segment size
+  std::uint64_t reaped = 0;          ///< clients removed because their process died
+  std::uint64_t registry_bytes = 0;  ///< control segment size
   std::uint64_t bytes_per_channel = 0;
   std::uint64_t bytes_per_subscription = 0;
   Limits limits;

@@ -21,7 +21,9 @@
 namespace shmcast::test {
 
 /// build/bin/, where every program of the build lands (SHMCAST_BIN_DIR is set by CMake).
-inline std::string bin_dir() { return SHMCAST_BIN_DIR; }
+inline std::string bin_dir() {
+  return SHMCAST_BIN_DIR;
+}
 
 /// A bus name no other test or user has: "t<pid>-<n>-<tag>".
 inline std::string unique_bus(const std::string& tag = "bus") {

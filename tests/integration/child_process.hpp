@@ -98,9 +98,8 @@ class Link {
   /// The next frame, waiting at most `timeout` (negative: no limit); nullopt on timeout or
   /// when the other side closed its end.
   std::optional<std::string> receive(std::chrono::milliseconds timeout) {
-    const auto deadline = timeout.count() < 0
-                              ? std::chrono::steady_clock::time_point::max()
-                              : std::chrono::steady_clock::now() + timeout;
+    const auto deadline = timeout.count() < 0 ? std::chrono::steady_clock::time_point::max()
+                                              : std::chrono::steady_clock::now() + timeout;
     std::uint64_t n = 0;
     if (!read_all(&n, sizeof n, deadline)) return std::nullopt;
     std::string frame(n, '\0');
@@ -260,9 +259,7 @@ class RemoteSubscriber {
   }
 
   std::size_t subscribe(const std::vector<std::string>& names) { return names_call(kSub, names); }
-  std::size_t psubscribe(const std::vector<std::string>& names) {
-    return names_call(kPsub, names);
-  }
+  std::size_t psubscribe(const std::vector<std::string>& names) { return names_call(kPsub, names); }
   std::size_t unsubscribe(const std::vector<std::string>& names = {}) {
     return names_call(kUnsub, names);
   }

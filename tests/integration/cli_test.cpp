@@ -387,7 +387,9 @@ bool on_path(const std::string& program) {
   return false;
 }
 
-bool redis_available() { return on_path("redis-server") && on_path("redis-cli"); }
+bool redis_available() {
+  return on_path("redis-server") && on_path("redis-cli");
+}
 
 int connect_unix(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -477,7 +479,9 @@ struct Target {
 Target shmcast_target(const std::string& bus) {
   return {{bin_dir() + "/shmcast", "--bus", bus}, false};
 }
-Target redis_target(const std::string& socket) { return {{"redis-cli", "-s", socket}, true}; }
+Target redis_target(const std::string& socket) {
+  return {{"redis-cli", "-s", socket}, true};
+}
 
 std::string sorted_lines(const std::string& text) {
   std::vector<std::string> lines;

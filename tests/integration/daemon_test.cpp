@@ -22,7 +22,9 @@ bool exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-std::string control_path(const std::string& bus) { return "/dev/shm/shmcast." + bus + ".ctl"; }
+std::string control_path(const std::string& bus) {
+  return "/dev/shm/shmcast." + bus + ".ctl";
+}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
@@ -63,7 +65,8 @@ TEST(DaemonStart, BadSettingsAreRefusedWithTheSettingNamed) {
   auto [status, out] = run_daemon({"--bus", bus, "--ring-bytes", "1000"});
   EXPECT_EQ(status, 1);
   EXPECT_NE(out.find("--ring-bytes"), std::string::npos) << out;
-  std::tie(status, out) = run_daemon({"--bus", bus, "--ring-bytes", "65536", "--max-payload", "40000"});
+  std::tie(status, out) =
+      run_daemon({"--bus", bus, "--ring-bytes", "65536", "--max-payload", "40000"});
   EXPECT_EQ(status, 1);
   EXPECT_NE(out.find("--max-payload"), std::string::npos) << out;
   std::tie(status, out) = run_daemon({"--bus", "../x"});
@@ -200,8 +203,8 @@ TEST(DaemonHostile, CorruptSubscriptionListsNeitherHangNorCrashTheCoordinator) {
   victim->subscribe({"a", "b"});
   Subscriber other = bus.subscriber();
   other.subscribe({"a"});
-  detail::ControlView view(detail::Segment::open(detail::control_name(daemon.bus()),
-                                                 detail::SegmentKind::control, detail::kLayoutVersion));
+  detail::ControlView view(detail::Segment::open(
+      detail::control_name(daemon.bus()), detail::SegmentKind::control, detail::kLayoutVersion));
   int corrupted = 0;
   for (std::uint32_t i = 0; i < view.geometry().node_count; ++i) {
     detail::Node& n = view.node(i);
@@ -229,7 +232,8 @@ TEST(SubscriberListen, CallbackLoopSeesEveryFrameWithoutCopies) {
   const std::size_t handled = sub.listen(
       [&](const MessageView& m) {
         seen.push_back(std::string(kind_name(m.kind)) + "|" + std::string(m.pattern) + "|" +
-                       std::string(m.channel) + "|" + std::string(m.payload) + "|" + std::to_string(m.count));
+                       std::string(m.channel) + "|" + std::string(m.payload) + "|" +
+                       std::to_string(m.count));
         return seen.size() < 4;
       },
       std::chrono::seconds(5));

@@ -30,7 +30,9 @@ namespace shmcast {
 
 // Kinds print by name in failure messages (GoogleTest finds this by argument lookup, so it
 // lives in Kind's namespace).
-inline void PrintTo(Kind kind, std::ostream* os) { *os << kind_name(kind); }
+inline void PrintTo(Kind kind, std::ostream* os) {
+  *os << kind_name(kind);
+}
 
 namespace {
 
@@ -50,7 +52,9 @@ constexpr std::chrono::milliseconds kWait{5000};
 constexpr std::chrono::milliseconds kQuiet{50};
 constexpr std::chrono::milliseconds kForever{-1};
 
-NumSub numsub(const Bus& bus, const Names& names) { return bus.numsub(names); }
+NumSub numsub(const Bus& bus, const Names& names) {
+  return bus.numsub(names);
+}
 
 Names sorted(Names names) {
   std::sort(names.begin(), names.end());
@@ -158,17 +162,16 @@ RoundFailures visibility_rounds(int rounds, bool pattern, int& rounds_run) {
 
     const auto counted = publisher.publish(channel);
     if (counted != 1U) {
-      f.note(f.not_counted, fmt::format("round {}: publish right after subscribe() returned {}",
-                                        i, counted ? std::to_string(*counted) : "nothing"));
+      f.note(f.not_counted, fmt::format("round {}: publish right after subscribe() returned {}", i,
+                                        counted ? std::to_string(*counted) : "nothing"));
     }
     const auto m = sub.receive(counted == 1U ? kWait : kQuiet);
-    const bool right = m && m->channel == channel && m->payload == "v:" + channel &&
-                       (pattern ? m->kind == Kind::pmessage && m->pattern == name
-                                : m->kind == Kind::message);
+    const bool right =
+        m && m->channel == channel && m->payload == "v:" + channel &&
+        (pattern ? m->kind == Kind::pmessage && m->pattern == name : m->kind == Kind::message);
     if (!right) {
-      f.note(f.not_received,
-             fmt::format("round {}: {} instead of the message", i,
-                         m ? kind_name(m->kind) : "none"));
+      f.note(f.not_received, fmt::format("round {}: {} instead of the message", i,
+                                         m ? kind_name(m->kind) : "none"));
     }
 
     const std::size_t left = pattern ? sub.punsubscribe({name}) : sub.unsubscribe({name});
@@ -269,8 +272,8 @@ struct FifoTally {
   std::uint64_t timed_out = 0;
 
   void take(const Message& m, bool pattern) {
-    const bool frame_ok = pattern ? m.kind == Kind::pmessage && m.pattern == kFifoPattern
-                                  : m.kind == Kind::message;
+    const bool frame_ok =
+        pattern ? m.kind == Kind::pmessage && m.pattern == kFifoPattern : m.kind == Kind::message;
     if (!frame_ok || m.channel != kFifoChannel) {
       ++wrong_frame;
       return;
@@ -484,7 +487,9 @@ void killed_subscriber_leaves(bool reap_first) {
   EXPECT_EQ(stats_after.reaped, stats_before.reaped + victim_clients);
 }
 
-TEST(DeliveryReap, KilledSubscriberLeavesNumsubWithinOneSecond) { killed_subscriber_leaves(true); }
+TEST(DeliveryReap, KilledSubscriberLeavesNumsubWithinOneSecond) {
+  killed_subscriber_leaves(true);
+}
 
 TEST(DeliveryReap, KilledSubscriberLeavesBeforeItsParentReapsIt) {
   killed_subscriber_leaves(false);
@@ -593,12 +598,11 @@ TEST(DeliveryStats, StatsAgreeWithNumsubAndNumpat) {
   EXPECT_TRUE(stats.coordinator_alive);
   const Limits& l = bus.limits();
   const Limits& s = stats.limits;
-  EXPECT_EQ(std::tie(s.max_clients, s.max_channel, s.max_pattern, s.max_subscriptions,
-                     s.max_channels, s.max_patterns, s.max_total_subscriptions, s.ring_bytes,
-                     s.max_payload),
-            std::tie(l.max_clients, l.max_channel, l.max_pattern, l.max_subscriptions,
-                     l.max_channels, l.max_patterns, l.max_total_subscriptions, l.ring_bytes,
-                     l.max_payload));
+  EXPECT_EQ(
+      std::tie(s.max_clients, s.max_channel, s.max_pattern, s.max_subscriptions, s.max_channels,
+               s.max_patterns, s.max_total_subscriptions, s.ring_bytes, s.max_payload),
+      std::tie(l.max_clients, l.max_channel, l.max_pattern, l.max_subscriptions, l.max_channels,
+               l.max_patterns, l.max_total_subscriptions, l.ring_bytes, l.max_payload));
   expect_registry(bus, {}, {});
 
   Subscriber a = bus.subscriber();
@@ -615,9 +619,8 @@ TEST(DeliveryStats, StatsAgreeWithNumsubAndNumpat) {
 
   expect_registry(bus, {{"", 1}, {"news", 3}, {"sport", 1}, {"weather", 1}},
                   {{"n*", 2}, {"s*", 1}, {"w?ather", 1}});
-  EXPECT_EQ(subscriptions_by_pid(bus),
-            (std::map<pid_t, std::vector<std::uint32_t>>{
-                {getpid(), {3}}, {b.pid(), {3}}, {c_pid, {4}}}));
+  EXPECT_EQ(subscriptions_by_pid(bus), (std::map<pid_t, std::vector<std::uint32_t>>{
+                                           {getpid(), {3}}, {b.pid(), {3}}, {c_pid, {4}}}));
   // a: message + pmessage n*, b: message + pmessage n*, c: message.
   EXPECT_EQ(bus.publish("news", "x"), 5U);
 

@@ -70,7 +70,8 @@ void expect_success(const ExampleRun& run, const std::string& expected_line) {
   ASSERT_TRUE(run.status.has_value()) << "still running after 60 s:\n" << run.output;
   EXPECT_TRUE(WIFEXITED(*run.status) && WEXITSTATUS(*run.status) == 0) << run.output;
   EXPECT_NE(run.output.find(expected_line), std::string::npos)
-      << "no '" << expected_line << "' in:\n" << run.output;
+      << "no '" << expected_line << "' in:\n"
+      << run.output;
 }
 
 TEST(Examples, NotificationsReachOnlyTheirUser) {
@@ -124,8 +125,8 @@ TEST(Examples, SurviveRestartReceivesBeforeDuringAndAfterACoordinatorRestart) {
   auto daemon = std::make_unique<Daemon>(unique_bus("survive"));
   const std::string name = daemon->bus();
   const std::string log = fmt::format("/tmp/example-{}.log", name);
-  const pid_t example = spawn("example-survive_restart",
-                              {"--bus", name, "--count", "6", "--timeout", "30"}, log);
+  const pid_t example =
+      spawn("example-survive_restart", {"--bus", name, "--count", "6", "--timeout", "30"}, log);
   // The example prints this line once its subscription is in force. Each phase waits until the
   // example has printed the previous one, so it receives each message in the phase it was sent.
   EXPECT_TRUE(wait_for_output(log, "subscribed to events"));
@@ -147,10 +148,10 @@ TEST(Examples, SurviveRestartReceivesBeforeDuringAndAfterACoordinatorRestart) {
   ::unlink(log.c_str());
   ASSERT_TRUE(status.has_value()) << "still running after 40 s:\n" << output;
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << output;
-  for (const char* line : {"received before-1 (coordinator running)",
-                           "received during-1 (coordinator down)",
-                           "received after-1 (coordinator running)", "received after-2",
-                           "survive_restart: received all 6 messages"}) {
+  for (const char* line :
+       {"received before-1 (coordinator running)", "received during-1 (coordinator down)",
+        "received after-1 (coordinator running)", "received after-2",
+        "survive_restart: received all 6 messages"}) {
     EXPECT_NE(output.find(line), std::string::npos) << "no '" << line << "' in:\n" << output;
   }
 }

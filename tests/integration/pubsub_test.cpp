@@ -25,7 +25,9 @@ namespace shmcast {
 
 // Kinds print by name in failure messages (GoogleTest finds this by argument lookup, so it
 // lives in Kind's namespace).
-inline void PrintTo(Kind kind, std::ostream* os) { *os << kind_name(kind); }
+inline void PrintTo(Kind kind, std::ostream* os) {
+  *os << kind_name(kind);
+}
 
 namespace {
 
@@ -146,8 +148,7 @@ Counts confirmed(Client& c, Kind kind, Names names, std::size_t returned) {
       ADD_FAILURE() << "expected a " << redis_name(kind) << " confirmation, got " << describe(m);
       return counts;
     }
-    const auto at =
-        any_order ? std::find(names.begin(), names.end(), m->channel) : names.begin();
+    const auto at = any_order ? std::find(names.begin(), names.end(), m->channel) : names.begin();
     if (at == names.end() || *at != m->channel) {
       ADD_FAILURE() << "confirmation of a name not expected here: " << describe(m);
       return counts;

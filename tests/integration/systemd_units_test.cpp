@@ -39,7 +39,9 @@ std::string read_unit(const std::string& unit) {
   return out.str();
 }
 
-bool have_systemd_analyze() { return run("command -v systemd-analyze").status == 0; }
+bool have_systemd_analyze() {
+  return run("command -v systemd-analyze").status == 0;
+}
 
 // verify exits 0 on a unit with unknown keys or bad values (it only warns), so any output at
 // all is a failure.

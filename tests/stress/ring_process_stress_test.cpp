@@ -20,14 +20,15 @@ using detail::WriteStatus;
 using test::bytes_of;
 using test::drain;
 using test::kProducers;
-using test::StressRecord;
 using test::stress_check;
+using test::StressRecord;
 using test::Tally;
 
 std::uint64_t g_writing_seq;  // the record a producer process is writing
 
 // Producer processes: each writes its records, retrying when the ring is full.
-[[noreturn]] void produce_and_exit(const test::SharedRing& ring, std::uint32_t p, std::uint64_t count) {
+[[noreturn]] void produce_and_exit(const test::SharedRing& ring, std::uint32_t p,
+                                   std::uint64_t count) {
   RingProducer producer(ring.memory(), ring.bytes());
   const auto writer = static_cast<std::uint32_t>(getpid());
   for (std::uint64_t s = 0; s < count; ++s) {
@@ -132,7 +133,8 @@ TEST_P(RingWriterKilled, ConsumerContinues) {
   const bool leaves_a_record = GetParam() != RingWritePoint::before_claim;
   // The dead record may come after every survivor record: read on until the ring is empty.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (consumer.try_read(tally) != ReadStatus::empty && std::chrono::steady_clock::now() < deadline) {
+  while (consumer.try_read(tally) != ReadStatus::empty &&
+         std::chrono::steady_clock::now() < deadline) {
     consumer.wait(std::chrono::milliseconds(10), 10);
   }
   EXPECT_EQ(consumer.skipped(), leaves_a_record ? 1U : 0U);
@@ -141,7 +143,8 @@ TEST_P(RingWriterKilled, ConsumerContinues) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AtEachPoint, RingWriterKilled,
-                         ::testing::Values(RingWritePoint::before_claim, RingWritePoint::after_claim,
+                         ::testing::Values(RingWritePoint::before_claim,
+                                           RingWritePoint::after_claim,
                                            RingWritePoint::after_header, RingWritePoint::mid_copy,
                                            RingWritePoint::before_commit),
                          [](const auto& info) {

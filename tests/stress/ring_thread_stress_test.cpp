@@ -20,8 +20,8 @@ using detail::WriteStatus;
 using test::bytes_of;
 using test::drain;
 using test::kProducers;
-using test::StressRecord;
 using test::stress_check;
+using test::StressRecord;
 using test::Tally;
 
 TEST(RingStressThreads, FourProducersMillionEachNothingLost) {

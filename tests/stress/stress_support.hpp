@@ -42,8 +42,8 @@ struct Tally {
 };
 
 // Reads until `expected` records arrived or `limit` passed.
-inline void drain(detail::RingConsumer& c, Tally& tally, std::uint64_t expected, std::chrono::seconds limit,
-           const std::atomic<bool>* producers_done = nullptr) {
+inline void drain(detail::RingConsumer& c, Tally& tally, std::uint64_t expected,
+                  std::chrono::seconds limit, const std::atomic<bool>* producers_done = nullptr) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   std::uint64_t total = 0;
   while (total < expected && std::chrono::steady_clock::now() < deadline) {

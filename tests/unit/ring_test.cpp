@@ -202,7 +202,8 @@ TEST(RingWrap, EveryOffsetEverySize) {
         ASSERT_EQ(p.try_write(as_bytes(rec), kWriter), WriteStatus::ok) << offset << "/" << size;
         ASSERT_EQ(read_one(c, out), ReadStatus::record) << offset << "/" << size;
         ASSERT_EQ(out, rec) << "offset " << offset << " size " << size << " k " << k;
-        ASSERT_TRUE(r.guard_intact()) << "wrote past the end: offset " << offset << " size " << size;
+        ASSERT_TRUE(r.guard_intact())
+            << "wrote past the end: offset " << offset << " size " << size;
       }
       EXPECT_EQ(read_one(c, out), ReadStatus::empty);
       EXPECT_EQ(r.layout().head.load(), r.layout().tail.load());
@@ -359,15 +360,16 @@ TEST(RingStall, DeadWritersRecordIsSkipped) {
   const auto dead = static_cast<std::uint32_t>(dead_pid());
   // Hand-made in-progress record of 40 bytes from the dead writer.
   r.layout().tail.store(40);
-  reinterpret_cast<std::atomic<std::uint64_t>*>(r.data())
-      ->store((std::uint64_t{dead} << 32) | static_cast<std::uint32_t>(-40));
+  reinterpret_cast<std::atomic<std::uint64_t>*>(r.data())->store((std::uint64_t{dead} << 32) |
+                                                                 static_cast<std::uint32_t>(-40));
   std::memset(r.data() + 8, 0x5a, 20);
   ASSERT_EQ(p.try_write(as_bytes(std::string("live")), kWriter), WriteStatus::ok);
   std::string out;
   ASSERT_EQ(read_within(c, out, std::chrono::seconds(5)), ReadStatus::record);
   EXPECT_EQ(out, "live");
   EXPECT_EQ(c.skipped(), 1U);
-  for (std::size_t i = 0; i < 40; ++i) ASSERT_EQ(r.data()[i], std::byte{0}) << "skipped bytes are zeroed";
+  for (std::size_t i = 0; i < 40; ++i)
+    ASSERT_EQ(r.data()[i], std::byte{0}) << "skipped bytes are zeroed";
 }
 
 TEST(RingStall, LiveWriterIsWaitedForUpToTheStallLimit) {
@@ -377,8 +379,8 @@ TEST(RingStall, LiveWriterIsWaitedForUpToTheStallLimit) {
   RingConsumer c(r.memory(), r.bytes(), policy);
   const auto me = static_cast<std::uint32_t>(getpid());
   r.layout().tail.store(40);
-  reinterpret_cast<std::atomic<std::uint64_t>*>(r.data())
-      ->store((std::uint64_t{me} << 32) | static_cast<std::uint32_t>(-40));
+  reinterpret_cast<std::atomic<std::uint64_t>*>(r.data())->store((std::uint64_t{me} << 32) |
+                                                                 static_cast<std::uint32_t>(-40));
   std::string out;
   EXPECT_EQ(read_one(c, out), ReadStatus::stalled);
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -437,7 +439,8 @@ TEST(RingCorruption, RandomScribblesNeitherCrashNorHang) {
     for (int s = 0; s < scribbles; ++s) {
       const std::size_t at = rng() % 2048;
       const std::size_t n = 1 + rng() % 16;
-      for (std::size_t k = 0; k < n && at + k < 2048; ++k) r.data()[at + k] = static_cast<std::byte>(rng());
+      for (std::size_t k = 0; k < n && at + k < 2048; ++k)
+        r.data()[at + k] = static_cast<std::byte>(rng());
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (read_one(c, out) != ReadStatus::empty) {

@@ -24,9 +24,9 @@ namespace shmcast::detail {
 
 // Readable names in assertion failures instead of bare integers.
 void PrintTo(SegmentErrc code, std::ostream* os) {
-  constexpr std::string_view kNames[] = {"missing",   "already_exists",    "bad_magic",
-                                         "bad_version", "not_ready",       "too_small",
-                                         "permission_denied", "invalid_name", "system"};
+  constexpr std::string_view kNames[] = {"missing",           "already_exists", "bad_magic",
+                                         "bad_version",       "not_ready",      "too_small",
+                                         "permission_denied", "invalid_name",   "system"};
   const auto index = static_cast<std::size_t>(code);
   *os << (index < std::size(kNames) ? kNames[index] : "SegmentErrc(?)");
 }
@@ -233,25 +233,31 @@ TEST(SegmentCreate, DanglingSymlinkIsAlreadyExistsAndNothingIsCreatedAtItsTarget
   ASSERT_EQ(::symlink(target.path().c_str(), link.path().c_str()), 0) << std::strerror(errno);
   EXPECT_TRUE(Segment::exists(link.name()));
 
-  EXPECT_EQ(error_of([&] { Segment::create(link.name(), kSize, SegmentKind::ring, kVersion); })
-                .code(),
-            SegmentErrc::already_exists);
+  EXPECT_EQ(
+      error_of([&] { Segment::create(link.name(), kSize, SegmentKind::ring, kVersion); }).code(),
+      SegmentErrc::already_exists);
   EXPECT_FALSE(Segment::exists(target.name()));
 }
 
 TEST(SegmentCreate, PlainFileIsAlreadyExistsAndUntouched) {
   ScratchName name;
   write_file(name.path(), "someone else's", 0644);
-  EXPECT_EQ(error_of([&] { Segment::create(name.name(), kSize, SegmentKind::ring, kVersion); })
-                .code(),
-            SegmentErrc::already_exists);
+  EXPECT_EQ(
+      error_of([&] { Segment::create(name.name(), kSize, SegmentKind::ring, kVersion); }).code(),
+      SegmentErrc::already_exists);
   EXPECT_EQ(read_file(name.path()), "someone else's");
   EXPECT_EQ(lstat_of(name.path()).st_mode & 07777, 0644U);
 }
 
 TEST(SegmentCreate, InvalidNamesAreRefusedEverywhere) {
-  const std::string names[] = {"",  "a/b", "/leading", std::string(201, 'n'), std::string(300, 'n'),
-                               ".", "..",  std::string("a\0b", 3)};
+  const std::string names[] = {"",
+                               "a/b",
+                               "/leading",
+                               std::string(201, 'n'),
+                               std::string(300, 'n'),
+                               ".",
+                               "..",
+                               std::string("a\0b", 3)};
   for (const auto& name : names) {
     SCOPED_TRACE(fmt::format("name {:?}", name));
     EXPECT_EQ(error_of([&] { Segment::create(name, kSize, SegmentKind::ring, kVersion); }).code(),
@@ -452,8 +458,8 @@ TEST(SegmentPermissions, GroupAndModeAreAppliedExactly) {
 }
 
 TEST(SegmentPermissions, WorldWritableAndSpecialModesAreRefused) {
-  for (const mode_t mode : {mode_t{0666}, mode_t{0602}, mode_t{0777}, mode_t{04600},
-                            mode_t{02660}, mode_t{01600}, mode_t{010600}}) {
+  for (const mode_t mode : {mode_t{0666}, mode_t{0602}, mode_t{0777}, mode_t{04600}, mode_t{02660},
+                            mode_t{01600}, mode_t{010600}}) {
     SCOPED_TRACE(fmt::format("mode {:04o}", mode));
     ScratchName name(fmt::format("mode{:o}", mode));
     EXPECT_THROW(Segment::create(name.name(), kSize, SegmentKind::ring, kVersion,
