@@ -42,20 +42,6 @@ int pidfd_open(pid_t pid) {
   return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
 }
 
-detail::BusLimits to_bus_limits(const Limits& l) {
-  detail::BusLimits b{};
-  b.max_clients = l.max_clients;
-  b.max_channel = l.max_channel;
-  b.max_pattern = l.max_pattern;
-  b.max_subscriptions = l.max_subscriptions;
-  b.max_channels = l.max_channels;
-  b.max_patterns = l.max_patterns;
-  b.max_total_subscriptions = l.max_total_subscriptions;
-  b.ring_bytes = l.ring_bytes;
-  b.max_payload = l.max_payload;
-  return b;
-}
-
 constexpr std::uint32_t state_of(SlotState s) {
   return static_cast<std::uint32_t>(s);
 }
@@ -95,7 +81,7 @@ void check_limits(const Limits& l) {
     fail(fmt::format("--ring-bytes {} must be a power of two between {} and {}", l.ring_bytes,
                      detail::kRingMinCapacity, detail::kRingMaxCapacity));
   }
-  const std::uint64_t frame = detail::max_frame(to_bus_limits(l));
+  const std::uint64_t frame = detail::max_frame(detail::to_bus_limits(l));
   if (frame > detail::ring_max_payload(l.ring_bytes)) {
     fail(fmt::format(
         "--max-payload {} with --max-channel {} makes messages of up to {} bytes, more than "
@@ -177,7 +163,7 @@ void Coordinator::create_or_adopt() {
                 fmt::format("{}: remove /dev/shm/{} or use another --bus", e.what(), name));
   }
 
-  const detail::BusLimits limits = to_bus_limits(options_.limits);
+  const detail::BusLimits limits = detail::to_bus_limits(options_.limits);
   const detail::ControlGeometry g = detail::control_geometry(limits);
   detail::Permissions perms{options_.mode, options_.group};
   Segment segment = [&] {

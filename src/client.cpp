@@ -121,20 +121,6 @@ std::uint64_t self_start_ticks() {
 
 }  // namespace
 
-Limits to_limits(const BusLimits& l) noexcept {
-  Limits out;
-  out.max_clients = l.max_clients;
-  out.max_channel = l.max_channel;
-  out.max_pattern = l.max_pattern;
-  out.max_subscriptions = l.max_subscriptions;
-  out.max_channels = l.max_channels;
-  out.max_patterns = l.max_patterns;
-  out.max_total_subscriptions = l.max_total_subscriptions;
-  out.ring_bytes = l.ring_bytes;
-  out.max_payload = l.max_payload;
-  return out;
-}
-
 std::shared_ptr<ControlView> open_control(const std::string& bus) {
   check_bus_name(bus);
   // A coordinator that is starting has created the segment but not yet published it.

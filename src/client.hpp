@@ -70,6 +70,5 @@ class BusState {
 /// id of the ring records it writes.
 [[nodiscard]] std::uint32_t current_pid() noexcept;
 
-[[nodiscard]] Limits to_limits(const BusLimits& l) noexcept;
 
 }  // namespace shmcast::detail

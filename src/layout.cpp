@@ -14,6 +14,31 @@ constexpr std::uint64_t round_up(std::uint64_t n, std::uint64_t to) noexcept {
 
 }  // namespace
 
+BusLimits to_bus_limits(const Limits& l) noexcept {
+  return BusLimits{l.max_clients,
+                   l.max_channel,
+                   l.max_pattern,
+                   l.max_subscriptions,
+                   l.max_channels,
+                   l.max_patterns,
+                   l.max_total_subscriptions,
+                   0,
+                   l.ring_bytes,
+                   l.max_payload};
+}
+
+Limits to_limits(const BusLimits& l) noexcept {
+  return Limits{l.max_clients,
+                l.max_channel,
+                l.max_pattern,
+                l.max_subscriptions,
+                l.max_channels,
+                l.max_patterns,
+                l.max_total_subscriptions,
+                l.ring_bytes,
+                l.max_payload};
+}
+
 ControlGeometry control_geometry(const BusLimits& l) {
   ControlGeometry g{};
   const std::uint64_t longest = std::max(l.max_channel, l.max_pattern);

@@ -11,6 +11,7 @@
 #include "process.hpp"
 #include "ring.hpp"
 #include "segment.hpp"
+#include "shmcast/limits.hpp"
 
 namespace shmcast::detail {
 
@@ -196,6 +197,10 @@ struct FrameHeader {
   std::int64_t count;  // confirmations: the client's subscriptions after the step
 };
 static_assert(sizeof(FrameHeader) == 24);
+
+/// The public Limits and their fixed-width copy in the control segment, both ways.
+[[nodiscard]] BusLimits to_bus_limits(const Limits& l) noexcept;
+[[nodiscard]] Limits to_limits(const BusLimits& l) noexcept;
 
 /// Bytes of the largest record a message can make: frame header + channel + payload.
 [[nodiscard]] constexpr std::uint64_t max_frame(const BusLimits& l) noexcept {
