@@ -7,12 +7,14 @@
 
 #include <atomic>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <string>
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "config.hpp"
 #include "coordinator.hpp"
 #include "shmcast/bus.hpp"
 #include "shmcast/error.hpp"
@@ -45,56 +47,50 @@ std::optional<gid_t> parse_group(const std::string& name) {
   throw shmcast::Error(shmcast::Errc::system, fmt::format("--group {}: no such group", name));
 }
 
-mode_t parse_mode(const std::string& mode) {
-  try {
-    std::size_t used = 0;
-    const unsigned long m = std::stoul(mode, &used, 8);
-    if (used == mode.size() && m <= 07777) return static_cast<mode_t>(m);
-  } catch (const std::exception&) {
-  }
-  throw shmcast::Error(shmcast::Errc::system,
-                       fmt::format("--mode {}: give octal permission bits, like 0660", mode));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
       "shmcastd: the coordinator of a shmcast bus. Runs in the foreground until SIGTERM or "
-      "SIGINT; keeps the channel/pattern registry in shared memory and reaps clients that die."};
-  std::string bus = shmcast::default_bus_name();
-  shmcast::Limits limits;
-  std::string mode = "0600";
-  std::string group;
-  app.add_option("--bus", bus,
-                 "Bus name, [A-Za-z0-9_.-]{1,64} (default: $SHMCAST_BUS, else 'default')");
-  app.add_option("--max-clients", limits.max_clients, "Clients attached at once")
-      ->capture_default_str();
-  app.add_option("--max-channel", limits.max_channel, "Bytes in a channel name")
-      ->capture_default_str();
-  app.add_option("--max-pattern", limits.max_pattern, "Bytes in a pattern")->capture_default_str();
-  app.add_option("--max-subscriptions", limits.max_subscriptions, "Channels + patterns per client")
-      ->capture_default_str();
-  app.add_option("--max-channels", limits.max_channels, "Channels with subscribers, bus-wide")
-      ->capture_default_str();
-  app.add_option("--max-patterns", limits.max_patterns, "Distinct patterns, bus-wide")
-      ->capture_default_str();
-  app.add_option("--max-total-subscriptions", limits.max_total_subscriptions,
-                 "Subscriptions, bus-wide")
-      ->capture_default_str();
-  app.add_option("--ring-bytes", limits.ring_bytes, "Each subscriber's ring, a power of two")
-      ->capture_default_str();
-  app.add_option("--max-payload", limits.max_payload, "Bytes in one message payload")
-      ->capture_default_str();
-  app.add_option("--mode", mode, "Octal mode of the bus's segments (never world-accessible)")
-      ->capture_default_str();
-  app.add_option("--group", group,
-                 "Group of the bus's segments, for a bus shared by several users");
-  CLI11_PARSE(app, argc, argv);
+      "SIGINT; keeps the channel/pattern registry in shared memory and reaps clients that die.\n"
+      "Each setting comes from its flag, else its environment variable, else the --config "
+      "file, else its default."};
+  shmcast::daemon::Config config;
+  // CLI11 only collects the flags as text: Config checks them, so a value is judged the same
+  // whichever layer gives it, and knows which layer that was.
+  std::map<std::string, std::string> flags;
+  for (const shmcast::daemon::Setting& s : config.settings()) {
+    app.add_option("--" + s.name, flags[s.name],
+                   fmt::format("{} (env {}, default '{}')", s.help, s.env, s.value));
+  }
+  std::string config_file;
+  app.add_option("--config", config_file, "File of 'name = value' lines, e.g. max-clients = 512");
+  bool print_config = false;
+  app.add_flag("--print-config", print_config,
+               "Print every setting's effective value and where it came from, then exit");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "shmcastd: {}\n", e.what());
+    return 1;
+  }
 
   try {
-    shmcast::check_bus_name(bus);
-    shmcast::daemon::Coordinator coordinator({bus, limits, parse_mode(mode), parse_group(group)});
+    if (!config_file.empty()) config.load_file(config_file);
+    config.load_env();
+    for (const auto& [name, value] : flags) {
+      if (app.get_option("--" + name)->count() > 0) config.set_from_command_line(name, value);
+    }
+    if (print_config) {
+      fmt::print("{}", config.describe());
+      return 0;
+    }
+
+    const std::string& bus = config.value("bus");
+    shmcast::daemon::Coordinator coordinator(
+        {bus, config.limits(), config.mode(), parse_group(config.value("group"))});
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, nullptr);
