@@ -7,7 +7,8 @@ bin=build/bin
 bus=${SHMCAST_DEMO_BUS:-demo}
 
 if ! "$bin/shm-stat" --bus "$bus" >/dev/null 2>&1; then
-  "$bin/shmcastd" --bus "$bus" 2>>"/tmp/shmcastd-$bus.log" &
+  # Its own log file, not our stdout: the coordinator outlives this script and its pipe.
+  "$bin/shmcastd" --bus "$bus" >>"/tmp/shmcastd-$bus.log" 2>&1 &
   for _ in $(seq 100); do "$bin/shm-stat" --bus "$bus" >/dev/null 2>&1 && break; sleep 0.05; done
 fi
 coordinator=$("$bin/shm-stat" --bus "$bus" --json | sed -n 's/.*"coordinator": *{ *"pid": *\([0-9]*\).*/\1/p')
