@@ -9,9 +9,12 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -62,6 +65,27 @@ inline int stop(pid_t pid, int sig = SIGTERM) {
   int status = 0;
   waitpid(pid, &status, 0);
   return status;
+}
+
+/// The whole content of a file ("" if it cannot be read).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// Runs shmcastd with `args` to its end; returns its exit status (-1 if it did not exit) and
+/// what it printed.
+inline std::pair<int, std::string> run_daemon(const std::vector<std::string>& args) {
+  static int counter = 0;
+  const std::string log = fmt::format("/tmp/shmcastd-run-{}-{}.log", getpid(), ++counter);
+  const pid_t pid = spawn("shmcastd", args, log);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::string out = read_file(log);
+  ::unlink(log.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 /// A coordinator for one test: started in the constructor (waits until the bus accepts

@@ -14,26 +14,9 @@ namespace shmcast {
 namespace {
 
 using test::Daemon;
+using test::run_daemon;
 using test::spawn;
 using test::unique_bus;
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// Runs shmcastd with `args` to its end; returns its exit status and what it printed.
-std::pair<int, std::string> run_daemon(const std::vector<std::string>& args) {
-  const std::string log = "/tmp/shmcastd-config-run-" + std::to_string(getpid()) + ".log";
-  const pid_t pid = spawn("shmcastd", args, log);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  std::string out = read_file(log);
-  ::unlink(log.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 
 // A config file for one test, removed when the test ends.
 class ConfigFile {

@@ -4,8 +4,6 @@
 #include <sys/stat.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "control.hpp"
 #include "integration/bus_fixture.hpp"
@@ -14,6 +12,7 @@ namespace shmcast {
 namespace {
 
 using test::Daemon;
+using test::run_daemon;
 using test::spawn;
 using test::unique_bus;
 
@@ -24,24 +23,6 @@ bool exists(const std::string& path) {
 
 std::string control_path(const std::string& bus) {
   return "/dev/shm/shmcast." + bus + ".ctl";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// Runs shmcastd with `args` to its end; returns its exit status and what it printed.
-std::pair<int, std::string> run_daemon(const std::vector<std::string>& args) {
-  const std::string log = "/tmp/shmcastd-run-" + std::to_string(getpid()) + ".log";
-  const pid_t pid = spawn("shmcastd", args, log);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  std::string out = read_file(log);
-  ::unlink(log.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 std::optional<Message> next_message(Subscriber& sub) {
