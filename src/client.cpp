@@ -292,20 +292,40 @@ struct PublisherCache {
   std::vector<std::unique_ptr<RingHandle>> rings;  // by client slot
   GlobCache globs;
   std::vector<Target> scratch;
+  // The route last published to, found without hashing when the next publish names the same
+  // channel (map nodes do not move; cleared with the map).
+  const std::string* last_name = nullptr;
+  Route* last_route = nullptr;
 };
 
 thread_local std::unordered_map<std::uint64_t, PublisherCache> t_publishers;
+// The cache last used by this thread, so a thread publishing on one bus skips the lookup.
+thread_local std::uint64_t t_last_id = 0;
+thread_local PublisherCache* t_last_cache = nullptr;
 
 constexpr std::size_t kMaxCachedRoutes = 65536;
 
 PublisherCache& publisher_cache(const BusState& state) {
+  if (t_last_cache != nullptr && t_last_id == state.id) [[likely]]
+    return *t_last_cache;
   auto [it, inserted] = t_publishers.try_emplace(state.id);
   if (inserted) {
     it->second.view = state.view;
     it->second.bus = state.name;
     it->second.rings.resize(state.view->limits().max_clients);
   }
+  t_last_id = state.id;
+  t_last_cache = &it->second;
   return it->second;
+}
+
+Route* cached_route(PublisherCache& cache, std::string_view channel) {
+  if (cache.last_route != nullptr && *cache.last_name == channel) return cache.last_route;
+  const auto it = cache.routes.find(channel);
+  if (it == cache.routes.end()) return nullptr;
+  cache.last_name = &it->first;
+  cache.last_route = &it->second;
+  return &it->second;
 }
 
 // The ring of `target`, mapped once per thread; null if it is gone (its client just left).
@@ -346,11 +366,49 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
   }
   // A replaced mapping may be referenced by other cached routes: forget them all. So does a
   // cache grown past its bound, so a publisher over endless channel names stays small.
-  if (replaced || cache.routes.size() >= kMaxCachedRoutes) cache.routes.clear();
-  Route& route = cache.routes[std::string(channel)];
+  if (replaced || cache.routes.size() >= kMaxCachedRoutes) {
+    cache.routes.clear();
+    cache.last_route = nullptr;
+  }
+  const auto slot = cache.routes.try_emplace(std::string(channel)).first;
+  Route& route = slot->second;
   route.version = consistent ? version : ~std::uint64_t{0};
   route.targets = std::move(targets);
+  cache.last_name = &slot->first;
+  cache.last_route = &route;
   return route;
+}
+
+[[noreturn, gnu::cold]] void refuse_publish(const Limits& limits, std::size_t channel,
+                                            std::size_t payload) {
+  if (channel > limits.max_channel) {
+    throw Error(
+        Errc::channel_too_long,
+        fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
+                    channel, limits.max_channel));
+  }
+  throw Error(
+      Errc::payload_too_large,
+      fmt::format("payload of {} bytes is over the bus limit of {} (shmcastd --max-payload)",
+                  payload, limits.max_payload));
+}
+
+// Writes one frame per target; out of line, so a publish that reaches nobody stays short.
+[[gnu::noinline]] std::size_t deliver(const Route& route, std::string_view channel,
+                                      std::span<const std::byte> payload) {
+  FrameHeader header{};
+  header.name_len = static_cast<std::uint32_t>(channel.size());
+  const std::span<const std::byte> parts[] = {
+      std::as_bytes(std::span<const FrameHeader, 1>(&header, 1)),
+      std::as_bytes(std::span<const char>(channel.data(), channel.size())), payload};
+  const std::uint32_t writer = current_pid();
+  std::size_t delivered = 0;
+  for (const RouteTarget& t : route.targets) {
+    header.kind = static_cast<std::uint8_t>(t.kind);
+    header.sid = t.sid;
+    if (t.ring->producer.try_write(parts, writer) == WriteStatus::ok) ++delivered;
+  }
+  return delivered;
 }
 
 }  // namespace
@@ -368,38 +426,17 @@ Bus Bus::connect(std::string_view name, ConnectOptions options) {
 
 std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> payload) {
   const detail::BusState& s = *state_;
-  if (channel.size() > s.limits.max_channel) {
-    throw Error(
-        Errc::channel_too_long,
-        fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
-                    channel.size(), s.limits.max_channel));
-  }
-  if (payload.size() > s.limits.max_payload) {
-    throw Error(
-        Errc::payload_too_large,
-        fmt::format("payload of {} bytes is over the bus limit of {} (shmcastd --max-payload)",
-                    payload.size(), s.limits.max_payload));
+  if (channel.size() > s.limits.max_channel || payload.size() > s.limits.max_payload) [[unlikely]] {
+    detail::refuse_publish(s.limits, channel.size(), payload.size());
   }
   detail::PublisherCache& cache = detail::publisher_cache(s);
   const std::uint64_t version =
       cache.view->header().routing_version.load(std::memory_order_acquire);
-  auto it = cache.routes.find(channel);
-  detail::Route* route = it != cache.routes.end() ? &it->second : nullptr;
+  detail::Route* route = detail::cached_route(cache, channel);
   if (route == nullptr || route->version != version) route = &detail::resolve(cache, channel);
 
-  detail::FrameHeader header{};
-  header.name_len = static_cast<std::uint32_t>(channel.size());
-  const std::span<const std::byte> parts[] = {
-      std::as_bytes(std::span<const detail::FrameHeader, 1>(&header, 1)),
-      std::as_bytes(std::span<const char>(channel.data(), channel.size())), payload};
-  const std::uint32_t writer = detail::current_pid();
-  std::size_t delivered = 0;
-  for (const detail::RouteTarget& t : route->targets) {
-    header.kind = static_cast<std::uint8_t>(t.kind);
-    header.sid = t.sid;
-    if (t.ring->producer.try_write(parts, writer) == detail::WriteStatus::ok) ++delivered;
-  }
-  return delivered;
+  if (route->targets.empty()) return 0;
+  return detail::deliver(*route, channel, payload);
 }
 
 std::vector<std::string> Bus::channels() const {

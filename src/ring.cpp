@@ -205,6 +205,7 @@ RingConsumer::RingConsumer(void* memory, std::size_t bytes, StallPolicy policy)
   if (policy_.writer_alive == nullptr) policy_.writer_alive = pid_alive;
   // Align a head inherited from shared memory; a corrupt value is resynchronised on first read.
   head_ &= ~std::uint64_t{kRecordAlign - 1};
+  tail_seen_ = head_;
 }
 
 RingConsumer::Next RingConsumer::next_record() noexcept {
@@ -213,8 +214,38 @@ RingConsumer::Next RingConsumer::next_record() noexcept {
     const std::uint64_t word = header_at(data_, i)->load(std::memory_order_acquire);
     const auto length = static_cast<std::int32_t>(static_cast<std::uint32_t>(word));
     const auto meta = static_cast<std::uint32_t>(word >> 32);
+    if (length > 0) {
+      // A committed header implies a tail past it (the writer claimed before it committed), so
+      // the tail seen last is reloaded only when the record runs past it: the consumer does not
+      // pull the producers' tail line on every record.
+      const std::uint64_t aligned = align_record(static_cast<std::uint64_t>(length));
+      if (aligned > tail_seen_ - head_) tail_seen_ = layout_->tail.load(std::memory_order_acquire);
+      const std::uint64_t claimed = tail_seen_ - head_;
+      if (claimed > capacity_) {  // the tail (or our head) is not where a ring can be
+        skip_to(tail_seen_, true);
+        return {ReadStatus::empty, false, 0, 0};
+      }
+      if (claimed == 0) {
+        // Garbage where nobody has claimed yet. Cleared only if still there: a producer that
+        // claims meanwhile overwrites it with its own header.
+        std::uint64_t garbage = word;
+        header_at(data_, i)->compare_exchange_strong(garbage, 0, std::memory_order_relaxed);
+        ++corrupt_;
+        layout_->corrupt.store(corrupt_, std::memory_order_relaxed);
+        return {ReadStatus::empty, false, 0, 0};
+      }
+      if (static_cast<std::uint64_t>(length) < kRecordHeader || aligned > capacity_ - i ||
+          aligned > claimed) {
+        skip_to(tail_seen_, true);
+        continue;
+      }
+      stall_pos_ = ~std::uint64_t{0};
+      return {ReadStatus::record, (meta & kPaddingFlag) != 0,
+              static_cast<std::size_t>(length) - kRecordHeader, static_cast<std::size_t>(aligned)};
+    }
     // Loaded after the header: a legitimately written header implies a tail past it.
     const std::uint64_t tail = layout_->tail.load(std::memory_order_acquire);
+    tail_seen_ = tail;
     if (tail == head_) {
       if (policy_.death_count != nullptr) {
         // Still empty after counting: any claim found stalled later was made after this count,
@@ -224,24 +255,13 @@ RingConsumer::Next RingConsumer::next_record() noexcept {
       }
       return {ReadStatus::empty, false, 0, 0};
     }
-    if (tail - head_ > capacity_) {  // the tail (or our head) is not where a ring can be
+    if (tail - head_ > capacity_) {
       skip_to(tail, true);
       return {ReadStatus::empty, false, 0, 0};
     }
-    if (length <= 0) {
-      const Next next = stalled(length, meta, tail);
-      if (next.status == ReadStatus::stalled) return next;
-      continue;  // a dead or stuck record was skipped: look at the next one
-    }
-    const std::uint64_t aligned = align_record(static_cast<std::uint64_t>(length));
-    if (static_cast<std::uint64_t>(length) < kRecordHeader || aligned > capacity_ - i ||
-        aligned > tail - head_) {
-      skip_to(tail, true);
-      continue;
-    }
-    stall_pos_ = ~std::uint64_t{0};
-    return {ReadStatus::record, (meta & kPaddingFlag) != 0,
-            static_cast<std::size_t>(length) - kRecordHeader, static_cast<std::size_t>(aligned)};
+    const Next next = stalled(length, meta, tail);
+    if (next.status == ReadStatus::stalled) return next;
+    // A dead or stuck record was skipped: look at the next one.
   }
 }
 
@@ -319,9 +339,10 @@ void RingConsumer::skip_to(std::uint64_t pos, bool corrupt) noexcept {
 }
 
 bool RingConsumer::ready() const noexcept {
+  // Only the header: polling the tail would take the producers' line away from them on every
+  // poll. A committed (or corrupt) header is for next_record() to check.
   const std::uint64_t word = header_at(data_, index(head_))->load(std::memory_order_seq_cst);
-  return static_cast<std::int32_t>(static_cast<std::uint32_t>(word)) > 0 &&
-         layout_->tail.load(std::memory_order_acquire) != head_;
+  return static_cast<std::int32_t>(static_cast<std::uint32_t>(word)) > 0;
 }
 
 bool RingConsumer::wait(std::chrono::nanoseconds timeout, std::uint32_t spins) noexcept {

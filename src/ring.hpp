@@ -190,6 +190,10 @@ class RingConsumer {
   /// committed at the head (or a stalled record needs handling), false on timeout.
   bool wait(std::chrono::nanoseconds timeout, std::uint32_t spins = 2000) noexcept;
 
+  /// Is there a committed record (or something for try_read to check) at the head? Reads the
+  /// head's header only: cheap to poll.
+  [[nodiscard]] bool ready() const noexcept;
+
   [[nodiscard]] std::uint64_t dropped() const noexcept {
     return layout_->dropped.load(std::memory_order_relaxed);
   }
@@ -218,12 +222,12 @@ class RingConsumer {
   Next stalled(std::int32_t length, std::uint32_t meta, std::uint64_t tail) noexcept;
   void consume(std::size_t aligned) noexcept;
   void skip_to(std::uint64_t pos, bool corrupt) noexcept;
-  [[nodiscard]] bool ready() const noexcept;
 
   RingLayout* layout_ = nullptr;
   std::byte* data_ = nullptr;
   std::uint64_t capacity_ = 0;
-  std::uint64_t head_ = 0;  // private copy: the shared one is only ever written from here
+  std::uint64_t head_ = 0;       // private copy: the shared one is only ever written from here
+  std::uint64_t tail_seen_ = 0;  // the tail as last loaded: records up to it need no new load
   std::uint64_t read_count_ = 0;
   std::uint64_t skipped_ = 0;
   std::uint64_t corrupt_ = 0;

@@ -167,21 +167,24 @@ class SubscriberState {
   }
 
   std::size_t listen(const std::function<bool(const MessageView&)>& handler,
-                     std::chrono::nanoseconds timeout) {
+                     std::chrono::nanoseconds timeout, bool spin) {
     const bool forever = timeout.count() < 0;
     std::size_t handled = 0;
     bool go_on = true;
-    auto deadline =
-        std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
+    // The clock is read only when the ring runs empty, not once per frame.
+    bool fresh = true;
+    std::chrono::steady_clock::time_point deadline;
     while (go_on) {
       if (next([&](const MessageView& v) {
             ++handled;
             go_on = handler(v);
           })) {
-        if (!forever) deadline = std::chrono::steady_clock::now() + timeout;
+        fresh = true;
         continue;
       }
-      if (!wait_until(forever, deadline, false)) break;
+      if (fresh && !forever) deadline = std::chrono::steady_clock::now() + timeout;
+      fresh = false;
+      if (!wait_until(forever, deadline, spin)) break;
     }
     return handled;
   }
@@ -199,7 +202,9 @@ class SubscriberState {
     const auto now = std::chrono::steady_clock::now();
     if (!forever && now >= deadline) return false;
     if (spin) {
-      cpu_relax();
+      // Polls the head's header only, which costs no shared line of the producers'; next()
+      // looks at the tail between rounds, for a record whose writer stalled.
+      for (int n = 0; n < 256 && !consumer_.ready(); ++n) cpu_relax();
     } else {
       consumer_.wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
     }
@@ -267,15 +272,15 @@ class SubscriberState {
     switch (static_cast<FrameKind>(h.kind)) {
       case FrameKind::message:
       case FrameKind::pmessage: {
-        const auto it = active_.find(h.sid);
+        const Active* active = find_active(h.sid);
         // A publisher that read the registry just before an unsubscribe may still write; the
         // subscription it names is gone from the stream, so the record is dropped here.
-        if (it == active_.end() ||
-            it->second.pattern != (h.kind == static_cast<std::uint8_t>(FrameKind::pmessage))) {
+        if (active == nullptr ||
+            active->pattern != (h.kind == static_cast<std::uint8_t>(FrameKind::pmessage))) {
           return std::nullopt;
         }
-        m.kind = it->second.pattern ? Kind::pmessage : Kind::message;
-        if (it->second.pattern) m.pattern = it->second.name;
+        m.kind = active->pattern ? Kind::pmessage : Kind::message;
+        if (active->pattern) m.pattern = active->name;
         m.channel = name;
         m.payload = rest;
         return m;
@@ -292,7 +297,10 @@ class SubscriberState {
       }
       case FrameKind::unsubscribe:
       case FrameKind::punsubscribe:
-        if (h.sid != 0) active_.erase(h.sid);
+        if (h.sid != 0) {
+          active_.erase(h.sid);
+          hot_ = nullptr;
+        }
         m.kind = h.kind == static_cast<std::uint8_t>(FrameKind::punsubscribe) ? Kind::punsubscribe
                                                                               : Kind::unsubscribe;
         m.has_name = (h.flags & kFrameNil) == 0;
@@ -304,6 +312,18 @@ class SubscriberState {
     return m;
   }
 
+  // The subscription of the last message, found without a lookup when the next one has the
+  // same (the common case: a stream of one channel).
+  const Active* find_active(std::uint32_t sid) {
+    if (hot_ == nullptr || sid != hot_sid_) {
+      const auto it = active_.find(sid);
+      if (it == active_.end()) return nullptr;
+      hot_sid_ = sid;
+      hot_ = &it->second;
+    }
+    return hot_;
+  }
+
   std::shared_ptr<BusState> bus_;
   ClientLink link_;
   Segment ring_;
@@ -313,6 +333,8 @@ class SubscriberState {
   std::unordered_map<std::string, std::uint32_t> patterns_;
   std::unordered_map<std::uint32_t, Active> active_;  // subscriptions in force at the read position
   std::unordered_set<std::uint32_t> cancelled_;       // confirmed in the stream, refused after
+  std::uint32_t hot_sid_ = 0;
+  const Active* hot_ = nullptr;  // active_[hot_sid_], or null; erasing from active_ clears it
   std::uint32_t next_sid_ = 0;
   std::uint64_t seen_dropped_ = 0;
   bool gap_pending_ = false;
@@ -349,8 +371,8 @@ std::optional<Message> Subscriber::try_receive() {
   return state_->try_receive();
 }
 std::size_t Subscriber::listen(const std::function<bool(const MessageView&)>& handler,
-                               std::chrono::nanoseconds timeout) {
-  return state_->listen(handler, timeout);
+                               std::chrono::nanoseconds timeout, bool spin) {
+  return state_->listen(handler, timeout, spin);
 }
 std::size_t Subscriber::subscription_count() const {
   return state_->count();

@@ -62,9 +62,11 @@ class Subscriber {
 
   /// The callback loop: calls `handler` for every frame, without copying it, until the handler
   /// returns false or `timeout` passes with no frame (negative: no limit). Returns the number
-  /// of frames handled. The handler must not call this subscriber's other members.
+  /// of frames handled. The handler must not call this subscriber's other members. `spin`
+  /// busy-polls between frames instead of sleeping, as in receive().
   std::size_t listen(const std::function<bool(const MessageView&)>& handler,
-                     std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1));
+                     std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1),
+                     bool spin = false);
 
   /// Channels + patterns held now.
   [[nodiscard]] std::size_t subscription_count() const;
