@@ -286,7 +286,8 @@ struct NameHash {
 };
 
 struct PublisherCache {
-  std::shared_ptr<ControlView> view;  // keeps the mapping alive as long as the cache
+  std::weak_ptr<const BusState> owner;  // expired once every copy of its Bus is gone
+  std::shared_ptr<ControlView> view;    // keeps the mapping alive as long as the cache
   std::string bus;
   std::unordered_map<std::string, Route, NameHash, std::equal_to<>> routes;
   std::vector<std::unique_ptr<RingHandle>> rings;  // by client slot
@@ -305,11 +306,17 @@ thread_local PublisherCache* t_last_cache = nullptr;
 
 constexpr std::size_t kMaxCachedRoutes = 65536;
 
-PublisherCache& publisher_cache(const BusState& state) {
+PublisherCache& publisher_cache(const std::shared_ptr<BusState>& owner) {
+  const BusState& state = *owner;
   if (t_last_cache != nullptr && t_last_id == state.id) [[likely]]
     return *t_last_cache;
-  auto [it, inserted] = t_publishers.try_emplace(state.id);
-  if (inserted) {
+  auto it = t_publishers.find(state.id);
+  if (it == t_publishers.end()) {
+    // The caches of buses closed since are dropped here, with their ring mappings: a thread
+    // that opens a Bus per task does not keep every bus it ever used mapped.
+    std::erase_if(t_publishers, [](const auto& entry) { return entry.second.owner.expired(); });
+    it = t_publishers.try_emplace(state.id).first;
+    it->second.owner = owner;
     it->second.view = state.view;
     it->second.bus = state.name;
     it->second.rings.resize(state.view->limits().max_clients);
@@ -429,7 +436,7 @@ std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> pa
   if (channel.size() > s.limits.max_channel || payload.size() > s.limits.max_payload) [[unlikely]] {
     detail::refuse_publish(s.limits, channel.size(), payload.size());
   }
-  detail::PublisherCache& cache = detail::publisher_cache(s);
+  detail::PublisherCache& cache = detail::publisher_cache(state_);
   const std::uint64_t version =
       cache.view->header().routing_version.load(std::memory_order_acquire);
   detail::Route* route = detail::cached_route(cache, channel);

@@ -4,6 +4,8 @@
 
 #include <array>
 #include <atomic>
+#include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -25,7 +27,8 @@ TEST(PublishThreads, FourThreadsOnOneBusKeepTheirOrder) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      for (int i = 0; i < kEach; ++i) delivered += bus.publish("t", std::to_string(t) + ":" + std::to_string(i));
+      for (int i = 0; i < kEach; ++i)
+        delivered += bus.publish("t", std::to_string(t) + ":" + std::to_string(i));
     });
   }
   for (auto& th : threads) th.join();
@@ -46,6 +49,38 @@ TEST(PublishThreads, FourThreadsOnOneBusKeepTheirOrder) {
   EXPECT_EQ(received, kThreads * kEach);
   EXPECT_EQ(out_of_order, 0);
   EXPECT_EQ(sub.dropped(), 0U);
+}
+
+// Segments of `bus` mapped into this process now.
+int mapped_segments(const std::string& bus) {
+  std::ifstream maps("/proc/self/maps");
+  const std::string needle = "/shmcast." + bus + ".";
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) n += line.find(needle) != std::string::npos;
+  return n;
+}
+
+// A thread that opens a Bus per task keeps only the buses still open mapped, not every one it
+// published through.
+TEST(PublishThreads, ClosedBusesDoNotStayMapped) {
+  test::Daemon daemon(test::unique_bus("remap"));
+  Bus listener = Bus::connect(daemon.bus());
+  Subscriber sub = listener.subscriber();
+  sub.subscribe({"t"});
+  ASSERT_TRUE(sub.receive(std::chrono::seconds(5)).has_value());
+  const int before = mapped_segments(daemon.bus());
+  for (int i = 0; i < 200; ++i) {
+    Bus bus = Bus::connect(daemon.bus());
+    ASSERT_EQ(bus.publish("t", std::to_string(i)), 1U);
+  }
+  // The last closed bus's cache stays until the next bus is opened: its control segment and the
+  // subscriber's ring.
+  EXPECT_LE(mapped_segments(daemon.bus()), before + 2);
+  for (int i = 0; i < 200; ++i) {
+    const auto m = sub.receive(std::chrono::seconds(5));
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(m->payload, std::to_string(i));
+  }
 }
 
 }  // namespace
