@@ -308,7 +308,11 @@ void run_subscriber(const Options& opt, const Scenario& sc, Slot& slot, int inde
     const std::uint64_t stamp = stamp_of(m.payload);
     ++read;
     if (lockstep) slot.control.consumed.store(read, std::memory_order_release);
-    if (slot.in_window(stamp) && slot.result.received++ % every == 0) {
+    // Read after the window closed, a message was queued while the clock ran but not delivered
+    // in it: counting it would credit the ring's backlog to the window. The window's end is
+    // stored once it has passed, so a stored end means "read after it", without a clock read.
+    if (slot.in_window(stamp) && slot.control.window_end.load(std::memory_order_acquire) == 0 &&
+        slot.result.received++ % every == 0) {
       slot.sample(now_ns() - stamp);
     }
     return !slot.stopped();
