@@ -1,0 +1,144 @@
+// The programs bench/compare.sh puts next to shmcast-bench: redis-bench-pubsub against a private
+// redis-server, and uds-bench with its own fan-out server. Short runs only: a timed run must
+// deliver something, and a --count run must deliver every message exactly once per subscriber.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "integration/run_command.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using shmcast::test::Command;
+using shmcast::test::join;
+using shmcast::test::run;
+
+std::string program(const std::string& name) {
+  return std::string(SHMCAST_BIN_DIR) + "/" + name;
+}
+
+bool redis_installed() {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path != nullptr ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    if (!dir.empty() && ::access((dir + "/redis-server").c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+// The integer after "name": in a JSON report, if there is one.
+std::optional<std::uint64_t> json_field(const std::string& json, const std::string& name) {
+  std::smatch m;
+  if (!std::regex_search(json, m, std::regex("\"" + name + "\":([0-9]+)"))) return std::nullopt;
+  return std::stoull(m[1].str());
+}
+
+// A private redis-server on a unix socket, with nothing written to disk and no pub/sub
+// output-buffer limit (as bench/compare.sh starts it), stopped by its pid.
+class RedisServer {
+ public:
+  RedisServer() : socket_(fmt::format("/tmp/shmcast-compare-test-{}.sock", getpid())) {
+    server_ = std::make_unique<Command>(std::vector<std::string>{
+        "redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm", "700", "--save",
+        "", "--appendonly", "no", "--client-output-buffer-limit", "pubsub 0 0 0"});
+    server_->close_stdin();
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    socket_.copy(address.sun_path, sizeof address.sun_path - 1);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+      ::close(fd);
+      if (up) return;
+      std::this_thread::sleep_for(10ms);
+    }
+    throw std::runtime_error("redis-server did not start: " + server_->out());
+  }
+  ~RedisServer() {
+    server_->signal(SIGTERM);
+    (void)server_->wait(10s);
+    ::unlink(socket_.c_str());
+  }
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  [[nodiscard]] const std::string& socket() const { return socket_; }
+
+ private:
+  std::string socket_;
+  std::unique_ptr<Command> server_;
+};
+
+// Runs a benchmark with --json; returns its report, after checking it succeeded.
+std::string report(std::vector<std::string> argv) {
+  argv.emplace_back("--json");
+  const auto r = run(argv);
+  EXPECT_EQ(r.status, 0) << join(argv) << "\n" << r.err;
+  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "not one JSON line: " << r.out;
+  return r.out;
+}
+
+TEST(RedisBenchPubsub, TimedRunDelivers) {
+  if (!redis_installed()) GTEST_SKIP() << "redis-server not installed";
+  RedisServer redis;
+  const std::string json = report({program("redis-bench-pubsub"), "--socket", redis.socket(),
+                                   "--scenario", "single", "--seconds", "0.2"});
+  EXPECT_GT(json_field(json, "received").value_or(0), 0U) << json;
+  EXPECT_GT(json_field(json, "publishes_per_s").value_or(0), 0U) << json;
+  EXPECT_GT(json_field(json, "p50").value_or(0), 0U) << json;
+}
+
+TEST(RedisBenchPubsub, CountRunDeliversEveryMessageToEverySubscriber) {
+  if (!redis_installed()) GTEST_SKIP() << "redis-server not installed";
+  RedisServer redis;
+  const std::string json =
+      report({program("redis-bench-pubsub"), "--socket", redis.socket(), "--scenario", "fanout-10",
+              "--subscribers", "3", "--publishers", "2", "--count", "500", "--pipeline", "16"});
+  EXPECT_EQ(json_field(json, "expected"), 3000U) << json;
+  EXPECT_EQ(json_field(json, "received"), 3000U) << json;
+}
+
+TEST(UdsBench, TimedRunDelivers) {
+  const std::string json =
+      report({program("uds-bench"), "--scenario", "single", "--seconds", "0.2"});
+  EXPECT_GT(json_field(json, "received").value_or(0), 0U) << json;
+  EXPECT_GT(json_field(json, "p50").value_or(0), 0U) << json;
+}
+
+TEST(UdsBench, CountRunDeliversEveryMessageToEverySubscriber) {
+  const std::string json = report(
+      {program("uds-bench"), "--scenario", "fanout-10", "--publishers", "2", "--count", "1000"});
+  EXPECT_EQ(json_field(json, "expected"), 20000U) << json;
+  EXPECT_EQ(json_field(json, "received"), 20000U) << json;
+}
+
+TEST(UdsBench, PingPongMeasuresRoundTrips) {
+  const std::string json =
+      report({program("uds-bench"), "--scenario", "pingpong-block", "--seconds", "0.2"});
+  EXPECT_GT(json_field(json, "received").value_or(0), 0U) << json;
+}
+
+TEST(UdsBench, RefusesAnUnknownScenario) {
+  const auto r = run({program("uds-bench"), "--scenario", "channels-100k"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("unknown scenario"), std::string::npos) << r.err;
+}
+
+}  // namespace
