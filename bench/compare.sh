@@ -147,10 +147,10 @@ cell() {
 ratio() {  # kind, shmcast value, other value
   if [[ -z $2 || -z $3 ]] || awk -v a="$2" -v b="$3" 'BEGIN { exit !(a == 0 || b == 0) }'; then
     echo "-"
-  elif [[ $1 == rate ]]; then
-    awk -v a="$2" -v b="$3" 'BEGIN { printf("%.1fx\n", a / b) }'
   else
-    awk -v a="$2" -v b="$3" 'BEGIN { printf("%.1fx\n", b / a) }'
+    awk -v a="$2" -v b="$3" -v kind="$1" 'BEGIN {
+      r = kind == "rate" ? a / b : b / a
+      printf(r >= 10 ? "%.0fx\n" : r >= 1 ? "%.1fx\n" : "%.2gx\n", r) }'
   fi
 }
 
