@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sched.h>
 
+#include <cerrno>
 #include <chrono>
 #include <memory>
 #include <sstream>
@@ -48,12 +49,13 @@ class Connection {
     const auto deadline = Clock::now() + kConnectTimeout;
     for (;;) {
       ctx_ = redisConnectUnixNonBlock(socket.c_str());
+      const int err = errno;
       if (ctx_ == nullptr) throw std::bad_alloc();
       if (ctx_->err == 0) return;
       const std::string why = ctx_->errstr;
       redisFree(ctx_);
       ctx_ = nullptr;
-      if (Clock::now() > deadline) {
+      if (err != EAGAIN || Clock::now() > deadline) {
         throw std::runtime_error(
             fmt::format("cannot connect to redis-server at {}: {}; start it with --unixsocket {}",
                         socket, why, socket));
