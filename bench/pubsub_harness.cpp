@@ -295,7 +295,7 @@ void run_publisher(const Run& run, Slot& slot, int ready_fd) {
   ChildResult& result = slot.result();
   std::uint64_t sent = 0;
   std::uint64_t room = 0;
-  while (count == 0 || sent < count) {
+  while ((count == 0 || sent < count) && !slot.stopped()) {
     if (room == 0 && (room = slot.room(limit)) == 0) break;
     std::uint64_t n = std::min(batch, room);
     if (count != 0) n = std::min(n, count - sent);
