@@ -59,9 +59,9 @@ TEST(Install, ConsumerProjectFindsLinksAndRunsTheInstalledPackage) {
           log),
       0)
       << read_file(log);
-  for (const char* file :
-       {"bin/shmcastd", "bin/shmcast", "bin/shm-stat", "include/shmcast/shmcast.hpp",
-        "lib/cmake/shmcast/shmcastConfig.cmake", "lib/systemd/system/shmcastd@.service"}) {
+  for (const char* file : {"bin/shmcastd", "bin/shmcast", "bin/shm-stat", "bin/shmcast-bridge",
+                           "include/shmcast/shmcast.hpp", "lib/cmake/shmcast/shmcastConfig.cmake",
+                           "lib/systemd/system/shmcastd@.service"}) {
     EXPECT_TRUE(fs::exists(prefix / file)) << file;
   }
 

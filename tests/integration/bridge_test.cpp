@@ -1,0 +1,687 @@
+// Tests of shmcast-bridge: its URL parser and echo rule on their own, then the program itself
+// between real shmcastd processes and a private redis-server on a unix socket in a temporary
+// directory, which the tests start, kill and restart by pid.
+
+#include <hiredis/hiredis.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "bridge.hpp"
+#include "integration/bus_fixture.hpp"
+#include "integration/run_command.hpp"
+
+namespace shmcast::test {
+namespace {
+
+using namespace std::chrono_literals;
+using bridge::EchoFilter;
+using bridge::parse_redis_url;
+using Clock = std::chrono::steady_clock;
+
+// ---- the URL parser ---------------------------------------------------------------------------
+
+TEST(BridgeUrl, AcceptsTcpAndUnixForms) {
+  const auto plain = parse_redis_url("redis://10.0.0.5:6380");
+  EXPECT_EQ(plain.host, "10.0.0.5");
+  EXPECT_EQ(plain.port, 6380);
+  EXPECT_EQ(plain.password, "");
+  EXPECT_EQ(plain.socket_path, "");
+  EXPECT_EQ(plain.display(), "redis://10.0.0.5:6380");
+
+  const auto secret = parse_redis_url("redis://:p@ss:w@rd@redis.example:7000");
+  EXPECT_EQ(secret.host, "redis.example");
+  EXPECT_EQ(secret.port, 7000);
+  EXPECT_EQ(secret.user, "");
+  EXPECT_EQ(secret.password, "p@ss:w@rd");
+  EXPECT_EQ(secret.display(), "redis://redis.example:7000");
+
+  const auto user = parse_redis_url("redis://alice:pw@h");
+  EXPECT_EQ(user.user, "alice");
+  EXPECT_EQ(user.password, "pw");
+  EXPECT_EQ(user.port, 6379);
+
+  const auto ipv6 = parse_redis_url("redis://[::1]:6379");
+  EXPECT_EQ(ipv6.host, "::1");
+  EXPECT_EQ(ipv6.display(), "redis://[::1]:6379");
+
+  const auto unix_socket = parse_redis_url("unix:///run/redis/redis.sock");
+  EXPECT_EQ(unix_socket.socket_path, "/run/redis/redis.sock");
+  EXPECT_EQ(unix_socket.host, "");
+  EXPECT_EQ(unix_socket.display(), "unix:///run/redis/redis.sock");
+}
+
+TEST(BridgeUrl, RefusesWhatItCannotUseWithTheReason) {
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"http://h:1", "unknown scheme"},
+      {"h:6379", "unknown scheme"},
+      {"unix://relative.sock", "must be absolute"},
+      {"redis://", "no host"},
+      {"redis://:6379", "no host"},
+      {"redis://h:0", "not a number from 1 to 65535"},
+      {"redis://h:65536", "not a number from 1 to 65535"},
+      {"redis://h:12ab", "not a number from 1 to 65535"},
+      {"redis://h:", "not a number from 1 to 65535"},
+      {"redis://secret@h:1", "put the password after a colon"},
+      {"redis://:@h:1", "the password is empty"},
+      {"redis://h:1/0", "a path or database has no meaning"},
+      {"redis://::1:6379", "put an IPv6 address in brackets"},
+      {"redis://[::1", "no ']'"},
+  };
+  for (const auto& [url, reason] : cases) {
+    try {
+      (void)parse_redis_url(url);
+      ADD_FAILURE() << url << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(reason), std::string::npos) << url << ": " << message;
+      EXPECT_NE(message.find("'" + url + "'"), std::string::npos) << message;
+      EXPECT_NE(message.find("unix:///path/to/socket"), std::string::npos) << message;
+    }
+  }
+}
+
+// ---- the echo rule ----------------------------------------------------------------------------
+
+TEST(BridgeEchoFilter, DropsOwnMessagesInOrderAndDeliversOthers) {
+  EchoFilter filter(100, 10s);
+  const auto now = Clock::now();
+  filter.expect("ch", "one", now);
+  filter.expect("ch", "two", now);
+  // Someone else's message in between is not ours.
+  EXPECT_FALSE(filter.consume("ch", "other", now));
+  // The same bytes on another channel are another message.
+  EXPECT_FALSE(filter.consume("ch2", "one", now));
+  EXPECT_TRUE(filter.consume("ch", "one", now));
+  EXPECT_TRUE(filter.consume("ch", "two", now));
+  EXPECT_FALSE(filter.consume("ch", "two", now));
+  EXPECT_EQ(filter.size(), 0U);
+}
+
+TEST(BridgeEchoFilter, IdenticalContentFromOthersIsDeliveredAsOftenAsPublished) {
+  EchoFilter filter(100, 10s);
+  const auto now = Clock::now();
+  filter.expect("ch", "same", now);
+  // Three copies arrive: one is ours, whichever it is; two are delivered.
+  int delivered = 0;
+  for (int i = 0; i < 3; ++i) delivered += filter.consume("ch", "same", now) ? 0 : 1;
+  EXPECT_EQ(delivered, 2);
+}
+
+TEST(BridgeEchoFilter, OnlyLostEntriesArePassedOver) {
+  EchoFilter filter(100, 10s);
+  const auto now = Clock::now();
+  filter.expect("ch", "a", now);
+  filter.expect("ch", "b", now);
+  // Without a loss, "a" must come back first: "b" before it is someone else's.
+  EXPECT_FALSE(filter.consume("ch", "b", now));
+  EXPECT_EQ(filter.size(), 2U);
+  // After a loss, "a" may never come: "b" passes over it.
+  filter.mark_lost();
+  filter.expect("ch", "c", now);
+  filter.expect("ch", "d", now);
+  EXPECT_TRUE(filter.consume("ch", "b", now));
+  EXPECT_EQ(filter.size(), 2U);
+  // "c" came after the loss: it is not passed over.
+  EXPECT_FALSE(filter.consume("ch", "d", now));
+  EXPECT_TRUE(filter.consume("ch", "c", now));
+  EXPECT_TRUE(filter.consume("ch", "d", now));
+}
+
+TEST(BridgeEchoFilter, InactiveExpiredAndOverflowingEntriesAreForgotten) {
+  EchoFilter filter(2, 1s);
+  const auto now = Clock::now();
+  filter.reset(false);
+  filter.expect("ch", "a", now);
+  EXPECT_EQ(filter.size(), 0U);
+  filter.reset(true);
+
+  filter.expect("ch", "old", now);
+  EXPECT_FALSE(filter.consume("ch", "old", now + 2s));
+  EXPECT_EQ(filter.size(), 0U);
+
+  filter.expect("ch", "1", now);
+  filter.expect("ch", "2", now);
+  filter.expect("ch", "3", now);
+  EXPECT_EQ(filter.size(), 2U);
+  EXPECT_FALSE(filter.consume("ch", "1", now));
+  EXPECT_TRUE(filter.consume("ch", "2", now));
+  EXPECT_TRUE(filter.consume("ch", "3", now));
+}
+
+// ---- the program ------------------------------------------------------------------------------
+
+bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path != nullptr ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    if (!dir.empty() && ::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+bool redis_available() {
+  return on_path("redis-server") && on_path("redis-cli");
+}
+
+// A directory of its own under /tmp, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string name = fmt::format("/tmp/shmcast-bridge-test-{}-XXXXXX", getpid());
+    if (::mkdtemp(name.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = name;
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A hiredis connection for the test's own Redis publishers and subscribers.
+class RedisClient {
+ public:
+  explicit RedisClient(const std::string& socket) : c_(redisConnectUnix(socket.c_str())) {
+    if (c_ == nullptr || c_->err != 0) {
+      const std::string why = c_ != nullptr ? c_->errstr : "out of memory";
+      if (c_ != nullptr) redisFree(c_);
+      throw std::runtime_error("cannot connect to " + socket + ": " + why);
+    }
+  }
+  ~RedisClient() { redisFree(c_); }
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  /// Sends a command without waiting for its reply.
+  void send(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lengths.push_back(a.size());
+    }
+    ASSERT_EQ(
+        redisAppendCommandArgv(c_, static_cast<int>(argv.size()), argv.data(), lengths.data()),
+        REDIS_OK);
+    int done = 0;
+    while (done == 0) ASSERT_EQ(redisBufferWrite(c_, &done), REDIS_OK);
+  }
+  /// The next reply flattened into strings (an integer as its digits), or nullopt if none
+  /// comes within `timeout`.
+  std::optional<std::vector<std::string>> next(std::chrono::milliseconds timeout = 5s) {
+    void* raw = nullptr;
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      if (redisGetReplyFromReader(c_, &raw) != REDIS_OK) return std::nullopt;
+      if (raw != nullptr) break;
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{c_->fd, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) > 0 && redisBufferRead(c_) != REDIS_OK) {
+        return std::nullopt;
+      }
+    }
+    auto* reply = static_cast<redisReply*>(raw);
+    std::vector<std::string> out;
+    const auto flatten = [&out](const redisReply* r) {
+      if (r->type == REDIS_REPLY_INTEGER) {
+        out.push_back(std::to_string(r->integer));
+      } else if (r->str != nullptr) {
+        out.emplace_back(r->str, r->len);
+      } else {
+        out.emplace_back();
+      }
+    };
+    if (reply->type == REDIS_REPLY_ARRAY) {
+      for (std::size_t i = 0; i < reply->elements; ++i) flatten(reply->element[i]);
+    } else {
+      flatten(reply);
+    }
+    freeReplyObject(reply);
+    return out;
+  }
+  /// Runs a command and returns its reply.
+  std::vector<std::string> call(const std::vector<std::string>& args) {
+    send(args);
+    auto reply = next();
+    if (!reply) throw std::runtime_error("no reply from redis-server");
+    return *reply;
+  }
+
+ private:
+  redisContext* c_;
+};
+
+// A private redis-server on a unix socket, with nothing written to disk, stopped by its pid. It
+// can be killed and started again on the same socket.
+class RedisServer {
+ public:
+  explicit RedisServer(std::string socket) : socket_(std::move(socket)) { start(); }
+  ~RedisServer() {
+    server_.reset();
+    ::unlink(socket_.c_str());
+  }
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  void start() {
+    server_ = std::make_unique<Command>(
+        std::vector<std::string>{"redis-server", "--port", "0", "--unixsocket", socket_,
+                                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no"});
+    server_->close_stdin();
+    const auto deadline = Clock::now() + 10s;
+    while (Clock::now() < deadline) {
+      try {
+        RedisClient probe(socket_);
+        if (probe.call({"PING"}) == std::vector<std::string>{"PONG"}) return;
+      } catch (const std::runtime_error&) {
+        std::this_thread::sleep_for(10ms);
+      }
+    }
+    throw std::runtime_error("redis-server did not start: " + server_->out());
+  }
+  void kill_now() {
+    server_->signal(SIGKILL);
+    EXPECT_EQ(server_->wait(10s), 128 + SIGKILL);
+    server_.reset();
+  }
+
+  [[nodiscard]] const std::string& socket() const { return socket_; }
+  [[nodiscard]] std::string url() const { return "unix://" + socket_; }
+
+ private:
+  std::string socket_;
+  std::unique_ptr<Command> server_;
+};
+
+// The value of `key` in a JSON line of --stats: a number, or a string without its quotes.
+std::string field(std::string_view json, std::string_view key) {
+  const std::string needle = fmt::format("\"{}\":", key);
+  const auto at = json.find(needle);
+  if (at == std::string_view::npos) return {};
+  auto value = json.substr(at + needle.size());
+  value = value.substr(0, value.find_first_of(",}"));
+  if (value.starts_with('"')) value = value.substr(1, value.size() - 2);
+  return std::string(value);
+}
+
+// shmcast-bridge with --stats every 20 ms, stopped with SIGTERM by its pid.
+class BridgeProcess {
+ public:
+  BridgeProcess(const std::string& bus, const std::string& url, std::vector<std::string> args)
+      : command_(make_argv(bus, url, std::move(args))) {
+    command_.close_stdin();
+  }
+
+  /// The last complete --stats line.
+  std::string stats() const {
+    const std::string& out = command_.out();
+    const auto end = out.rfind('\n');
+    if (end == std::string::npos) return {};
+    const auto begin = out.rfind('\n', end - 1);
+    return out.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin + 1));
+  }
+  std::uint64_t counter(std::string_view key) const {
+    return std::strtoull(field(stats(), key).c_str(), nullptr, 10);
+  }
+  /// Waits until the last --stats line satisfies `done`.
+  bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
+    return command_.pump_until(done, timeout);
+  }
+  bool wait_connected() {
+    return wait_for([&] { return field(stats(), "state") == "connected"; });
+  }
+  /// Stops it with SIGTERM and checks a clean exit with the final counters.
+  void finish() {
+    command_.signal(SIGTERM);
+    EXPECT_EQ(command_.wait(10s), 0) << command_.err();
+    EXPECT_EQ(field(stats(), "state"), "stopped") << command_.out();
+    EXPECT_NE(command_.err().find("shmcast-bridge: stopped: state=stopped"), std::string::npos)
+        << command_.err();
+  }
+  [[nodiscard]] const std::string& log() const { return command_.err(); }
+
+ private:
+  static std::vector<std::string> make_argv(const std::string& bus, const std::string& url,
+                                            std::vector<std::string> args) {
+    std::vector<std::string> argv{bin_dir() + "/shmcast-bridge",
+                                  "--bus",
+                                  bus,
+                                  "--redis",
+                                  url,
+                                  "--stats",
+                                  "--stats-interval",
+                                  "0.02"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  Command command_;
+};
+
+// Waits for the next message frame of `sub`, skipping confirmations.
+std::optional<Message> next_message(Subscriber& sub, std::chrono::milliseconds timeout = 5s) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    auto m = sub.receive(100ms);
+    if (m && (m->kind == Kind::message || m->kind == Kind::pmessage)) return m;
+  }
+  return std::nullopt;
+}
+
+class BridgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!redis_available()) GTEST_SKIP() << "redis-server / redis-cli not installed";
+    redis_ = std::make_unique<RedisServer>(dir_.path() + "/redis.sock");
+  }
+
+  TempDir dir_;
+  std::unique_ptr<RedisServer> redis_;
+};
+
+const std::string kBinary("bin\0\xff\x01\r\n end", 12);
+
+TEST_F(BridgeTest, RedisPublishReachesALocalSubscriberByteForByte) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.psubscribe({"*"});
+  BridgeProcess bridge(daemon.bus(), redis_->url(), {"--in", "r.*", "--in", "r.1"});
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+
+  // Redis counts one delivery per matching pattern of the bridge; the bus gets the message once.
+  const Result published = run({"redis-cli", "-s", redis_->socket(), "publish", "r.1", "hello"});
+  EXPECT_EQ(published.out, "2\n") << published.err;
+  RedisClient publisher(redis_->socket());
+  EXPECT_EQ(publisher.call({"PUBLISH", "r.2", kBinary}), std::vector<std::string>{"1"});
+  EXPECT_EQ(publisher.call({"PUBLISH", "other", "not forwarded"}), std::vector<std::string>{"0"});
+  EXPECT_EQ(publisher.call({"PUBLISH", "r.3", ""}), std::vector<std::string>{"1"});
+
+  const std::vector<std::pair<std::string, std::string>> expected{
+      {"r.1", "hello"}, {"r.2", kBinary}, {"r.3", ""}};
+  for (const auto& [channel, payload] : expected) {
+    const auto m = next_message(sub);
+    ASSERT_TRUE(m) << "no message on " << channel;
+    EXPECT_EQ(m->channel, channel);
+    EXPECT_EQ(m->payload, payload);
+  }
+  EXPECT_FALSE(next_message(sub, 300ms));
+  ASSERT_TRUE(bridge.wait_for([&] { return bridge.counter("forwarded_in") == 3; }));
+  bridge.finish();
+  EXPECT_EQ(bridge.counter("forwarded_in"), 3U);
+  EXPECT_EQ(bridge.counter("forwarded_out"), 0U);
+  EXPECT_EQ(bridge.counter("reconnects"), 0U);
+}
+
+TEST_F(BridgeTest, LocalPublishReachesRedisSubscribersInOrder) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  RedisClient subscriber(redis_->socket());
+  subscriber.send({"PSUBSCRIBE", "*"});
+  ASSERT_EQ(subscriber.next(), (std::vector<std::string>{"psubscribe", "*", "1"}));
+  Command cli({"redis-cli", "-s", redis_->socket(), "subscribe", "l.text"});
+  cli.close_stdin();
+  ASSERT_TRUE(cli.read_until_text("subscribe\nl.text\n1\n")) << cli.err();
+  BridgeProcess bridge(daemon.bus(), redis_->url(), {"--out", "l.*", "--out", "l.text"});
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+
+  // The bridge's own subscriber counts among the deliveries, once per matching pattern; Redis
+  // gets the message once.
+  EXPECT_EQ(bus.publish("other", "not forwarded"), 0U);
+  EXPECT_EQ(bus.publish("l.text", "hello"), 2U);
+  EXPECT_EQ(bus.publish("l.bin", kBinary), 1U);
+  constexpr int kMany = 2000;
+  for (int i = 0; i < kMany; ++i) ASSERT_EQ(bus.publish("l.seq", std::to_string(i)), 1U);
+
+  EXPECT_EQ(subscriber.next(), (std::vector<std::string>{"pmessage", "*", "l.text", "hello"}));
+  EXPECT_EQ(subscriber.next(), (std::vector<std::string>{"pmessage", "*", "l.bin", kBinary}));
+  for (int i = 0; i < kMany; ++i) {
+    ASSERT_EQ(subscriber.next(),
+              (std::vector<std::string>{"pmessage", "*", "l.seq", std::to_string(i)}));
+  }
+  EXPECT_FALSE(subscriber.next(300ms));
+  EXPECT_TRUE(cli.read_until_text("message\nl.text\nhello\n")) << cli.out();
+  ASSERT_TRUE(bridge.wait_for([&] { return bridge.counter("forwarded_out") == kMany + 2; }));
+  bridge.finish();
+  EXPECT_EQ(bridge.counter("forwarded_out"), static_cast<std::uint64_t>(kMany + 2));
+  EXPECT_EQ(bridge.counter("dropped_redis_down"), 0U);
+  EXPECT_EQ(bridge.counter("dropped_ring_full"), 0U);
+  EXPECT_EQ(cli.out(), "subscribe\nl.text\n1\nmessage\nl.text\nhello\n");
+}
+
+// Counts what a subscriber receives per (channel, payload) until nothing comes for `quiet`.
+std::map<std::pair<std::string, std::string>, int> drain(Subscriber& sub,
+                                                         std::chrono::milliseconds quiet) {
+  std::map<std::pair<std::string, std::string>, int> seen;
+  while (const auto m = next_message(sub, quiet)) ++seen[{m->channel, m->payload}];
+  return seen;
+}
+
+std::map<std::pair<std::string, std::string>, int> drain(RedisClient& sub,
+                                                         std::chrono::milliseconds quiet) {
+  std::map<std::pair<std::string, std::string>, int> seen;
+  while (const auto m = sub.next(quiet)) ++seen[{(*m)[2], (*m)[3]}];
+  return seen;
+}
+
+TEST_F(BridgeTest, TwoBusesThroughOneRedisExchangeEachMessageOnceWithoutEcho) {
+  Daemon host_a(unique_bus("a"));
+  Daemon host_b(unique_bus("b"));
+  Bus bus_a = Bus::connect(host_a.bus());
+  Bus bus_b = Bus::connect(host_b.bus());
+  Subscriber sub_a = bus_a.subscriber();
+  Subscriber sub_b = bus_b.subscriber();
+  sub_a.psubscribe({"x.*"});
+  sub_b.psubscribe({"x.*"});
+  RedisClient redis_sub(redis_->socket());
+  redis_sub.send({"PSUBSCRIBE", "x.*"});
+  ASSERT_EQ(redis_sub.next(), (std::vector<std::string>{"psubscribe", "x.*", "1"}));
+  const std::vector<std::string> both_ways{"--out", "x.*", "--in", "x.*"};
+  BridgeProcess bridge_a(host_a.bus(), redis_->url(), both_ways);
+  BridgeProcess bridge_b(host_b.bus(), redis_->url(), both_ways);
+  ASSERT_TRUE(bridge_a.wait_connected()) << bridge_a.log();
+  ASSERT_TRUE(bridge_b.wait_connected()) << bridge_b.log();
+
+  constexpr int kEach = 200;
+  std::map<std::pair<std::string, std::string>, int> expected;
+  for (int i = 0; i < kEach; ++i) {
+    bus_a.publish("x.a", fmt::format("from a {}", i));
+    bus_b.publish("x.b", fmt::format("from b {}", i));
+    expected[{"x.a", fmt::format("from a {}", i)}] = 1;
+    expected[{"x.b", fmt::format("from b {}", i)}] = 1;
+  }
+  // The same bytes from three publishers (each bus and Redis itself) are three messages.
+  bus_a.publish("x.same", "same");
+  bus_b.publish("x.same", "same");
+  RedisClient publisher(redis_->socket());
+  publisher.call({"PUBLISH", "x.same", "same"});
+  expected[{"x.same", "same"}] = 3;
+
+  // Every message once everywhere: on both buses (local or bridged) and in Redis; quiet for
+  // 500 ms after the last means none came back around.
+  EXPECT_EQ(drain(sub_a, 500ms), expected);
+  EXPECT_EQ(drain(sub_b, 500ms), expected);
+  EXPECT_EQ(drain(redis_sub, 500ms), expected);
+
+  for (BridgeProcess* bridge : {&bridge_a, &bridge_b}) {
+    ASSERT_TRUE(bridge->wait_for([&] {
+      return bridge->counter("forwarded_out") == kEach + 1 &&
+             bridge->counter("forwarded_in") == kEach + 2;
+    })) << bridge->stats();
+    bridge->finish();
+    // Its own messages come back from Redis and are dropped there; what it brought in is seen
+    // by its own local subscriber and not sent back out.
+    EXPECT_EQ(bridge->counter("forwarded_out"), static_cast<std::uint64_t>(kEach + 1));
+    EXPECT_EQ(bridge->counter("forwarded_in"), static_cast<std::uint64_t>(kEach + 2));
+    EXPECT_EQ(bridge->counter("echo_suppressed_in"), static_cast<std::uint64_t>(kEach + 1));
+    EXPECT_EQ(bridge->counter("echo_suppressed_out"), static_cast<std::uint64_t>(kEach + 2));
+  }
+}
+
+TEST_F(BridgeTest, ReconnectsAfterRedisIsKilledAndRestarted) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"in.ch"});
+  BridgeProcess bridge(daemon.bus(), redis_->url(),
+                       {"--out", "out.*", "--in", "in.*", "--max-backoff", "0.2"});
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+
+  const auto round_trip = [&](const std::string& tag) {
+    RedisClient redis_sub(redis_->socket());
+    redis_sub.send({"SUBSCRIBE", "out.ch"});
+    ASSERT_EQ(redis_sub.next(), (std::vector<std::string>{"subscribe", "out.ch", "1"}));
+    EXPECT_EQ(bus.publish("out.ch", "out " + tag), 1U);
+    EXPECT_EQ(redis_sub.next(), (std::vector<std::string>{"message", "out.ch", "out " + tag}));
+    RedisClient publisher(redis_->socket());
+    EXPECT_EQ(publisher.call({"PUBLISH", "in.ch", "in " + tag}), std::vector<std::string>{"1"});
+    const auto m = next_message(sub);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->payload, "in " + tag);
+  };
+  round_trip("before");
+
+  redis_->kill_now();
+  ASSERT_TRUE(bridge.wait_for([&] { return field(bridge.stats(), "state") == "connecting"; }))
+      << bridge.log();
+  // While Redis is down, what is published locally is dropped and counted.
+  EXPECT_EQ(bus.publish("out.ch", "lost"), 1U);
+  ASSERT_TRUE(bridge.wait_for([&] { return bridge.counter("dropped_redis_down") == 1; }))
+      << bridge.stats();
+
+  redis_->start();
+  ASSERT_TRUE(bridge.wait_for([&] {
+    return field(bridge.stats(), "state") == "connected" && bridge.counter("reconnects") == 2;
+  })) << bridge.log();
+  round_trip("after");
+
+  bridge.finish();
+  EXPECT_EQ(bridge.counter("forwarded_out"), 2U);
+  EXPECT_EQ(bridge.counter("forwarded_in"), 2U);
+  EXPECT_EQ(bridge.counter("dropped_redis_down"), 1U);
+  EXPECT_EQ(bridge.counter("reconnects"), 2U);
+  EXPECT_NE(bridge.log().find("out: lost the connection to Redis"), std::string::npos);
+  EXPECT_NE(bridge.log().find("in: lost the connection to Redis"), std::string::npos);
+  EXPECT_FALSE(next_message(sub, 200ms));
+}
+
+TEST_F(BridgeTest, WaitsForARedisThatIsNotUpYet) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"in.ch"});
+  redis_->kill_now();
+  BridgeProcess bridge(daemon.bus(), redis_->url(), {"--in", "in.*", "--max-backoff", "0.2"});
+  const std::string refused = "in: cannot connect to Redis at " + redis_->url();
+  ASSERT_TRUE(bridge.wait_for([&] { return bridge.log().find(refused) != std::string::npos; }))
+      << bridge.log();
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(bridge.wait_for([&] { return !bridge.stats().empty(); }));
+  EXPECT_EQ(field(bridge.stats(), "state"), "connecting");
+
+  redis_->start();
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+  RedisClient publisher(redis_->socket());
+  EXPECT_EQ(publisher.call({"PUBLISH", "in.ch", "late"}), std::vector<std::string>{"1"});
+  const auto m = next_message(sub);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->payload, "late");
+  bridge.finish();
+  EXPECT_EQ(bridge.counter("reconnects"), 0U);
+  // One line for the refusal, however many attempts it took.
+  const std::string log = bridge.log();
+  EXPECT_EQ(log.find(refused), log.rfind(refused)) << log;
+}
+
+TEST_F(BridgeTest, ShardedRoundTripWithSpublishAndSsubscribe) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.psubscribe({"*"});
+  RedisClient redis_sub(redis_->socket());
+  redis_sub.send({"SSUBSCRIBE", "s.out"});
+  ASSERT_EQ(redis_sub.next(), (std::vector<std::string>{"ssubscribe", "s.out", "1"}));
+  BridgeProcess bridge(daemon.bus(), redis_->url(),
+                       {"--sharded", "--out", "s.*", "--in", "s.in", "--in", "s.in2"});
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+
+  EXPECT_EQ(bus.publish("s.out", kBinary), 2U);  // the bridge and `sub`
+  EXPECT_EQ(redis_sub.next(), (std::vector<std::string>{"smessage", "s.out", kBinary}));
+  RedisClient publisher(redis_->socket());
+  EXPECT_EQ(publisher.call({"SPUBLISH", "s.in", "sharded in"}), std::vector<std::string>{"1"});
+  EXPECT_EQ(publisher.call({"PUBLISH", "s.in", "plain publish"}), std::vector<std::string>{"0"});
+
+  auto m = next_message(sub);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->channel, "s.out");
+  m = next_message(sub);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->channel, "s.in");
+  EXPECT_EQ(m->payload, "sharded in");
+  // The bridge published s.in locally, where its own --out 's.*' sees it: it is not sent back.
+  EXPECT_FALSE(next_message(sub, 300ms));
+  EXPECT_FALSE(redis_sub.next(300ms));
+  ASSERT_TRUE(bridge.wait_for([&] { return bridge.counter("echo_suppressed_out") == 1; }));
+  bridge.finish();
+  EXPECT_EQ(bridge.counter("forwarded_out"), 1U);
+  EXPECT_EQ(bridge.counter("forwarded_in"), 1U);
+}
+
+// ---- errors -----------------------------------------------------------------------------------
+
+void expect_error_line(const Result& r, int status, const std::string& needle) {
+  EXPECT_EQ(r.status, status) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err.rfind("shmcast-bridge: ", 0), 0U) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+}
+
+TEST(BridgeErrors, BadArgumentsAreOneLineAndANonZeroExit) {
+  const std::string bridge = bin_dir() + "/shmcast-bridge";
+  const std::string bus = unique_bus("none");
+  expect_error_line(run({bridge, "--bus", bus, "--redis", "http://x", "--out", "a"}), 2,
+                    "bad Redis URL 'http://x': unknown scheme: use redis://[:password@]host:port "
+                    "or unix:///path/to/socket");
+  expect_error_line(run({bridge, "--bus", bus, "--out", "a"}), 2, "--redis is required");
+  expect_error_line(run({bridge, "--bus", bus, "--redis", "redis://h:1"}), 2,
+                    "nothing to bridge: give --out PATTERN and/or --in PATTERN");
+  expect_error_line(run({bridge, "--bus", bus, "--redis", "redis://h:1", "--sharded", "--in", "ok",
+                         "--in", "news.*"}),
+                    2, "--in 'news.*' is a glob pattern, but --sharded subscribes with SSUBSCRIBE");
+  expect_error_line(
+      run({bridge, "--bus", bus, "--redis", "redis://h:1", "--out", "a", "--max-backoff", "0"}), 2,
+      "--max-backoff");
+  expect_error_line(run({bridge, "--bus", "bad/name", "--redis", "redis://h:1", "--out", "a"}), 1,
+                    "bad/name");
+  expect_error_line(run({bridge, "--bus", bus, "--redis", "redis://h:1", "--out", "a"}), 1,
+                    fmt::format("no coordinator for bus '{}'", bus));
+}
+
+}  // namespace
+}  // namespace shmcast::test

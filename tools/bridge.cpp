@@ -1,0 +1,599 @@
+#include "bridge.hpp"
+
+#include <hiredis/hiredis.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace shmcast::bridge {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kPollInterval = 100ms;  // how soon a stop request is seen
+constexpr auto kFirstBackoff = 100ms;
+constexpr timeval kConnectTimeout{2, 0};
+constexpr timeval kCommandTimeout{5, 0};  // a Redis that stops answering counts as gone
+constexpr std::size_t kBatch = 1024;      // publishes pipelined before their replies are read
+constexpr std::size_t kEchoCapacity = 1 << 16;
+constexpr auto kEchoExpiry = 10s;
+
+constexpr std::string_view kUrlForms =
+    "use redis://[:password@]host:port or unix:///path/to/socket";
+
+struct ContextFree {
+  void operator()(redisContext* c) const { redisFree(c); }
+};
+using Context = std::unique_ptr<redisContext, ContextFree>;
+
+struct ReplyFree {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyFree>;
+
+// Appends one command, its arguments binary-safe. False only when out of memory.
+bool append_command(redisContext* c, std::initializer_list<std::string_view> args) {
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lengths;
+  for (const auto arg : args) {
+    argv.push_back(arg.data());
+    lengths.push_back(arg.size());
+  }
+  return redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data()) ==
+         REDIS_OK;
+}
+
+// The next reply, waiting at most the context's command timeout; null when the connection
+// failed (c->errstr says why).
+Reply next_reply(redisContext* c) {
+  void* reply = nullptr;
+  if (redisGetReply(c, &reply) != REDIS_OK) return nullptr;
+  return Reply(static_cast<redisReply*>(reply));
+}
+
+std::string_view text(const redisReply* r) {
+  return {r->str, r->len};
+}
+
+std::string connection_error(const redisContext* c) {
+  return c->err == REDIS_ERR_EOF || c->errstr[0] == '\0' ? "the server closed the connection"
+                                                         : std::string(c->errstr);
+}
+
+// Connects and authenticates. Throws std::runtime_error with the reason.
+Context connect_redis(const RedisAddress& address) {
+  Context c(address.socket_path.empty()
+                ? redisConnectWithTimeout(address.host.c_str(), address.port, kConnectTimeout)
+                : redisConnectUnixWithTimeout(address.socket_path.c_str(), kConnectTimeout));
+  if (!c) throw std::runtime_error("out of memory");
+  if (c->err != 0) throw std::runtime_error(c->errstr);
+  if (redisSetTimeout(c.get(), kCommandTimeout) != REDIS_OK) {
+    throw std::runtime_error(connection_error(c.get()));
+  }
+  if (!address.password.empty()) {
+    const bool appended = address.user.empty()
+                              ? append_command(c.get(), {"AUTH", address.password})
+                              : append_command(c.get(), {"AUTH", address.user, address.password});
+    Reply reply = appended ? next_reply(c.get()) : nullptr;
+    if (!reply) throw std::runtime_error(connection_error(c.get()));
+    if (reply->type == REDIS_REPLY_ERROR) {
+      throw std::runtime_error(fmt::format("AUTH refused: {}", text(reply.get())));
+    }
+  }
+  return c;
+}
+
+enum class ReadStatus { reply, timeout, failed };
+
+// Waits at most `timeout` for the next reply without giving up the connection on a timeout (a
+// hiredis read timeout would).
+ReadStatus read_reply(redisContext* c, std::chrono::milliseconds timeout, Reply& out) {
+  void* reply = nullptr;
+  if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return ReadStatus::failed;
+  if (reply == nullptr) {
+    pollfd p{c->fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
+    if (ready < 0 && errno != EINTR) return ReadStatus::failed;
+    if (ready <= 0) return ReadStatus::timeout;
+    if (redisBufferRead(c) != REDIS_OK) return ReadStatus::failed;
+    if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return ReadStatus::failed;
+    if (reply == nullptr) return ReadStatus::timeout;
+  }
+  out.reset(static_cast<redisReply*>(reply));
+  return ReadStatus::reply;
+}
+
+// False when the server closed an idle connection (or it failed), which an idle publisher would
+// otherwise learn only by losing its next message.
+bool idle_connection_alive(redisContext* c) {
+  pollfd p{c->fd, POLLIN, 0};
+  if (::poll(&p, 1, 0) <= 0) return true;
+  return redisBufferRead(c) == REDIS_OK;
+}
+
+// Exponential back-off between connection attempts: 100 ms, doubling up to the cap.
+class Backoff {
+ public:
+  explicit Backoff(std::chrono::milliseconds cap) : cap_(std::max(cap, kFirstBackoff)) {}
+  std::chrono::milliseconds next() {
+    const auto delay = delay_;
+    delay_ = std::min(delay_ * 2, cap_);
+    return delay;
+  }
+  void reset() { delay_ = kFirstBackoff; }
+
+ private:
+  std::chrono::milliseconds cap_;
+  std::chrono::milliseconds delay_ = kFirstBackoff;
+};
+
+void sleep_unless(std::chrono::milliseconds duration, const std::function<bool()>& stop) {
+  const auto deadline = Clock::now() + duration;
+  while (!stop() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::min<Clock::duration>(deadline - Clock::now(), kPollInterval));
+  }
+}
+
+std::string seconds(std::chrono::milliseconds ms) {
+  return fmt::format("{:.1f} s", static_cast<double>(ms.count()) / 1000);
+}
+
+bool is_glob(std::string_view name) {
+  return name.find_first_of("*?[") != std::string_view::npos;
+}
+
+}  // namespace
+
+std::string RedisAddress::display() const {
+  if (!socket_path.empty()) return "unix://" + socket_path;
+  const bool ipv6 = host.find(':') != std::string::npos;
+  return fmt::format("redis://{}{}{}:{}", ipv6 ? "[" : "", host, ipv6 ? "]" : "", port);
+}
+
+RedisAddress parse_redis_url(std::string_view url) {
+  RedisAddress address;
+  const auto fail = [&](std::string_view why) {
+    return std::invalid_argument(fmt::format("bad Redis URL '{}': {}: {}", url, why, kUrlForms));
+  };
+  if (url.starts_with("unix://")) {
+    address.socket_path = url.substr(7);
+    if (!address.socket_path.starts_with('/')) throw fail("the socket path must be absolute");
+    return address;
+  }
+  if (!url.starts_with("redis://")) throw fail("unknown scheme");
+  std::string_view rest = url.substr(8);
+  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
+    const std::string_view credentials = rest.substr(0, at);
+    const auto colon = credentials.find(':');
+    if (colon == std::string_view::npos) throw fail("put the password after a colon");
+    address.user = credentials.substr(0, colon);
+    address.password = credentials.substr(colon + 1);
+    if (address.password.empty()) throw fail("the password is empty");
+    rest = rest.substr(at + 1);
+  }
+  if (rest.find('/') != std::string_view::npos) throw fail("a path or database has no meaning");
+  std::string_view port;
+  if (rest.starts_with('[')) {
+    const auto close = rest.find(']');
+    if (close == std::string_view::npos) throw fail("no ']' after the IPv6 address");
+    address.host = rest.substr(1, close - 1);
+    rest = rest.substr(close + 1);
+    if (!rest.empty() && !rest.starts_with(':')) throw fail("expected ':port' after ']'");
+    if (!rest.empty()) port = rest.substr(1);
+  } else {
+    const auto colon = rest.find(':');
+    address.host = rest.substr(0, colon);
+    if (colon != std::string_view::npos) port = rest.substr(colon + 1);
+    if (port.find(':') != std::string_view::npos) throw fail("put an IPv6 address in brackets");
+  }
+  if (address.host.empty()) throw fail("no host");
+  if (port.data() != nullptr) {
+    int value = 0;
+    const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (port.empty() || error != std::errc() || end != port.data() + port.size() || value < 1 ||
+        value > 65535) {
+      throw fail(fmt::format("the port '{}' is not a number from 1 to 65535", port));
+    }
+    address.port = value;
+  }
+  return address;
+}
+
+EchoFilter::EchoFilter(std::size_t capacity, std::chrono::milliseconds expiry)
+    : capacity_(capacity), expiry_(expiry) {}
+
+std::uint64_t EchoFilter::hash(std::string_view channel, std::string_view payload) {
+  const std::uint64_t c = std::hash<std::string_view>{}(channel);
+  const std::uint64_t p = std::hash<std::string_view>{}(payload);
+  return c ^ (p + 0x9e3779b97f4a7c15ULL + (c << 6) + (c >> 2)) ^
+         (static_cast<std::uint64_t>(payload.size()) << 40);
+}
+
+void EchoFilter::expect(std::string_view channel, std::string_view payload, Clock::time_point now) {
+  const std::uint64_t h = hash(channel, payload);
+  const std::lock_guard lock(mutex_);
+  if (!active_) return;
+  if (entries_.size() == capacity_) entries_.pop_front();
+  entries_.push_back({h, next_sequence_++, now});
+}
+
+bool EchoFilter::consume(std::string_view channel, std::string_view payload,
+                         Clock::time_point now) {
+  const std::uint64_t h = hash(channel, payload);
+  const std::lock_guard lock(mutex_);
+  while (!entries_.empty() && now - entries_.front().published > expiry_) entries_.pop_front();
+  // Own messages come back in order, so only a prefix of entries that may have been lost can
+  // be passed over to reach the match.
+  for (std::size_t i = 0; i < entries_.size(); ++i) {
+    if (entries_[i].hash == h) {
+      entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+      return true;
+    }
+    if (entries_[i].sequence >= lost_before_) break;
+  }
+  return false;
+}
+
+void EchoFilter::mark_lost() {
+  const std::lock_guard lock(mutex_);
+  lost_before_ = next_sequence_;
+}
+
+void EchoFilter::reset(bool active) {
+  const std::lock_guard lock(mutex_);
+  entries_.clear();
+  active_ = active;
+}
+
+std::size_t EchoFilter::size() const {
+  const std::lock_guard lock(mutex_);
+  return entries_.size();
+}
+
+void check_options(const Options& options) {
+  if (options.out.empty() && options.in.empty()) {
+    throw std::invalid_argument("nothing to bridge: give --out PATTERN and/or --in PATTERN");
+  }
+  if (options.sharded) {
+    for (const auto& name : options.in) {
+      if (is_glob(name)) {
+        throw std::invalid_argument(fmt::format(
+            "--in '{}' is a glob pattern, but --sharded subscribes with SSUBSCRIBE, which takes "
+            "channel names only: list the channels",
+            name));
+      }
+    }
+  }
+}
+
+std::string to_json(const Stats& s) {
+  return fmt::format(
+      "{{\"state\":\"{}\",\"forwarded_out\":{},\"forwarded_in\":{},\"dropped_redis_down\":{},"
+      "\"dropped_redis_error\":{},\"dropped_ring_full\":{},\"dropped_local_error\":{},"
+      "\"echo_suppressed_out\":{},\"echo_suppressed_in\":{},\"reconnects\":{}}}",
+      s.state(), s.forwarded_out, s.forwarded_in, s.dropped_redis_down, s.dropped_redis_error,
+      s.dropped_ring_full, s.dropped_local_error, s.echo_suppressed_out, s.echo_suppressed_in,
+      s.reconnects);
+}
+
+std::string to_log_line(const Stats& s) {
+  return fmt::format(
+      "state={} forwarded_out={} forwarded_in={} dropped_redis_down={} dropped_redis_error={} "
+      "dropped_ring_full={} dropped_local_error={} echo_suppressed_out={} echo_suppressed_in={} "
+      "reconnects={}",
+      s.state(), s.forwarded_out, s.forwarded_in, s.dropped_redis_down, s.dropped_redis_error,
+      s.dropped_ring_full, s.dropped_local_error, s.echo_suppressed_out, s.echo_suppressed_in,
+      s.reconnects);
+}
+
+Bridge::Bridge(Options options, Log log)
+    : options_(std::move(options)),
+      log_(std::move(log)),
+      bus_(Bus::connect(options_.bus)),
+      local_echoes_(kEchoCapacity, kEchoExpiry),
+      redis_echoes_(kEchoCapacity, kEchoExpiry) {
+  for (const auto& p : options_.out) out_globs_.emplace_back(p);
+  for (const auto& p : options_.in) in_globs_.emplace_back(p);
+  // Nothing is sent to Redis before the in side has subscribed there.
+  redis_echoes_.reset(false);
+  if (!options_.out.empty()) {
+    out_subscriber_.emplace(bus_.subscriber());
+    out_subscriber_->psubscribe(options_.out);
+  }
+}
+
+Bridge::~Bridge() = default;
+
+std::optional<std::size_t> Bridge::first_match(const std::vector<detail::Glob>& globs,
+                                               std::string_view channel) {
+  for (std::size_t i = 0; i < globs.size(); ++i) {
+    if (globs[i].match(channel)) return i;
+  }
+  return std::nullopt;
+}
+
+bool Bridge::first_frame(const std::vector<detail::Glob>& globs, std::string_view pattern,
+                         std::string_view channel) {
+  const auto first = first_match(globs, channel);
+  return first && globs[*first].pattern() == pattern;
+}
+
+bool Bridge::matches_in(std::string_view channel) const {
+  if (options_.sharded) {
+    return std::find(options_.in.begin(), options_.in.end(), channel) != options_.in.end();
+  }
+  return first_match(in_globs_, channel).has_value();
+}
+
+Stats Bridge::stats() const {
+  Stats s;
+  s.stopped = stopped_.load();
+  s.connected = (options_.out.empty() || out_connected_.load()) &&
+                (options_.in.empty() || in_connected_.load());
+  s.forwarded_out = forwarded_out_.get();
+  s.forwarded_in = forwarded_in_.get();
+  s.dropped_redis_down = dropped_redis_down_.get();
+  s.dropped_redis_error = dropped_redis_error_.get();
+  s.dropped_ring_full = dropped_ring_full_.get();
+  s.dropped_local_error = dropped_local_error_.get();
+  s.echo_suppressed_out = echo_suppressed_out_.get();
+  s.echo_suppressed_in = echo_suppressed_in_.get();
+  s.reconnects = reconnects_.get();
+  return s;
+}
+
+void Bridge::run(const std::function<bool()>& stop) {
+  std::atomic<bool> failed{false};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  const std::function<bool()> done = [&] { return failed.load() || stop(); };
+  const auto guarded = [&](void (Bridge::*side)(const std::function<bool()>&)) {
+    try {
+      (this->*side)(done);
+    } catch (...) {
+      const std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+      failed = true;
+    }
+  };
+  std::vector<std::thread> threads;
+  if (!options_.out.empty()) threads.emplace_back(guarded, &Bridge::run_out);
+  if (!options_.in.empty()) threads.emplace_back(guarded, &Bridge::run_in);
+  for (auto& t : threads) t.join();
+  stopped_ = true;
+  if (failure) std::rethrow_exception(failure);
+}
+
+void Bridge::run_out(const std::function<bool()>& stop) {
+  Subscriber& sub = *out_subscriber_;
+  const std::string_view publish = options_.sharded ? "SPUBLISH" : "PUBLISH";
+  const std::string where = options_.redis.display();
+  Context redis;
+  Backoff backoff(options_.max_backoff);
+  auto retry_at = Clock::now();
+  bool ever_connected = false;
+  std::string last_error;
+  std::string last_reply_error;
+  std::vector<Message> batch;
+  batch.reserve(kBatch);
+
+  const auto lose = [&](const std::string& why) {
+    log_(fmt::format("out: lost the connection to Redis at {}: {}; reconnecting", where, why));
+    out_connected_ = false;
+    redis.reset();
+    redis_echoes_.mark_lost();
+    retry_at = Clock::now();
+  };
+
+  while (!stop()) {
+    if (!redis && Clock::now() >= retry_at) {
+      try {
+        redis = connect_redis(options_.redis);
+        if (ever_connected) reconnects_.add();
+        ever_connected = true;
+        backoff.reset();
+        last_error.clear();
+        out_connected_ = true;
+        log_(fmt::format("out: connected to Redis at {}", where));
+      } catch (const std::runtime_error& e) {
+        const auto delay = backoff.next();
+        retry_at = Clock::now() + delay;
+        if (last_error != e.what()) {
+          last_error = e.what();
+          log_(
+              fmt::format("out: cannot connect to Redis at {}: {}; retrying with back-off "
+                          "(next in {}, at most {})",
+                          where, last_error, seconds(delay), seconds(options_.max_backoff)));
+        }
+      }
+    }
+
+    batch.clear();
+    auto first = sub.receive(kPollInterval);
+    if (!first) {
+      if (redis && !idle_connection_alive(redis.get())) lose(connection_error(redis.get()));
+      continue;
+    }
+    batch.push_back(std::move(*first));
+    while (batch.size() < kBatch) {
+      auto next = sub.try_receive();
+      if (!next) break;
+      batch.push_back(std::move(*next));
+    }
+
+    const auto now = Clock::now();
+    std::size_t pending = 0;
+    for (const Message& m : batch) {
+      if (m.kind == Kind::gap) {
+        dropped_ring_full_.add(static_cast<std::uint64_t>(m.count));
+        local_echoes_.mark_lost();
+        continue;
+      }
+      if (m.kind != Kind::pmessage || !first_frame(out_globs_, m.pattern, m.channel)) continue;
+      if (local_echoes_.consume(m.channel, m.payload, now)) {
+        echo_suppressed_out_.add();
+        continue;
+      }
+      if (!redis) {
+        dropped_redis_down_.add();
+        continue;
+      }
+      if (matches_in(m.channel)) redis_echoes_.expect(m.channel, m.payload, now);
+      if (!append_command(redis.get(), {publish, m.channel, m.payload})) {
+        throw std::runtime_error("out of memory");
+      }
+      ++pending;
+    }
+
+    for (std::size_t done = 0; done < pending; ++done) {
+      Reply reply = next_reply(redis.get());
+      if (!reply) {
+        dropped_redis_down_.add(pending - done);
+        lose(connection_error(redis.get()));
+        break;
+      }
+      if (reply->type != REDIS_REPLY_ERROR) {
+        forwarded_out_.add();
+        continue;
+      }
+      dropped_redis_error_.add();
+      redis_echoes_.mark_lost();  // a refused publish never comes back
+      if (last_reply_error != text(reply.get())) {
+        last_reply_error = text(reply.get());
+        log_(fmt::format("out: Redis refused {}: {}", publish, last_reply_error));
+      }
+    }
+  }
+  out_connected_ = false;
+}
+
+void Bridge::run_in(const std::function<bool()>& stop) {
+  const std::string where = options_.redis.display();
+  Backoff backoff(options_.max_backoff);
+  bool ever_connected = false;
+  std::string last_error;
+  std::string last_publish_error;
+
+  while (!stop()) {
+    Context redis;
+    try {
+      redis = connect_redis(options_.redis);
+    } catch (const std::runtime_error& e) {
+      const auto delay = backoff.next();
+      if (last_error != e.what()) {
+        last_error = e.what();
+        log_(
+            fmt::format("in: cannot connect to Redis at {}: {}; retrying with back-off "
+                        "(next in {}, at most {})",
+                        where, last_error, seconds(delay), seconds(options_.max_backoff)));
+      }
+      sleep_unless(delay, stop);
+      continue;
+    }
+
+    // Messages the out side publishes from now on are remembered; those published before the
+    // subscription takes effect never come back, so all of them may be passed over once it has.
+    redis_echoes_.reset(true);
+    const bool appended = [&] {
+      if (!options_.sharded) {
+        std::vector<const char*> argv{"PSUBSCRIBE"};
+        std::vector<std::size_t> lengths{10};
+        for (const auto& p : options_.in) {
+          argv.push_back(p.data());
+          lengths.push_back(p.size());
+        }
+        return redisAppendCommandArgv(redis.get(), static_cast<int>(argv.size()), argv.data(),
+                                      lengths.data()) == REDIS_OK;
+      }
+      // One command per channel: in a cluster, channels of different slots cannot share one.
+      for (const auto& c : options_.in) {
+        if (!append_command(redis.get(), {"SSUBSCRIBE", c})) return false;
+      }
+      return true;
+    }();
+    if (!appended) throw std::runtime_error("out of memory");
+    std::string error;
+    for (int flushed = 0; flushed == 0 && error.empty();) {
+      if (redisBufferWrite(redis.get(), &flushed) != REDIS_OK) {
+        error = connection_error(redis.get());
+      }
+    }
+
+    const std::string_view confirmation = options_.sharded ? "ssubscribe" : "psubscribe";
+    std::size_t unconfirmed = options_.in.size();
+    while (error.empty() && !stop()) {
+      Reply r;
+      const ReadStatus status = read_reply(redis.get(), kPollInterval, r);
+      if (status == ReadStatus::failed) error = connection_error(redis.get());
+      if (status != ReadStatus::reply) continue;
+      if (r->type == REDIS_REPLY_ERROR) {
+        error = fmt::format("Redis refused {}: {}", options_.sharded ? "SSUBSCRIBE" : "PSUBSCRIBE",
+                            text(r.get()));
+        continue;
+      }
+      if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) continue;
+      const std::string_view kind = text(r->element[0]);
+      if (kind == confirmation) {
+        if (unconfirmed > 0 && --unconfirmed == 0) {
+          redis_echoes_.mark_lost();
+          if (ever_connected) reconnects_.add();
+          ever_connected = true;
+          backoff.reset();
+          last_error.clear();
+          in_connected_ = true;
+          log_(fmt::format("in: connected to Redis at {}, subscribed to {} {}", where,
+                           options_.in.size(), options_.sharded ? "channel(s)" : "pattern(s)"));
+        }
+        continue;
+      }
+      std::string_view channel;
+      std::string_view payload;
+      if (kind == "pmessage" && r->elements == 4) {
+        channel = text(r->element[2]);
+        payload = text(r->element[3]);
+        if (!first_frame(in_globs_, text(r->element[1]), channel)) continue;
+      } else if (kind == "smessage" && r->elements == 3) {
+        channel = text(r->element[1]);
+        payload = text(r->element[2]);
+      } else {
+        continue;
+      }
+      const auto now = Clock::now();
+      if (redis_echoes_.consume(channel, payload, now)) {
+        echo_suppressed_in_.add();
+        continue;
+      }
+      if (first_match(out_globs_, channel)) local_echoes_.expect(channel, payload, now);
+      try {
+        bus_.publish(channel, payload);
+        forwarded_in_.add();
+      } catch (const Error& e) {
+        dropped_local_error_.add();
+        local_echoes_.mark_lost();
+        if (last_publish_error != e.what()) {
+          last_publish_error = e.what();
+          log_(fmt::format("in: the bus refused a message: {}", last_publish_error));
+        }
+      }
+    }
+
+    in_connected_ = false;
+    redis_echoes_.reset(false);
+    if (!error.empty()) {
+      log_(fmt::format("in: lost the connection to Redis at {}: {}; reconnecting", where, error));
+      sleep_unless(backoff.next(), stop);
+    }
+  }
+}
+
+}  // namespace shmcast::bridge

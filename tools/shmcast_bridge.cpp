@@ -1,0 +1,178 @@
+// shmcast-bridge: forwards messages between a shmcast bus and a Redis server, so that buses on
+// several hosts (or Redis clients anywhere) share channels. Local channels matching an --out
+// pattern are published to Redis; Redis channels matching an --in pattern are published on the
+// bus. A message the bridge brought in is never sent back out. It runs in the foreground until
+// SIGTERM/SIGINT and logs to stderr; --stats prints its counters as JSON lines on stdout.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include "bridge.hpp"
+#include "shmcast/shmcast.hpp"
+#include "tool_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace shmcast::tool;
+using Clock = std::chrono::steady_clock;
+
+struct Invocation {
+  std::string bus;
+  bool bus_given = false;
+  std::string url;
+  std::vector<std::string> out;
+  std::vector<std::string> in;
+  bool sharded = false;
+  bool stats = false;
+  double stats_interval = 1;
+  double log_interval = 60;
+  double max_backoff = 5;
+};
+
+void log_line(std::string_view text) {
+  fmt::print(stderr, "shmcast-bridge: {}\n", one_line(text));
+}
+
+// `names` without repeats, in their first order: a pattern given twice is one subscription.
+std::vector<std::string> unique(const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  for (const auto& n : names) {
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  }
+  return out;
+}
+
+Clock::duration to_duration(double seconds) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+int run(const Invocation& inv) {
+  shmcast::bridge::Options options;
+  options.bus = inv.bus_given ? inv.bus : shmcast::default_bus_name();
+  shmcast::check_bus_name(options.bus);
+  options.out = unique(inv.out);
+  options.in = unique(inv.in);
+  options.sharded = inv.sharded;
+  options.max_backoff = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::duration<double>(inv.max_backoff));
+  try {
+    options.redis = shmcast::bridge::parse_redis_url(inv.url);
+    shmcast::bridge::check_options(options);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+
+  shmcast::bridge::Bridge bridge(options, log_line);
+  log_line(fmt::format("bridging bus '{}' and Redis at {}{}: out {} pattern(s), in {} {}",
+                       options.bus, options.redis.display(), options.sharded ? " (sharded)" : "",
+                       options.out.size(), options.in.size(),
+                       options.sharded ? "channel(s)" : "pattern(s)"));
+
+  std::atomic<bool> finished{false};
+  std::exception_ptr failure;
+  std::thread worker([&] {
+    try {
+      bridge.run(stop_requested);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    finished = true;
+  });
+
+  const auto stats_every = to_duration(inv.stats_interval);
+  const auto log_every = to_duration(inv.log_interval);
+  auto next_stats = Clock::now() + stats_every;
+  auto next_log = Clock::now() + log_every;
+  bool was_connected = false;
+  while (!finished) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const auto now = Clock::now();
+    const auto stats = bridge.stats();
+    if (stats.connected != was_connected && !stats.stopped) {
+      was_connected = stats.connected;
+      log_line(fmt::format("state {}", stats.state()));
+    }
+    if (inv.stats && now >= next_stats) {
+      write_stdout(shmcast::bridge::to_json(stats) + "\n");
+      next_stats = now + stats_every;
+    }
+    if (now >= next_log) {
+      log_line(shmcast::bridge::to_log_line(stats));
+      next_log = now + log_every;
+    }
+  }
+  worker.join();
+
+  const auto stats = bridge.stats();
+  log_line("stopped: " + shmcast::bridge::to_log_line(stats));
+  if (inv.stats) write_stdout(shmcast::bridge::to_json(stats) + "\n");
+  if (failure) std::rethrow_exception(failure);
+  return 0;
+}
+
+constexpr const char* kFooter =
+    "Each --out and --in may be given many times. With --sharded, --in takes channel names\n"
+    "(SSUBSCRIBE has no patterns) and messages go out with SPUBLISH; cluster redirections\n"
+    "(MOVED) are not followed, so point the bridge at the node that owns the channels' slots.\n"
+    "\n"
+    "--stats prints one JSON object per line on stdout every --stats-interval seconds and once\n"
+    "more on exit: state (connected, connecting, or stopped), forwarded_out, forwarded_in,\n"
+    "dropped_redis_down, dropped_redis_error, dropped_ring_full, dropped_local_error,\n"
+    "echo_suppressed_out, echo_suppressed_in, reconnects.\n"
+    "\n"
+    "Example: shmcast-bridge --bus app --redis redis://:secret@10.0.0.5:6379 --out 'events.*'\n"
+    "         --in 'events.*'";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Invocation inv;
+  CLI::App app{
+      "Forwards messages between a shmcast bus and a Redis server: local channels matching an "
+      "--out pattern are published to Redis, Redis channels matching an --in pattern are "
+      "published on the bus, and nothing the bridge brought in is sent back out.",
+      "shmcast-bridge"};
+  app.footer(kFooter);
+  auto* bus_option =
+      app.add_option("--bus", inv.bus, "the bus to bridge (default: $SHMCAST_BUS, else 'default')");
+  app.add_option("--redis", inv.url,
+                 "the Redis server: redis://[:password@]host:port or unix:///path/to/socket")
+      ->type_name("URL")
+      ->required();
+  app.add_option("--out", inv.out, "forward local channels matching PATTERN to Redis")
+      ->type_name("PATTERN")
+      ->allow_extra_args(false);
+  app.add_option("--in", inv.in, "forward Redis channels matching PATTERN to the bus")
+      ->type_name("PATTERN")
+      ->allow_extra_args(false);
+  app.add_flag("--sharded", inv.sharded, "SPUBLISH and SSUBSCRIBE (Redis 7 sharded Pub/Sub)");
+  app.add_flag("--stats", inv.stats, "print the counters as JSON lines on stdout");
+  app.add_option("--stats-interval", inv.stats_interval, "seconds between --stats lines [1]")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(0.01, 86400.0));
+  app.add_option("--log-interval", inv.log_interval,
+                 "seconds between counter lines in the log [60]")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(0.01, 86400.0));
+  app.add_option("--max-backoff", inv.max_backoff,
+                 "longest wait between reconnection attempts, in seconds [5]")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(0.1, 3600.0));
+
+  if (const auto status = parse_command_line(app, argc, argv)) return *status;
+  inv.bus_given = bus_option->count() > 0;
+
+  install_signal_handlers();
+  return run_main("shmcast-bridge", [&] { return run(inv); });
+}
