@@ -364,6 +364,7 @@ class BridgeProcess {
         << command_.err();
   }
   [[nodiscard]] const std::string& log() const { return command_.err(); }
+  [[nodiscard]] pid_t pid() const { return command_.pid(); }
 
  private:
   static std::vector<std::string> make_argv(const std::string& bus, const std::string& url,
@@ -657,6 +658,63 @@ TEST_F(BridgeTest, ShardedRoundTripWithSpublishAndSsubscribe) {
   bridge.finish();
   EXPECT_EQ(bridge.counter("forwarded_out"), 1U);
   EXPECT_EQ(bridge.counter("forwarded_in"), 1U);
+}
+
+TEST_F(BridgeTest, CountsWhatItCannotForwardByCause) {
+  Daemon daemon(unique_bus("limits"), {"--ring-bytes", "65536", "--max-payload", "1024"});
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"in.ch"});
+  BridgeProcess bridge(daemon.bus(), redis_->url(),
+                       {"--out", "out.*", "--in", "in.*", "--log-interval", "0.05"});
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+
+  // Redis refuses the bridge's PUBLISH: the default user may no longer publish.
+  RedisClient admin(redis_->socket());
+  EXPECT_EQ(admin.call({"ACL", "SETUSER", "default", "-publish"}), std::vector<std::string>{"OK"});
+  EXPECT_EQ(bus.publish("out.ch", "refused"), 1U);
+  ASSERT_TRUE(bridge.wait_for([&] { return bridge.counter("dropped_redis_error") == 1; }))
+      << bridge.stats();
+  EXPECT_EQ(admin.call({"ACL", "SETUSER", "default", "+publish"}), std::vector<std::string>{"OK"});
+
+  // A message over the bus's max-payload cannot be brought in.
+  EXPECT_EQ(admin.call({"PUBLISH", "in.ch", std::string(2000, 'x')}),
+            std::vector<std::string>{"1"});
+  EXPECT_EQ(admin.call({"PUBLISH", "in.ch", "fits"}), std::vector<std::string>{"1"});
+  const auto m = next_message(sub);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->payload, "fits");
+  ASSERT_TRUE(bridge.wait_for([&] { return bridge.counter("dropped_local_error") == 1; }))
+      << bridge.stats();
+
+  // While the bridge is stopped its ring fills; what did not fit is counted once it reads on.
+  ::kill(bridge.pid(), SIGSTOP);
+  const std::string payload(1000, 'p');
+  std::uint64_t delivered = 0;
+  std::uint64_t refused = 0;
+  for (int i = 0; i < 200; ++i) (bus.publish("out.fill", payload) == 1 ? delivered : refused)++;
+  ::kill(bridge.pid(), SIGCONT);
+  ASSERT_GT(delivered, 0U);
+  ASSERT_GT(refused, 0U);
+  ASSERT_TRUE(bridge.wait_for([&] {
+    return bridge.counter("forwarded_out") == delivered &&
+           bridge.counter("dropped_ring_full") == refused;
+  })) << bridge.stats();
+
+  bridge.finish();
+  EXPECT_EQ(bridge.counter("dropped_redis_error"), 1U);
+  EXPECT_EQ(bridge.counter("dropped_local_error"), 1U);
+  EXPECT_EQ(bridge.counter("dropped_ring_full"), refused);
+  EXPECT_EQ(bridge.counter("forwarded_out"), delivered);
+  EXPECT_EQ(bridge.counter("forwarded_in"), 1U);
+  EXPECT_EQ(bridge.counter("dropped_redis_down"), 0U);
+  EXPECT_NE(bridge.log().find("out: Redis refused PUBLISH: NOPERM"), std::string::npos)
+      << bridge.log();
+  EXPECT_NE(bridge.log().find("in: the bus refused a message: "), std::string::npos)
+      << bridge.log();
+  // The counters also go to the log every --log-interval.
+  EXPECT_NE(bridge.log().find("shmcast-bridge: state=connected forwarded_out="), std::string::npos)
+      << bridge.log();
 }
 
 // ---- errors -----------------------------------------------------------------------------------
