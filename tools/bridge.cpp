@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <charconv>
 #include <exception>
-#include <iterator>
 #include <memory>
 #include <stdexcept>
 #include <thread>
