@@ -27,11 +27,12 @@ BusLimits checked_limits(const Segment& segment) {
 
 }  // namespace
 
+// The limits are read from shared memory once: geometry and limits come from the same copy.
 ControlView::ControlView(Segment segment)
-    : segment_(std::move(segment)),
-      base_(segment_.base()),
-      limits_(checked_limits(segment_)),
-      geometry_(control_geometry(limits_)) {
+    : ControlView(std::move(segment), checked_limits(segment)) {}
+
+ControlView::ControlView(Segment&& segment, const BusLimits& limits)
+    : Tables(segment.base(), limits, control_geometry(limits)), segment_(std::move(segment)) {
   const BusHeader& h = header();
   if (h.slot_size != geometry_.slot_size || h.channel_slots != geometry_.channel_slots ||
       h.pattern_slots != geometry_.pattern_slots || h.node_count != geometry_.node_count ||
@@ -41,10 +42,12 @@ ControlView::ControlView(Segment segment)
       geometry_.total > segment_.size()) {
     throw std::runtime_error("control segment " + segment_.name() + " has inconsistent tables");
   }
+  // Never world access, whatever another process wrote there.
+  segment_mode_ = static_cast<mode_t>(h.segment_mode & 07770U);
+  if (h.segment_gid >= 0) segment_group_ = static_cast<gid_t>(h.segment_gid);
 }
 
-bool ControlView::entry_name_view(bool pattern, std::uint32_t i,
-                                  std::string_view& out) const noexcept {
+bool Tables::entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept {
   const std::uint32_t len = entry(pattern, i).name_len;
   if (len > max_name(pattern)) return false;
   out = std::string_view(entry_name(pattern, i), len);
@@ -59,7 +62,7 @@ const Glob& GlobCache::get(std::uint32_t index, std::string_view pattern) {
   return it->second;
 }
 
-std::int64_t find_entry(const ControlView& view, bool pattern, std::string_view name) noexcept {
+std::int64_t find_entry(const Tables& view, bool pattern, std::string_view name) noexcept {
   const std::uint32_t slots = view.entry_slots(pattern);
   const std::uint32_t hash = name_hash(name);
   std::uint32_t i = hash & (slots - 1);
@@ -86,9 +89,12 @@ void for_each_node(const ControlView& view, const Entry& e, F&& f) {
   }
 }
 
+// Adds the entry's subscribers; the bus holds at most node_count subscriptions, so corrupt
+// lists that share nodes cannot grow `out` past that.
 void add_targets(const ControlView& view, const Entry& e, bool pattern, std::vector<Target>& out) {
+  const std::uint32_t most = view.geometry().node_count;
   for_each_node(view, e, [&](const Node& n) {
-    if (n.client >= view.limits().max_clients) return;
+    if (n.client >= view.limits().max_clients || out.size() >= most) return;
     const std::uint32_t generation = view.slot(n.client).generation.load(std::memory_order_relaxed);
     out.push_back({n.client, generation, n.sid, pattern});
   });

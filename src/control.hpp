@@ -2,8 +2,11 @@
 // inspectors make from it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -17,20 +20,16 @@
 
 namespace shmcast::detail {
 
-/// A control segment whose geometry was checked against its size. Accessors index with the
-/// private copy of that geometry; callers check indices read from shared memory against
-/// limits() / geometry() before use.
-class ControlView {
+/// The registry tables and client table of a control segment at `base`, indexed with a
+/// private copy of their geometry: the shared segment, or the coordinator's own record of it.
+/// Callers check indices read from shared memory against limits() / geometry() before use.
+class Tables {
  public:
-  /// Throws std::runtime_error if the limits are absurd or the tables do not fit the segment.
-  explicit ControlView(Segment segment);
+  Tables(std::byte* base, const BusLimits& limits, const ControlGeometry& geometry) noexcept
+      : base_(base), limits_(limits), geometry_(geometry) {}
 
-  [[nodiscard]] BusHeader& header() const noexcept {
-    return *reinterpret_cast<BusHeader*>(base_ + kBusHeaderOffset);
-  }
   [[nodiscard]] const BusLimits& limits() const noexcept { return limits_; }
   [[nodiscard]] const ControlGeometry& geometry() const noexcept { return geometry_; }
-  [[nodiscard]] Segment& segment() noexcept { return segment_; }
 
   [[nodiscard]] ClientSlot& slot(std::uint32_t i) const noexcept {
     return *reinterpret_cast<ClientSlot*>(base_ + geometry_.clients_offset +
@@ -48,6 +47,9 @@ class ControlView {
   [[nodiscard]] char* entry_name(bool pattern, std::uint32_t i) const noexcept {
     return reinterpret_cast<char*>(&entry(pattern, i)) + sizeof(Entry);
   }
+  [[nodiscard]] std::uint32_t entry_size(bool pattern) const noexcept {
+    return pattern ? geometry_.entry_size_pattern : geometry_.entry_size_channel;
+  }
   [[nodiscard]] std::uint32_t entry_slots(bool pattern) const noexcept {
     return pattern ? geometry_.pattern_slots : geometry_.channel_slots;
   }
@@ -62,11 +64,33 @@ class ControlView {
   [[nodiscard]] bool entry_name_view(bool pattern, std::uint32_t i,
                                      std::string_view& out) const noexcept;
 
- private:
-  Segment segment_;
+ protected:
   std::byte* base_;
   BusLimits limits_;
   ControlGeometry geometry_;
+};
+
+/// A control segment whose geometry was checked against its size.
+class ControlView : public Tables {
+ public:
+  /// Throws std::runtime_error if the limits are absurd or the tables do not fit the segment.
+  explicit ControlView(Segment segment);
+
+  [[nodiscard]] BusHeader& header() const noexcept {
+    return *reinterpret_cast<BusHeader*>(base_ + kBusHeaderOffset);
+  }
+  [[nodiscard]] Segment& segment() noexcept { return segment_; }
+  /// Mode and group for the bus's ring segments, as read when the view was made; the mode
+  /// keeps owner and group bits only, whatever the segment holds.
+  [[nodiscard]] mode_t segment_mode() const noexcept { return segment_mode_; }
+  [[nodiscard]] std::optional<gid_t> segment_group() const noexcept { return segment_group_; }
+
+ private:
+  ControlView(Segment&& segment, const BusLimits& limits);
+
+  Segment segment_;
+  mode_t segment_mode_ = 0600;
+  std::optional<gid_t> segment_group_;
 };
 
 /// True while the coordinator recorded in the bus runs (defined in client.cpp).
@@ -112,12 +136,13 @@ class GlobCache {
 };
 
 /// Finds a name in the channel or pattern table; returns its index or -1. Call inside
-/// read_registry (or as the coordinator).
-[[nodiscard]] std::int64_t find_entry(const ControlView& view, bool pattern,
+/// read_registry (or as the coordinator, on its own record).
+[[nodiscard]] std::int64_t find_entry(const Tables& tables, bool pattern,
                                       std::string_view name) noexcept;
 
 /// The targets of a publish on `channel`: its subscribers, then each matching pattern's, in
-/// table order. Call inside read_registry.
+/// table order, at most node_count in all (more means corrupt lists). Call inside
+/// read_registry.
 void collect_targets(const ControlView& view, std::string_view channel, GlobCache& globs,
                      std::vector<Target>& out);
 

@@ -212,10 +212,9 @@ class SubscriberState {
   }
 
   static Segment create_ring(const BusState& bus, const ClientLink& link) {
-    const BusHeader& h = bus.view->header();
     Permissions perms;
-    perms.mode = static_cast<mode_t>(h.segment_mode);
-    if (h.segment_gid >= 0) perms.group = static_cast<gid_t>(h.segment_gid);
+    perms.mode = bus.view->segment_mode();
+    perms.group = bus.view->segment_group();
     const std::string name = ring_name(bus.name, link.slot(), link.generation());
     Segment::remove(name);  // a leftover of a client that died while no coordinator ran
     try {
