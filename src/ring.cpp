@@ -113,6 +113,15 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   std::uint64_t index = 0;
   std::uint64_t need = 0;
   for (int stale = 0;;) {
+    if ((tail & (kRecordAlign - 1)) != 0) [[unlikely]] {
+      // Records start on 8-byte boundaries: only an overwritten tail is off them. Realign it.
+      const std::uint64_t realigned = align_record(tail);
+      if (layout_->tail.compare_exchange_weak(tail, realigned, std::memory_order_relaxed,
+                                              std::memory_order_relaxed)) {
+        tail = realigned;
+      }
+      continue;
+    }
     index = tail & (capacity_ - 1);
     const std::uint64_t to_end = capacity_ - index;
     // A record never wraps: if it does not fit before the end, pad to the end and start at 0.
@@ -247,6 +256,11 @@ RingConsumer::Next RingConsumer::next_record() noexcept {
     const std::uint64_t tail = layout_->tail.load(std::memory_order_acquire);
     tail_seen_ = tail;
     if (tail == head_) {
+      // Producers measure room from the shared head: one overwritten while the ring is empty
+      // would make them drop every record, as nothing is consumed to store it again.
+      if (layout_->head.load(std::memory_order_relaxed) != head_) {
+        layout_->head.store(head_, std::memory_order_release);
+      }
       if (policy_.death_count != nullptr) {
         // Still empty after counting: any claim found stalled later was made after this count,
         // so its writer's death, if it dies, will show as a change.

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -197,7 +198,8 @@ class SubscriberState {
     std::string name;
   };
 
-  // Waits for the ring until `deadline`; false once it has passed.
+  // Waits for the ring until `deadline`; false once it has passed. Each sleep is capped, so a
+  // wake-up lost to an overwritten `sleeping` flag delays the reader, never stops it.
   bool wait_until(bool forever, std::chrono::steady_clock::time_point deadline, bool spin) {
     const auto now = std::chrono::steady_clock::now();
     if (!forever && now >= deadline) return false;
@@ -206,7 +208,9 @@ class SubscriberState {
       // looks at the tail between rounds, for a record whose writer stalled.
       for (int n = 0; n < 256 && !consumer_.ready(); ++n) cpu_relax();
     } else {
-      consumer_.wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
+      constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::milliseconds(100);
+      consumer_.wait(forever ? kLongestSleep
+                             : std::min<std::chrono::nanoseconds>(deadline - now, kLongestSleep));
     }
     return true;
   }
