@@ -8,8 +8,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
+#include <string>
+#include <unordered_map>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -21,6 +25,7 @@ namespace shmcast::daemon {
 using detail::BusHeader;
 using detail::ClientSlot;
 using detail::Entry;
+using detail::kBusHeaderOffset;
 using detail::kFreeNode;
 using detail::kNoNode;
 using detail::kPatternEntryBit;
@@ -47,17 +52,35 @@ constexpr std::uint32_t state_of(SlotState s) {
 }
 
 // Calls f(node index) along a list until f returns false, through valid indices only and for at
-// most node_count steps: clients can write this memory, so a corrupt list ends the walk instead
-// of sending the coordinator out of bounds or round a loop forever.
+// most node_count steps, so that even a corrupt list ends.
 template <class F>
-void walk(const detail::ControlView& view, std::uint32_t first, F&& f) {
-  const std::uint32_t count = view.geometry().node_count;
+void walk(const detail::Tables& tables, std::uint32_t first, F&& f) {
+  const std::uint32_t count = tables.geometry().node_count;
   std::uint32_t n = first;
   for (std::uint32_t steps = 0; n != kNoNode && n <= count && steps < count; ++steps) {
     const std::uint32_t index = n - 1;
-    n = view.node(index).next;
+    n = tables.node(index).next;
     if (!f(index)) return;
   }
+}
+
+const char* table_of(bool pattern) {
+  return pattern ? "pattern" : "channel";
+}
+
+// Bytes at the start of the segment that never change once it is created: the segment header
+// and the bus header up to the coordinator's identity.
+constexpr std::size_t kFixedHeaderBytes = kBusHeaderOffset + offsetof(BusHeader, coordinator_pid);
+
+// The geometry of the coordinator's private record: the same tables, starting at offset 0.
+detail::ControlGeometry record_geometry(const detail::ControlGeometry& g) {
+  detail::ControlGeometry r = g;
+  r.clients_offset = 0;  // the record holds no client table
+  r.channels_offset = 0;
+  r.patterns_offset = g.patterns_offset - g.channels_offset;
+  r.nodes_offset = g.nodes_offset - g.channels_offset;
+  r.total = g.total - g.channels_offset;
+  return r;
 }
 
 }  // namespace
@@ -128,10 +151,14 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
 }
 
 Coordinator::~Coordinator() {
-  for (Watch& w : watches_) {
-    if (w.pidfd >= 0) ::close(w.pidfd);
+  for (Client& c : clients_) {
+    if (c.pidfd >= 0) ::close(c.pidfd);
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+std::byte* Coordinator::shared_tables() const noexcept {
+  return reinterpret_cast<std::byte*>(&view_->entry(false, 0));
 }
 
 void Coordinator::create_or_adopt() {
@@ -176,7 +203,7 @@ void Coordinator::create_or_adopt() {
           e.what());
     }
   }();
-  auto* h = new (segment.base() + detail::kBusHeaderOffset) BusHeader{};
+  auto* h = new (segment.base() + kBusHeaderOffset) BusHeader{};
   h->limits = limits;
   h->slot_size = g.slot_size;
   h->entry_size_channel = g.entry_size_channel;
@@ -190,18 +217,25 @@ void Coordinator::create_or_adopt() {
   h->channel_slots = g.channel_slots;
   h->pattern_slots = g.pattern_slots;
   h->node_count = g.node_count;
-  h->created_ns = detail::realtime_ns();
+  created_ns_ = detail::realtime_ns();
+  h->created_ns = created_ns_;
   auto* nodes = reinterpret_cast<Node*>(segment.base() + g.nodes_offset);
   for (std::uint32_t i = 0; i < g.node_count; ++i) nodes[i].client = kFreeNode;
   segment.publish();
   view_ = std::make_unique<detail::ControlView>(std::move(segment));
-  watches_.assign(limits.max_clients, Watch{});
-  rebuild_free_nodes();
+  image_.assign(g.total - g.channels_offset, std::byte{0});
+  std::memcpy(image_.data(), shared_tables(), image_.size());
+  mine_ = std::make_unique<detail::Tables>(image_.data(), limits, record_geometry(g));
+  clients_.assign(limits.max_clients, Client{});
+  index_nodes();
   BusHeader& header = view_->header();
-  header.coordinator_start_ticks.store(detail::process_start_ticks(getpid()));
-  header.coordinator_started_ns.store(detail::realtime_ns());
+  start_ticks_ = detail::process_start_ticks(getpid());
+  started_ns_ = detail::realtime_ns();
+  header.coordinator_start_ticks.store(start_ticks_);
+  header.coordinator_started_ns.store(started_ns_);
   header.heartbeat_ns.store(detail::monotonic_ns());
   header.coordinator_pid.store(getpid(), std::memory_order_release);
+  fixed_header_.assign(view_->segment().base(), view_->segment().base() + kFixedHeaderBytes);
   log(options_.bus,
       fmt::format("created bus: {} bytes of registry, {} client slots, rings of {} bytes", g.total,
                   limits.max_clients, limits.ring_bytes));
@@ -210,46 +244,180 @@ void Coordinator::create_or_adopt() {
 void Coordinator::adopt() {
   adopted_ = true;
   BusHeader& h = view_->header();
+  const detail::ControlGeometry& g = view_->geometry();
   const std::uint32_t clients = view_->limits().max_clients;
-  watches_.assign(clients, Watch{});
-  // The previous coordinator may have died inside a registry write: close its seqlock.
-  const std::uint64_t version = h.routing_version.load();
-  if ((version & 1U) != 0) h.routing_version.store(version + 1, std::memory_order_release);
-  rebuild_free_nodes();
-  h.coordinator_start_ticks.store(detail::process_start_ticks(getpid()));
-  h.coordinator_started_ns.store(detail::realtime_ns());
+  clients_.assign(clients, Client{});
+  // The previous coordinator may have died inside a registry write: close its seqlock, on a
+  // version no publisher has cached, so every one re-reads the rebuilt registry.
+  version_ = (h.routing_version.load() | 1U) + 1;
+  h.routing_version.store(version_, std::memory_order_release);
+  // Only clients that were attached (or left while no coordinator ran) can hold subscriptions.
+  std::vector<bool> may_subscribe(clients);
+  for (std::uint32_t i = 0; i < clients; ++i) {
+    const ClientSlot& s = view_->slot(i);
+    const std::uint32_t state = s.state.load();
+    clients_[i].generation = s.generation.load();
+    may_subscribe[i] = state == state_of(SlotState::live) || state == state_of(SlotState::detached);
+  }
+  // Whatever the previous coordinator knew is in the segment, which anything could have
+  // written: take a copy, check it, and make the checked copy this coordinator's record.
+  image_.assign(g.total - g.channels_offset, std::byte{0});
+  std::memcpy(image_.data(), shared_tables(), image_.size());
+  mine_ = std::make_unique<detail::Tables>(image_.data(), view_->limits(), record_geometry(g));
+  begin_write();
+  rebuild_registry(may_subscribe);
+  std::memcpy(shared_tables(), image_.data(), image_.size());
+  store_counts();
+  end_write();
+
+  deaths_ = h.deaths.load();
+  created_ns_ = h.created_ns.load();
+  start_ticks_ = detail::process_start_ticks(getpid());
+  started_ns_ = detail::realtime_ns();
+  h.coordinator_start_ticks.store(start_ticks_);
+  h.coordinator_started_ns.store(started_ns_);
   h.heartbeat_ns.store(detail::monotonic_ns());
   h.coordinator_pid.store(getpid(), std::memory_order_release);
+  fixed_header_.assign(view_->segment().base(), view_->segment().base() + kFixedHeaderBytes);
   std::uint32_t live = 0;
   for (std::uint32_t i = 0; i < clients; ++i) {
     ClientSlot& s = view_->slot(i);
     if (s.state.load() != state_of(SlotState::live)) continue;
-    const pid_t pid = s.pid.load();
-    if (detail::process_alive(pid, s.start_ticks.load())) {
-      watches_[i].pidfd = pidfd_open(pid);
-    }
-    if (watches_[i].pidfd < 0 || !detail::process_alive(pid, s.start_ticks.load())) {
+    Client& c = clients_[i];
+    c.pid = s.pid.load();
+    c.start_ticks = s.start_ticks.load();
+    c.has_ring = s.has_ring.load() != 0;
+    if (c.pid > 0 && detail::process_alive(c.pid, c.start_ticks)) c.pidfd = pidfd_open(c.pid);
+    if (c.pidfd < 0 || !detail::process_alive(c.pid, c.start_ticks)) {
       remove_client(i, "died while no coordinator ran");
       continue;
     }
+    s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
     ++live;
   }
   reap_dead();
   log(options_.bus,
       fmt::format("adopted bus: {} live clients, {} channels, {} patterns, {} subscriptions", live,
-                  h.channel_count.load(), h.pattern_count.load(), h.node_used.load()));
+                  channels_, patterns_, g.node_count - free_nodes_.size()));
 }
 
-void Coordinator::rebuild_free_nodes() {
+// Keeps of the copied tables only what passes every check, and lays it out afresh: names
+// within their limit, lists that end, nodes that point back at their entry and belong to a
+// client that may hold subscriptions, one node per client and entry.
+void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
+  struct Kept {
+    bool pattern;
+    std::string name;
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> subscribers;  // client, sid
+  };
+  const detail::Tables& t = *mine_;
+  const std::uint32_t node_count = t.geometry().node_count;
+  std::vector<Kept> kept;
+  std::vector<bool> seen(node_count);
+  std::uint32_t used_before = 0;
+  for (std::uint32_t i = 0; i < node_count; ++i) used_before += t.node(i).client != kFreeNode;
+  std::uint32_t kept_nodes = 0;
+  std::uint32_t dropped_entries = 0;
+  for (const bool pattern : {false, true}) {
+    std::unordered_map<std::string, std::size_t> by_name;
+    const std::uint32_t bit = pattern ? kPatternEntryBit : 0;
+    for (std::uint32_t i = 0; i < t.entry_slots(pattern); ++i) {
+      const Entry& e = t.entry(pattern, i);
+      if (e.used == 0) continue;
+      std::string_view name;
+      const char* problem = nullptr;
+      if (e.used != 1) {
+        problem = "its in-use flag holds garbage";
+      } else if (!t.entry_name_view(pattern, i, name)) {
+        problem = "its name length is over the limit";
+      }
+      std::vector<std::pair<std::uint32_t, std::uint32_t>> subscribers;
+      bool broken = false;
+      for (std::uint32_t next = e.first; problem == nullptr && next != kNoNode;) {
+        if (next > node_count || seen[next - 1]) {
+          broken = true;
+          break;
+        }
+        seen[next - 1] = true;
+        const Node& n = t.node(next - 1);
+        const bool valid = n.client < may_subscribe.size() && may_subscribe[n.client] &&
+                           n.entry == (i | bit) &&
+                           std::none_of(subscribers.begin(), subscribers.end(),
+                                        [&](const auto& s) { return s.first == n.client; });
+        if (valid) subscribers.emplace_back(n.client, n.sid);
+        next = n.next;
+      }
+      if (problem == nullptr && subscribers.empty()) problem = "no valid subscription";
+      if (problem != nullptr) {
+        ++dropped_entries;
+        log(options_.bus,
+            fmt::format("quarantined {} entry {}: {}; dropped", table_of(pattern), i, problem));
+        continue;
+      }
+      if (broken) {
+        log(options_.bus,
+            fmt::format("repaired {} '{}': its list ran into an invalid or repeated node; kept the "
+                        "{} valid subscriptions before it",
+                        table_of(pattern), name, subscribers.size()));
+      }
+      auto [it, inserted] = by_name.try_emplace(std::string(name), kept.size());
+      if (inserted) {
+        kept.push_back({pattern, std::string(name), std::move(subscribers)});
+        continue;
+      }
+      log(options_.bus, fmt::format("repaired {} '{}': it was in the table twice; merged",
+                                    table_of(pattern), name));
+      auto& into = kept[it->second].subscribers;
+      for (const auto& s : subscribers) {
+        if (std::none_of(into.begin(), into.end(),
+                         [&](const auto& held) { return held.first == s.first; })) {
+          into.push_back(s);
+        }
+      }
+    }
+  }
+
+  // Lay the kept registry out in an empty record: fresh positions, fresh lists, true counts.
+  std::fill(image_.begin(), image_.end(), std::byte{0});
+  for (std::uint32_t i = 0; i < node_count; ++i) mine_->node(i).client = kFreeNode;
+  channels_ = 0;
+  patterns_ = 0;
   free_nodes_.clear();
-  client_nodes_.assign(view_->limits().max_clients, {});
-  const std::uint32_t n = view_->geometry().node_count;
+  for (std::uint32_t i = node_count; i-- > 0;) free_nodes_.push_back(i);
+  for (const Kept& k : kept) {
+    const auto index = static_cast<std::uint32_t>(insert_entry(k.pattern, k.name));
+    Entry& e = mine_->entry(k.pattern, index);
+    // Pushed in reverse, so the list keeps its order.
+    for (auto s = k.subscribers.rbegin(); s != k.subscribers.rend(); ++s) {
+      const std::uint32_t node = free_nodes_.back();
+      free_nodes_.pop_back();
+      mine_->node(node) =
+          Node{s->first, s->second, e.first, index | (k.pattern ? kPatternEntryBit : 0)};
+      e.first = node + 1;
+      ++e.count;
+      ++kept_nodes;
+    }
+  }
+  index_nodes();
+  if (dropped_entries > 0 || kept_nodes != used_before) {
+    log(options_.bus,
+        fmt::format("quarantined {} entries and {} subscription nodes that failed the checks of "
+                    "an adopted registry; kept {} entries and {} subscriptions",
+                    dropped_entries, used_before > kept_nodes ? used_before - kept_nodes : 0,
+                    kept.size(), kept_nodes));
+  }
+}
+
+void Coordinator::index_nodes() {
+  free_nodes_.clear();
+  for (Client& c : clients_) c.nodes.clear();
+  const std::uint32_t n = mine_->geometry().node_count;
   for (std::uint32_t i = n; i-- > 0;) {
-    const std::uint32_t client = view_->node(i).client;
+    const std::uint32_t client = mine_->node(i).client;
     if (client == kFreeNode) {
       free_nodes_.push_back(i);
-    } else if (client < client_nodes_.size()) {
-      client_nodes_[client].push_back(i);
+    } else if (client < clients_.size()) {
+      clients_[client].nodes.push_back(i);
     }
   }
 }
@@ -266,22 +434,179 @@ void Coordinator::run(const std::atomic<bool>& stop) {
 }
 
 void Coordinator::serve_once() {
+  audit_header();
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_table_audit_) {
+    audit_tables();
+    next_table_audit_ = now + kTableAudit;
+  }
   const std::uint32_t clients = view_->limits().max_clients;
   for (std::uint32_t i = 0; i < clients; ++i) {
+    audit_slot(i);
     const std::uint32_t state = view_->slot(i).state.load(std::memory_order_acquire);
     if (state == state_of(SlotState::claimed) || state == state_of(SlotState::live)) handle(i);
   }
   reap_dead();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Checks of the shared memory against the coordinator's record
+
+void Coordinator::audit_header() {
+  std::byte* base = view_->segment().base();
+  if (std::memcmp(base, fixed_header_.data(), kFixedHeaderBytes) != 0) {
+    std::memcpy(base, fixed_header_.data(), kFixedHeaderBytes);
+    log(options_.bus,
+        "repaired bus header: the segment header, limits or table geometry were overwritten; "
+        "rewritten from the coordinator's copy");
+  }
+  BusHeader& h = view_->header();
+  if (h.coordinator_pid.load() != getpid() || h.coordinator_start_ticks.load() != start_ticks_ ||
+      h.coordinator_started_ns.load() != started_ns_ || h.created_ns.load() != created_ns_) {
+    h.coordinator_start_ticks.store(start_ticks_);
+    h.coordinator_started_ns.store(started_ns_);
+    h.created_ns.store(created_ns_);
+    h.coordinator_pid.store(getpid(), std::memory_order_release);
+    log(options_.bus, "repaired bus header: the coordinator's pid and start time were overwritten");
+  }
+  const std::uint64_t version = h.routing_version.load(std::memory_order_relaxed);
+  if (version != version_) {
+    // Past both values, so a publisher that cached a route under either one re-reads it.
+    version_ = (std::max(version, version_) | 1U) + 1;
+    h.routing_version.store(version_, std::memory_order_release);
+    log(options_.bus, fmt::format("repaired routing version: found {}; set to {}, so every "
+                                  "publisher re-reads the registry",
+                                  version, version_));
+  }
+  const std::uint32_t used =
+      mine_->geometry().node_count - static_cast<std::uint32_t>(free_nodes_.size());
+  if (h.channel_count.load() != channels_ || h.pattern_count.load() != patterns_ ||
+      h.node_used.load() != used || h.deaths.load() != deaths_) {
+    log(options_.bus,
+        fmt::format("repaired registry counters: found {} channels, {} patterns, {} "
+                    "subscriptions, {} deaths; the coordinator holds {}, {}, {}, {}",
+                    h.channel_count.load(), h.pattern_count.load(), h.node_used.load(),
+                    h.deaths.load(), channels_, patterns_, used, deaths_));
+    begin_write();
+    store_counts();
+    end_write();
+  }
+}
+
+void Coordinator::audit_slot(std::uint32_t slot) {
+  ClientSlot& s = view_->slot(slot);
+  Client& c = clients_[slot];
+  std::string found;
+  if (s.generation.load() != c.generation) {
+    found += fmt::format(" generation {}", s.generation.load());
+    // Publishers name rings by the generation they read from the registry.
+    begin_write();
+    s.generation.store(c.generation);
+    end_write();
+  }
+  const std::uint32_t state = s.state.load(std::memory_order_acquire);
+  if (c.pidfd >= 0) {
+    // Attached: only the client's own detach may change its state.
+    if (state != state_of(SlotState::live) && state != state_of(SlotState::detached)) {
+      found += fmt::format(" state {}", state);
+      s.state.store(state_of(SlotState::live), std::memory_order_release);
+    }
+    if (s.pid.load() != c.pid) {
+      found += fmt::format(" pid {}", s.pid.load());
+      s.pid.store(c.pid);
+    }
+    if (s.start_ticks.load() != c.start_ticks) {
+      found += fmt::format(" start time {}", s.start_ticks.load());
+      s.start_ticks.store(c.start_ticks);
+    }
+    if ((s.has_ring.load() != 0) != c.has_ring) {
+      found += fmt::format(" ring flag {}", s.has_ring.load());
+      s.has_ring.store(c.has_ring ? 1 : 0);
+    }
+    if (s.subscriptions.load() != c.nodes.size()) {
+      found += fmt::format(" subscriptions {}", s.subscriptions.load());
+      s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
+    }
+  } else if (state == state_of(SlotState::live) || state > state_of(SlotState::detached)) {
+    // Live without an attach, or no state at all: a client may be claiming it, so it goes back
+    // to claimed (its attach still works) while its pid runs, and is freed otherwise.
+    const pid_t pid = s.pid.load();
+    const bool running = pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+    s.state.store(state_of(running ? SlotState::claimed : SlotState::free),
+                  std::memory_order_release);
+    if (!running) s.pid.store(0, std::memory_order_release);
+    log(options_.bus, fmt::format("quarantined client slot {}: state {} but never attached; {}",
+                                  slot, state, running ? "back to claimed" : "freed"));
+  }
+  if (!found.empty()) {
+    log(options_.bus,
+        fmt::format("repaired client slot {} (pid {}):{} overwritten", slot, c.pid, found));
+  }
+}
+
+void Coordinator::audit_tables() {
+  std::byte* shared = shared_tables();
+  if (std::memcmp(shared, image_.data(), image_.size()) == 0) return;
+  bool writing = false;
+  const auto write = [&] {
+    if (!writing) begin_write();
+    writing = true;
+  };
+  for (const bool pattern : {false, true}) {
+    std::uint32_t repaired = 0;
+    std::int64_t first = -1;
+    const std::uint32_t size = mine_->entry_size(pattern);
+    for (std::uint32_t i = 0; i < mine_->entry_slots(pattern); ++i) {
+      if (std::memcmp(&view_->entry(pattern, i), &mine_->entry(pattern, i), size) == 0) continue;
+      write();
+      store_entry(pattern, i);
+      if (first < 0) first = i;
+      ++repaired;
+    }
+    if (repaired == 0) continue;
+    std::string_view name;
+    const auto at = static_cast<std::uint32_t>(first);
+    const bool named =
+        mine_->entry(pattern, at).used != 0 && mine_->entry_name_view(pattern, at, name);
+    log(options_.bus, fmt::format("repaired {} {} table entries overwritten in shared memory "
+                                  "(first: index {}{})",
+                                  repaired, table_of(pattern), first,
+                                  named ? fmt::format(", '{}'", name) : std::string(", unused")));
+  }
+  std::uint32_t repaired = 0;
+  std::int64_t first = -1;
+  for (std::uint32_t i = 0; i < mine_->geometry().node_count; ++i) {
+    if (std::memcmp(&view_->node(i), &mine_->node(i), sizeof(Node)) == 0) continue;
+    write();
+    store_node(i);
+    if (first < 0) first = i;
+    ++repaired;
+  }
+  if (repaired > 0) {
+    log(options_.bus, fmt::format("repaired {} subscription nodes overwritten in shared memory "
+                                  "(first: node {})",
+                                  repaired, first));
+  }
+  // Padding between the tables: not read by anyone, but the copies stay identical.
+  if (std::memcmp(shared, image_.data(), image_.size()) != 0) {
+    write();
+    std::memcpy(shared, image_.data(), image_.size());
+  }
+  if (writing) end_write();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
 void Coordinator::handle(std::uint32_t slot) {
   ClientSlot& s = view_->slot(slot);
   const std::uint32_t seq = s.req_seq.load(std::memory_order_acquire);
   if (seq == s.resp_seq.load(std::memory_order_relaxed)) return;
-  const auto op = static_cast<Op>(s.op.load(std::memory_order_relaxed));
+  const std::uint32_t raw_op = s.op.load(std::memory_order_relaxed);
+  const auto op = static_cast<Op>(raw_op);
   const std::uint32_t sid = s.sid.load(std::memory_order_relaxed);
   const std::uint32_t len = s.name_len.load(std::memory_order_relaxed);
-  const bool live = s.state.load() == state_of(SlotState::live);
+  const bool live = clients_[slot].pidfd >= 0;
   Status status = Status::ok;
   std::int64_t value = 0;
   bool removed = false;
@@ -300,11 +625,13 @@ void Coordinator::handle(std::uint32_t slot) {
       // Copied out first: the client owns this buffer and may be hostile.
       const std::string name(view_->slot_name(slot), len);
       status = op == Op::subscribe || op == Op::psubscribe ? subscribe(slot, pattern, sid, name)
-                                                           : unsubscribe(slot, pattern, sid, name);
-      value = s.subscriptions.load();
+                                                           : unsubscribe(slot, pattern, name);
+      value = static_cast<std::int64_t>(clients_[slot].nodes.size());
     }
   } else {
     status = Status::bad_request;
+    log(options_.bus, fmt::format("client slot {} (pid {}): request {} is no operation; refused",
+                                  slot, clients_[slot].pid, raw_op));
   }
   s.status.store(static_cast<std::uint32_t>(status), std::memory_order_relaxed);
   s.value.store(value, std::memory_order_relaxed);
@@ -316,47 +643,81 @@ void Coordinator::handle(std::uint32_t slot) {
 
 Status Coordinator::attach(std::uint32_t slot) {
   ClientSlot& s = view_->slot(slot);
+  Client& c = clients_[slot];
   const pid_t pid = s.pid.load();
   const std::uint64_t ticks = s.start_ticks.load();
-  if (!detail::process_alive(pid, ticks)) return Status::bad_request;
+  if (pid <= 0 || !detail::process_alive(pid, ticks)) return Status::bad_request;
+  const bool has_ring = s.has_ring.load() != 0;
+  // A client names its ring by the generation it read when it claimed the slot; if that was
+  // overwritten, the ring publishers would look for is not its ring.
+  if (has_ring && !Segment::exists(detail::ring_name(options_.bus, slot, c.generation))) {
+    log(options_.bus,
+        fmt::format("client slot {} (pid {}): no ring under generation {}; attach refused", slot,
+                    pid, c.generation));
+    return Status::bad_request;
+  }
   const int fd = pidfd_open(pid);
   if (fd < 0 || !detail::process_alive(pid, ticks)) {  // checked again: the pid may be reused
     if (fd >= 0) ::close(fd);
     return Status::bad_request;
   }
-  if (watches_[slot].pidfd >= 0) ::close(watches_[slot].pidfd);
-  watches_[slot].pidfd = fd;
-  s.subscriptions.store(0);
+  c.pidfd = fd;
+  c.pid = pid;
+  c.start_ticks = ticks;
+  c.has_ring = has_ring;
+  s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
   s.state.store(state_of(SlotState::live), std::memory_order_release);
   return Status::ok;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Registry writes: to the record first, then the same bytes to shared memory
+
 void Coordinator::begin_write() {
-  auto& v = view_->header().routing_version;
-  v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  ++version_;
+  view_->header().routing_version.store(version_, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
 }
 
 void Coordinator::end_write() {
-  auto& v = view_->header().routing_version;
-  v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  ++version_;
+  view_->header().routing_version.store(version_, std::memory_order_release);
+}
+
+void Coordinator::store_entry(bool pattern, std::uint32_t index) {
+  std::memcpy(&view_->entry(pattern, index), &mine_->entry(pattern, index),
+              mine_->entry_size(pattern));
+}
+
+void Coordinator::store_node(std::uint32_t index) {
+  std::memcpy(&view_->node(index), &mine_->node(index), sizeof(Node));
+}
+
+void Coordinator::store_counts() {
+  BusHeader& h = view_->header();
+  h.channel_count.store(channels_, std::memory_order_relaxed);
+  h.pattern_count.store(patterns_, std::memory_order_relaxed);
+  h.node_used.store(mine_->geometry().node_count - static_cast<std::uint32_t>(free_nodes_.size()),
+                    std::memory_order_relaxed);
+  h.deaths.store(deaths_, std::memory_order_release);
 }
 
 std::int64_t Coordinator::insert_entry(bool pattern, std::string_view name) {
-  const std::uint32_t slots = view_->entry_slots(pattern);
+  const std::uint32_t slots = mine_->entry_slots(pattern);
   const std::uint32_t hash = detail::name_hash(name);
   for (std::uint32_t probe = 0, i = hash & (slots - 1); probe < slots;
        ++probe, i = (i + 1) & (slots - 1)) {
-    Entry& e = view_->entry(pattern, i);
+    Entry& e = mine_->entry(pattern, i);
     if (e.used != 0) continue;
     e.hash = hash;
     e.name_len = static_cast<std::uint32_t>(name.size());
     e.first = kNoNode;
     e.count = 0;
-    if (!name.empty()) std::memcpy(view_->entry_name(pattern, i), name.data(), name.size());
+    if (!name.empty()) std::memcpy(mine_->entry_name(pattern, i), name.data(), name.size());
     e.used = 1;
-    auto& count = pattern ? view_->header().pattern_count : view_->header().channel_count;
-    count.fetch_add(1, std::memory_order_relaxed);
+    store_entry(pattern, i);
+    ++(pattern ? patterns_ : channels_);
+    store_counts();
     return i;
   }
   return -1;
@@ -364,152 +725,159 @@ std::int64_t Coordinator::insert_entry(bool pattern, std::string_view name) {
 
 // Backward-shift deletion keeps linear probing free of tombstones.
 void Coordinator::erase_entry(bool pattern, std::uint32_t index) {
-  const std::uint32_t mask = view_->entry_slots(pattern) - 1;
-  const std::uint32_t size =
-      pattern ? view_->geometry().entry_size_pattern : view_->geometry().entry_size_channel;
+  const std::uint32_t slots = mine_->entry_slots(pattern);
+  const std::uint32_t mask = slots - 1;
   const std::uint32_t bit = pattern ? kPatternEntryBit : 0;
   std::uint32_t hole = index;
-  for (std::uint32_t j = (hole + 1) & mask;; j = (j + 1) & mask) {
-    Entry& e = view_->entry(pattern, j);
+  for (std::uint32_t step = 0, j = (hole + 1) & mask; step < slots; ++step, j = (j + 1) & mask) {
+    Entry& e = mine_->entry(pattern, j);
     if (e.used == 0 || j == hole) break;
     const std::uint32_t home = e.hash & mask;
     // The entry at j may move into the hole unless its home lies cyclically in (hole, j].
     const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
     if (stays) continue;
-    std::memcpy(&view_->entry(pattern, hole), &e, size);
-    walk(*view_, view_->entry(pattern, hole).first, [&](std::uint32_t n) {
-      view_->node(n).entry = hole | bit;
+    std::memcpy(&mine_->entry(pattern, hole), &e, mine_->entry_size(pattern));
+    store_entry(pattern, hole);
+    walk(*mine_, mine_->entry(pattern, hole).first, [&](std::uint32_t n) {
+      mine_->node(n).entry = hole | bit;
+      store_node(n);
       return true;
     });
     hole = j;
   }
-  Entry& gone = view_->entry(pattern, hole);
+  Entry& gone = mine_->entry(pattern, hole);
   gone.used = 0;
   gone.first = kNoNode;
   gone.count = 0;
   gone.name_len = 0;
-  auto& count = pattern ? view_->header().pattern_count : view_->header().channel_count;
-  count.fetch_sub(1, std::memory_order_relaxed);
+  store_entry(pattern, hole);
+  --(pattern ? patterns_ : channels_);
+  store_counts();
 }
 
 void Coordinator::unlink_node(std::uint32_t index) {
-  Node& node = view_->node(index);
+  Node& node = mine_->node(index);
   if (node.client == kFreeNode) return;
   const bool pattern = (node.entry & kPatternEntryBit) != 0;
   const std::uint32_t entry_index = node.entry & ~kPatternEntryBit;
-  if (node.client < client_nodes_.size()) std::erase(client_nodes_[node.client], index);
-  if (entry_index >= view_->entry_slots(pattern)) {
-    // Its entry field was overwritten: no list can be trusted to hold it, so just free it.
-    log(options_.bus, fmt::format("subscription node {} names no entry; freed", index));
-    node = Node{kFreeNode, 0, kNoNode, 0};
-    free_nodes_.push_back(index);
-    view_->header().node_used.fetch_sub(1, std::memory_order_relaxed);
-    return;
-  }
-  Entry& e = view_->entry(pattern, entry_index);
+  if (node.client < clients_.size()) std::erase(clients_[node.client].nodes, index);
+  const std::uint32_t next = node.next;
+  node = Node{kFreeNode, 0, kNoNode, 0};
+  store_node(index);
+  free_nodes_.push_back(index);
+  Entry& e = mine_->entry(pattern, entry_index);
   if (e.first == index + 1) {
-    e.first = node.next;
+    e.first = next;
   } else {
-    walk(*view_, e.first, [&](std::uint32_t n) {
-      if (view_->node(n).next != index + 1) return true;
-      view_->node(n).next = node.next;
+    walk(*mine_, e.first, [&](std::uint32_t n) {
+      if (mine_->node(n).next != index + 1) return true;
+      mine_->node(n).next = next;
+      store_node(n);
       return false;
     });
   }
-  node = Node{kFreeNode, 0, kNoNode, 0};
-  free_nodes_.push_back(index);
-  view_->header().node_used.fetch_sub(1, std::memory_order_relaxed);
   if (e.count <= 1) {
     erase_entry(pattern, entry_index);
   } else {
     --e.count;
+    store_entry(pattern, entry_index);
+    store_counts();
   }
 }
 
 Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
                               std::string_view name) {
-  ClientSlot& s = view_->slot(slot);
-  std::int64_t index = detail::find_entry(*view_, pattern, name);
+  Client& c = clients_[slot];
+  std::int64_t index = detail::find_entry(*mine_, pattern, name);
   if (index >= 0) {
     // Subscribing again to what it holds changes nothing (a client's own copy says so too).
     bool held = false;
-    walk(*view_, view_->entry(pattern, static_cast<std::uint32_t>(index)).first,
+    walk(*mine_, mine_->entry(pattern, static_cast<std::uint32_t>(index)).first,
          [&](std::uint32_t n) {
-           held = view_->node(n).client == slot;
+           held = mine_->node(n).client == slot;
            return !held;
          });
     if (held) return Status::ok;
   }
-  if (s.subscriptions.load() >= view_->limits().max_subscriptions)
-    return Status::too_many_subscriptions;
+  if (c.nodes.size() >= view_->limits().max_subscriptions) return Status::too_many_subscriptions;
   if (free_nodes_.empty()) return Status::registry_full;
   const std::uint32_t max_entries =
       pattern ? view_->limits().max_patterns : view_->limits().max_channels;
-  const auto& entries = pattern ? view_->header().pattern_count : view_->header().channel_count;
-  if (index < 0 && entries.load() >= max_entries) return Status::registry_full;
+  if (index < 0 && (pattern ? patterns_ : channels_) >= max_entries) return Status::registry_full;
 
   begin_write();
   if (index < 0) index = insert_entry(pattern, name);
   const std::uint32_t node_index = free_nodes_.back();
   free_nodes_.pop_back();
-  Entry& e = view_->entry(pattern, static_cast<std::uint32_t>(index));
-  view_->node(node_index) = Node{
-      slot, sid, e.first, static_cast<std::uint32_t>(index) | (pattern ? kPatternEntryBit : 0)};
+  const auto entry_index = static_cast<std::uint32_t>(index);
+  Entry& e = mine_->entry(pattern, entry_index);
+  mine_->node(node_index) =
+      Node{slot, sid, e.first, entry_index | (pattern ? kPatternEntryBit : 0)};
+  store_node(node_index);
   e.first = node_index + 1;
   ++e.count;
-  client_nodes_[slot].push_back(node_index);
-  view_->header().node_used.fetch_add(1, std::memory_order_relaxed);
-  s.subscriptions.fetch_add(1);
+  store_entry(pattern, entry_index);
+  c.nodes.push_back(node_index);
+  store_counts();
+  view_->slot(slot).subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
   end_write();
   return Status::ok;
 }
 
-Status Coordinator::unsubscribe(std::uint32_t slot, bool pattern, std::uint32_t /*sid*/,
-                                std::string_view name) {
-  const std::int64_t index = detail::find_entry(*view_, pattern, name);
+Status Coordinator::unsubscribe(std::uint32_t slot, bool pattern, std::string_view name) {
+  const std::int64_t index = detail::find_entry(*mine_, pattern, name);
   if (index < 0) return Status::ok;
   std::int64_t held = -1;
-  walk(*view_, view_->entry(pattern, static_cast<std::uint32_t>(index)).first,
+  walk(*mine_, mine_->entry(pattern, static_cast<std::uint32_t>(index)).first,
        [&](std::uint32_t n) {
-         if (view_->node(n).client == slot) held = n;
+         if (mine_->node(n).client == slot) held = n;
          return held < 0;
        });
   if (held >= 0) {
     begin_write();
     unlink_node(static_cast<std::uint32_t>(held));
-    view_->slot(slot).subscriptions.fetch_sub(1);
+    view_->slot(slot).subscriptions.store(static_cast<std::uint32_t>(clients_[slot].nodes.size()));
     end_write();
   }
   return Status::ok;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Clients leaving
+
 void Coordinator::remove_client(std::uint32_t slot, const char* why) {
   ClientSlot& s = view_->slot(slot);
-  const pid_t pid = s.pid.load();
-  const std::uint32_t generation = s.generation.load();
-  const bool had_ring = s.has_ring.load() != 0;
+  Client& c = clients_[slot];
+  const pid_t pid = c.pidfd >= 0 ? c.pid : s.pid.load();
+  const std::uint32_t generation = c.generation;
+  // A client that never attached may still have made its ring: the slot says so.
+  const bool had_ring = c.has_ring || s.has_ring.load() != 0;
   std::uint32_t dropped = 0;
   begin_write();
-  while (!client_nodes_[slot].empty()) {
-    const std::uint32_t node = client_nodes_[slot].back();
-    client_nodes_[slot].pop_back();  // first: a node rewritten by a client must not stall this loop
+  while (!c.nodes.empty()) {
+    const std::uint32_t node = c.nodes.back();
+    c.nodes.pop_back();
     unlink_node(node);
     ++dropped;
   }
+  c.generation = generation + 1;
   s.subscriptions.store(0);
   s.has_ring.store(0);
   s.ring_bytes.store(0);
-  s.generation.store(generation + 1, std::memory_order_relaxed);
+  s.generation.store(c.generation, std::memory_order_relaxed);
   s.state.store(state_of(SlotState::free), std::memory_order_release);
   end_write();
   s.pid.store(0, std::memory_order_release);  // last: clearing the pid frees the slot for a claim
   if (had_ring) Segment::remove(detail::ring_name(options_.bus, slot, generation));
-  if (watches_[slot].pidfd >= 0) {
-    ::close(watches_[slot].pidfd);
-    watches_[slot].pidfd = -1;
+  if (c.pidfd >= 0) ::close(c.pidfd);
+  c.pidfd = -1;
+  c.pid = 0;
+  c.start_ticks = 0;
+  c.has_ring = false;
+  if (std::strcmp(why, "detached") != 0) {
+    ++deaths_;
+    view_->header().deaths.store(deaths_, std::memory_order_release);
   }
-  if (std::strcmp(why, "detached") != 0)
-    view_->header().deaths.fetch_add(1, std::memory_order_release);
   log(options_.bus,
       fmt::format("client {} (pid {}) {}: {} subscriptions removed", slot, pid, why, dropped));
 }
@@ -521,15 +889,15 @@ void Coordinator::reap_dead() {
   for (std::uint32_t i = 0; i < clients; ++i) {
     ClientSlot& s = view_->slot(i);
     const std::uint32_t state = s.state.load(std::memory_order_acquire);
-    if (state == state_of(SlotState::live) && watches_[i].pidfd >= 0) {
-      fds.push_back({watches_[i].pidfd, POLLIN, 0});
-      slots.push_back(i);
-    } else if (state == state_of(SlotState::detached)) {
+    if (state == state_of(SlotState::detached)) {
       remove_client(i, "detached");
+    } else if (clients_[i].pidfd >= 0) {
+      fds.push_back({clients_[i].pidfd, POLLIN, 0});
+      slots.push_back(i);
     } else if (state == state_of(SlotState::claimed) || state == state_of(SlotState::free)) {
       // A claim whose process died before attaching (or right after taking the pid).
       const pid_t pid = s.pid.load();
-      if (pid != 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+      if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
         if (state == state_of(SlotState::claimed)) {
           remove_client(i, "died while attaching");
         } else {
@@ -551,7 +919,7 @@ bool Coordinator::shutdown() {
   std::uint32_t live = 0;
   for (std::uint32_t i = 0; i < clients; ++i) {
     const std::uint32_t state = view_->slot(i).state.load();
-    if (state == state_of(SlotState::live) || state == state_of(SlotState::claimed)) ++live;
+    if (clients_[i].pidfd >= 0 || state == state_of(SlotState::claimed)) ++live;
   }
   if (live > 0) {
     log(options_.bus, fmt::format("stopping; {} live clients remain, so the bus stays for the next "

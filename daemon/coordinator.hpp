@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -25,6 +26,9 @@ struct CoordinatorOptions {
 
 class Coordinator {
  public:
+  /// How often the registry tables are compared with the coordinator's record.
+  static constexpr std::chrono::milliseconds kTableAudit{100};
+
   /// Creates the bus, or adopts it if a previous coordinator died and left it. Throws
   /// shmcast::Error: invalid_bus_name, coordinator_running (a live coordinator owns it),
   /// version_mismatch / bad_segment (a stale segment of another shmcast), system.
@@ -42,22 +46,35 @@ class Coordinator {
 
   [[nodiscard]] bool adopted() const noexcept { return adopted_; }
   [[nodiscard]] const detail::ControlView& view() const noexcept { return *view_; }
-  /// One pass of the loop: serve pending requests, reap dead clients. For tests.
+  /// One pass of the loop: check the shared header and client slots against the coordinator's
+  /// own record (and, every kTableAudit, the registry tables), repairing and logging what
+  /// differs; serve pending requests; reap dead clients. For tests.
   void serve_once();
 
  private:
-  struct Watch {
-    int pidfd = -1;
+  // The coordinator's own record of a client slot. Clients (and anything else that can write
+  // the segment) may overwrite the slot; this record is what the coordinator acts on, and what
+  // it writes back when the slot disagrees.
+  struct Client {
+    int pidfd = -1;  // >= 0 while the client is attached
+    pid_t pid = 0;
+    std::uint64_t start_ticks = 0;
+    std::uint32_t generation = 0;
+    bool has_ring = false;
+    // Its subscription nodes, so removing a client costs its own subscriptions, not a scan of
+    // the node table inside the seqlock.
+    std::vector<std::uint32_t> nodes;
   };
 
   void create_or_adopt();
   void adopt();
+  void rebuild_registry(const std::vector<bool>& may_subscribe);
+  void index_nodes();
   void handle(std::uint32_t slot);
   detail::Status attach(std::uint32_t slot);
   detail::Status subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
                            std::string_view name);
-  detail::Status unsubscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
-                             std::string_view name);
+  detail::Status unsubscribe(std::uint32_t slot, bool pattern, std::string_view name);
   void remove_client(std::uint32_t slot, const char* why);
   void reap_dead();
   void begin_write();
@@ -65,17 +82,35 @@ class Coordinator {
   std::int64_t insert_entry(bool pattern, std::string_view name);
   void erase_entry(bool pattern, std::uint32_t index);
   void unlink_node(std::uint32_t node);
-  void rebuild_free_nodes();
+  void store_entry(bool pattern, std::uint32_t index);
+  void store_node(std::uint32_t index);
+  void store_counts();
+  void audit_header();
+  void audit_slot(std::uint32_t slot);
+  void audit_tables();
+  std::byte* shared_tables() const noexcept;
 
   CoordinatorOptions options_;
   std::string lock_path_;
   int lock_fd_ = -1;
   std::unique_ptr<detail::ControlView> view_;
-  std::vector<Watch> watches_;
+  // The registry as this coordinator wrote it: the channel, pattern and node tables, byte for
+  // byte. Every registry decision reads this record, never the shared copy, and the shared
+  // copy is compared against it and repaired where they differ.
+  std::vector<std::byte> image_;
+  std::unique_ptr<detail::Tables> mine_;
+  std::vector<Client> clients_;
   std::vector<std::uint32_t> free_nodes_;
-  // Each client's subscription nodes, so removing a client costs its own subscriptions, not a
-  // scan of the node table inside the seqlock. Rebuilt from the segment on adoption.
-  std::vector<std::vector<std::uint32_t>> client_nodes_;
+  // The segment header and the fixed part of the bus header, as created or adopted.
+  std::vector<std::byte> fixed_header_;
+  std::uint64_t version_ = 0;
+  std::uint32_t channels_ = 0;
+  std::uint32_t patterns_ = 0;
+  std::uint64_t deaths_ = 0;
+  std::uint64_t start_ticks_ = 0;
+  std::uint64_t started_ns_ = 0;
+  std::uint64_t created_ns_ = 0;
+  std::chrono::steady_clock::time_point next_table_audit_{};
   bool adopted_ = false;
 };
 
