@@ -438,7 +438,7 @@ void Coordinator::serve_once() {
   const auto now = std::chrono::steady_clock::now();
   if (now >= next_table_audit_) {
     audit_tables();
-    next_table_audit_ = now + kTableAudit;
+    next_table_audit_ = now + kAuditStep;
   }
   const std::uint32_t clients = view_->limits().max_clients;
   for (std::uint32_t i = 0; i < clients; ++i) {
@@ -544,19 +544,36 @@ void Coordinator::audit_slot(std::uint32_t slot) {
   }
 }
 
+// Compares the next slice of the tables with the record and rewrites every entry or node in it
+// that differs.
 void Coordinator::audit_tables() {
+  const std::size_t lo = audit_cursor_;
+  const std::size_t hi = std::min(image_.size(), lo + kAuditSlice);
+  audit_cursor_ = hi == image_.size() ? 0 : hi;
   std::byte* shared = shared_tables();
-  if (std::memcmp(shared, image_.data(), image_.size()) == 0) return;
+  if (std::memcmp(shared + lo, image_.data() + lo, hi - lo) == 0) return;
   bool writing = false;
   const auto write = [&] {
     if (!writing) begin_write();
     writing = true;
   };
+  // The indices of the `count` items of `size` bytes from `offset` in the record that overlap
+  // the slice.
+  const auto overlap = [&](const void* first_item, std::size_t size, std::uint32_t count) {
+    const auto offset =
+        static_cast<std::size_t>(static_cast<const std::byte*>(first_item) - image_.data());
+    const std::size_t end = offset + size * count;
+    if (hi <= offset || lo >= end) return std::pair<std::uint32_t, std::uint32_t>{0, 0};
+    const std::size_t from = lo > offset ? (lo - offset) / size : 0;
+    const std::size_t to = std::min<std::size_t>(count, (hi - offset + size - 1) / size);
+    return std::pair{static_cast<std::uint32_t>(from), static_cast<std::uint32_t>(to)};
+  };
   for (const bool pattern : {false, true}) {
     std::uint32_t repaired = 0;
     std::int64_t first = -1;
     const std::uint32_t size = mine_->entry_size(pattern);
-    for (std::uint32_t i = 0; i < mine_->entry_slots(pattern); ++i) {
+    const auto [from, to] = overlap(&mine_->entry(pattern, 0), size, mine_->entry_slots(pattern));
+    for (std::uint32_t i = from; i < to; ++i) {
       if (std::memcmp(&view_->entry(pattern, i), &mine_->entry(pattern, i), size) == 0) continue;
       write();
       store_entry(pattern, i);
@@ -575,7 +592,8 @@ void Coordinator::audit_tables() {
   }
   std::uint32_t repaired = 0;
   std::int64_t first = -1;
-  for (std::uint32_t i = 0; i < mine_->geometry().node_count; ++i) {
+  const auto [from, to] = overlap(&mine_->node(0), sizeof(Node), mine_->geometry().node_count);
+  for (std::uint32_t i = from; i < to; ++i) {
     if (std::memcmp(&view_->node(i), &mine_->node(i), sizeof(Node)) == 0) continue;
     write();
     store_node(i);
@@ -588,9 +606,9 @@ void Coordinator::audit_tables() {
                                   repaired, first));
   }
   // Padding between the tables: not read by anyone, but the copies stay identical.
-  if (std::memcmp(shared, image_.data(), image_.size()) != 0) {
+  if (std::memcmp(shared + lo, image_.data() + lo, hi - lo) != 0) {
     write();
-    std::memcpy(shared, image_.data(), image_.size());
+    std::memcpy(shared + lo, image_.data() + lo, hi - lo);
   }
   if (writing) end_write();
 }

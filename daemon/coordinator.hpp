@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -26,8 +27,11 @@ struct CoordinatorOptions {
 
 class Coordinator {
  public:
-  /// How often the registry tables are compared with the coordinator's record.
-  static constexpr std::chrono::milliseconds kTableAudit{100};
+  /// The registry tables are compared with the coordinator's record one slice of
+  /// kAuditSlice bytes every kAuditStep: a bounded cost per pass, and a full round of the
+  /// default registry (13 MB) in about a second.
+  static constexpr std::size_t kAuditSlice = std::size_t{256} << 10;
+  static constexpr std::chrono::milliseconds kAuditStep{20};
 
   /// Creates the bus, or adopts it if a previous coordinator died and left it. Throws
   /// shmcast::Error: invalid_bus_name, coordinator_running (a live coordinator owns it),
@@ -47,7 +51,7 @@ class Coordinator {
   [[nodiscard]] bool adopted() const noexcept { return adopted_; }
   [[nodiscard]] const detail::ControlView& view() const noexcept { return *view_; }
   /// One pass of the loop: check the shared header and client slots against the coordinator's
-  /// own record (and, every kTableAudit, the registry tables), repairing and logging what
+  /// own record (and the next slice of the registry tables), repairing and logging what
   /// differs; serve pending requests; reap dead clients. For tests.
   void serve_once();
 
@@ -111,6 +115,7 @@ class Coordinator {
   std::uint64_t started_ns_ = 0;
   std::uint64_t created_ns_ = 0;
   std::chrono::steady_clock::time_point next_table_audit_{};
+  std::size_t audit_cursor_ = 0;  // where in the tables the next slice starts
   bool adopted_ = false;
 };
 
