@@ -120,6 +120,13 @@ class Daemon {
 
   [[nodiscard]] const std::string& bus() const { return bus_; }
   [[nodiscard]] pid_t pid() const { return pid_; }
+  /// Stops the coordinator with SIGTERM and returns its wait status; its log stays until the
+  /// Daemon is destroyed.
+  int terminate() {
+    const int status = stop(pid_);
+    pid_ = 0;
+    return status;
+  }
   /// Kills the coordinator now (SIGKILL) and forgets it.
   void kill_now() {
     stop(pid_, SIGKILL);
