@@ -3,7 +3,8 @@
 // may crash or hang; the coordinator repairs what it can and says so in its log, and subscribers
 // whose rings were overwritten resynchronise and keep receiving.
 //
-// The seed is printed and can be replayed: SHMCAST_HOSTILE_SEED=<n> hostile_test.
+// The seed is printed and can be replayed: SHMCAST_HOSTILE_SEED=<n> hostile_test; a longer run
+// for hunting: SHMCAST_HOSTILE_ROUNDS=<n> (control-segment rounds, 66 by default).
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -41,7 +42,7 @@ constexpr int kSubscribers = 2;
 constexpr std::uint64_t kDefaultSeed = 20261126;
 constexpr int kRingRounds = 30;
 constexpr int kAdoptions = 2;
-constexpr int kControlRounds = 66;
+constexpr int kControlRounds = 66;  // SHMCAST_HOSTILE_ROUNDS=<n> runs n instead
 // Long enough for the coordinator to compare the whole of this test's small registry (one
 // slice of its table audit) and to pass over every slot.
 constexpr auto kRepairTime = 150ms;
@@ -78,6 +79,11 @@ class SharedBoard {
 std::uint64_t seed_from_env() {
   const char* env = std::getenv("SHMCAST_HOSTILE_SEED");
   return env != nullptr && *env != '\0' ? std::strtoull(env, nullptr, 0) : kDefaultSeed;
+}
+
+int control_rounds() {
+  const char* env = std::getenv("SHMCAST_HOSTILE_ROUNDS");
+  return env != nullptr && *env != '\0' ? std::atoi(env) : kControlRounds;
 }
 
 ConnectOptions client_options() {
@@ -156,6 +162,11 @@ std::string probe(const std::string& name, int round) {
       const std::string channel = fmt::format("probe:{}", round);
       sub.subscribe({channel});
       const std::size_t delivered = bus.publish(channel, "ping");
+      // What shm-stat and PUBSUB read, over whatever the registry holds now.
+      (void)inspect(name);
+      const std::vector<std::string> numsub_of{channel, "news"};
+      (void)bus.numsub(numsub_of);
+      (void)bus.channels("*");
       while (auto m = sub.receive(1s)) {
         if (m->kind == Kind::message && m->payload == "ping") return "";
       }
@@ -624,7 +635,8 @@ TEST(Hostile, RandomBytesInSharedMemoryNeitherCrashNorHangAndAreRepaired) {
 
   // 3. Anything in the control segment and rings: after each round the coordinator runs and
   //    serves a new client end to end.
-  for (int round = 0; round < kControlRounds; ++round) {
+  const int rounds = control_rounds();
+  for (int round = 0; round < rounds; ++round) {
     const int kind = round % Vandal::kKinds;
     std::string what = vandal.control(kind);
     for (std::size_t more = vandal.pick(3); more > 0; --more) {
@@ -641,7 +653,7 @@ TEST(Hostile, RandomBytesInSharedMemoryNeitherCrashNorHangAndAreRepaired) {
   }
   std::printf(
       "hostile: %d ring rounds, %d adoptions, %d control rounds in %lld ms\n", kRingRounds,
-      kAdoptions, kControlRounds,
+      kAdoptions, rounds,
       static_cast<long long>(
           std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count()));
 
@@ -658,6 +670,12 @@ TEST(Hostile, RandomBytesInSharedMemoryNeitherCrashNorHangAndAreRepaired) {
     ::unlink(child_logs[static_cast<std::size_t>(k)].c_str());
   }
   EXPECT_GT(board->received[0].load() + board->received[1].load(), 0U);
+  std::printf("hostile: %llu and %llu messages received; requests refused: %llu, %llu, %llu\n",
+              static_cast<unsigned long long>(board->received[0].load()),
+              static_cast<unsigned long long>(board->received[1].load()),
+              static_cast<unsigned long long>(board->refused[0].load()),
+              static_cast<unsigned long long>(board->refused[1].load()),
+              static_cast<unsigned long long>(board->refused[2].load()));
 
   // The coordinator ran throughout, stops cleanly, and logged what it repaired.
   ASSERT_TRUE(running(daemon->pid(), status)) << "status " << status;
