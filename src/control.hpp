@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -96,12 +97,18 @@ class ControlView : public Tables {
 /// True while the coordinator recorded in the bus runs (defined in client.cpp).
 [[nodiscard]] bool coordinator_running(const ControlView& view) noexcept;
 
+/// How long read_registry tries before it gives up on a live coordinator's registry: far
+/// longer than any write of the coordinator, so only an overwritten version lasts this long.
+inline constexpr std::chrono::seconds kRegistryPatience{1};
+
 /// Runs `read` until it saw the registry between two equal, even versions of the seqlock, and
-/// returns true with that version. It waits for as long as the coordinator lives; false only if
-/// the coordinator died in the middle of a write (callers then keep what they had).
+/// returns true with that version. It waits while the coordinator lives, up to
+/// kRegistryPatience; false if the coordinator died in the middle of a write, or if the version
+/// stayed odd or kept moving that long (overwritten): callers then keep what they had.
 template <class F>
 bool read_registry(const ControlView& view, F&& read, std::uint64_t& version) {
   auto& seq = view.header().routing_version;
+  std::chrono::steady_clock::time_point since{};
   for (std::uint64_t attempt = 1;; ++attempt) {
     const std::uint64_t before = seq.load(std::memory_order_acquire);
     if ((before & 1U) == 0) {
@@ -113,7 +120,15 @@ bool read_registry(const ControlView& view, F&& read, std::uint64_t& version) {
       }
     }
     if (attempt % 1024 == 0) std::this_thread::yield();
-    if (attempt % 65536 == 0 && !coordinator_running(view)) return false;
+    if (attempt % 65536 == 0) {
+      if (!coordinator_running(view)) return false;
+      const auto now = std::chrono::steady_clock::now();
+      if (since == std::chrono::steady_clock::time_point{}) {
+        since = now;
+      } else if (now - since > kRegistryPatience) {
+        return false;
+      }
+    }
     cpu_relax();
   }
 }
