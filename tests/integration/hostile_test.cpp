@@ -698,5 +698,40 @@ TEST(Hostile, RandomBytesInSharedMemoryNeitherCrashNorHangAndAreRepaired) {
   }
 }
 
+// A routing version held odd looks like a registry write that never ends. With the coordinator
+// stopped (alive, so not reaped, but unable to repair), a publisher must not wait for it
+// forever: it gives up after kRegistryPatience and keeps the route it had.
+TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"a"});
+  ASSERT_EQ(bus.publish("a", "before"), 1U);
+  detail::ControlView view(detail::Segment::open(
+      detail::control_name(daemon.bus()), detail::SegmentKind::control, detail::kLayoutVersion));
+  ASSERT_EQ(::kill(daemon.pid(), SIGSTOP), 0);
+  auto& version = view.header().routing_version;
+  version.store(version.load() | 1U);
+  const auto start = Clock::now();
+  EXPECT_EQ(bus.publish("a", "while odd"), 1U) << "the route it had";
+  const auto took = Clock::now() - start;
+  ASSERT_EQ(::kill(daemon.pid(), SIGCONT), 0);
+  EXPECT_GE(took, detail::kRegistryPatience);
+  EXPECT_LT(took, detail::kRegistryPatience + 2s);
+  const auto deadline = Clock::now() + 5s;
+  while ((version.load() & 1U) != 0 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(version.load() & 1U, 0U) << "the coordinator put an even version back";
+  EXPECT_EQ(bus.publish("a", "after"), 1U);
+  std::vector<std::string> payloads;
+  while (auto m = sub.receive(1s)) {
+    if (m->kind == Kind::message) payloads.push_back(m->payload);
+    if (payloads.size() == 3) break;
+  }
+  EXPECT_EQ(payloads, (std::vector<std::string>{"before", "while odd", "after"}));
+  EXPECT_NE(
+      test::read_file("/tmp/shmcastd-" + daemon.bus() + ".log").find("repaired routing version"),
+      std::string::npos);
+}
+
 }  // namespace
 }  // namespace shmcast
