@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -74,6 +75,22 @@ inline std::string read_file(const std::string& path) {
   s << in.rdbuf();
   return s.str();
 }
+
+// A dead coordinator leaves its segments behind by design (a new one adopts them); a test that
+// kills one removes them itself.
+/// Removes every segment of `bus` when it goes out of scope.
+struct RemoveSegments {
+  std::string bus;
+  ~RemoveSegments() {
+    const std::string prefix = "shmcast." + bus + ".";
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ec)) {
+      if (entry.path().filename().string().rfind(prefix, 0) == 0) {
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
+  }
+};
 
 /// Runs shmcastd with `args` to its end; returns its exit status (-1 if it did not exit) and
 /// what it printed.
