@@ -868,8 +868,6 @@ void Coordinator::remove_client(std::uint32_t slot, const char* why) {
   Client& c = clients_[slot];
   const pid_t pid = c.pidfd >= 0 ? c.pid : s.pid.load();
   const std::uint32_t generation = c.generation;
-  // A client that never attached may still have made its ring: the slot says so.
-  const bool had_ring = c.has_ring || s.has_ring.load() != 0;
   std::uint32_t dropped = 0;
   begin_write();
   while (!c.nodes.empty()) {
@@ -886,7 +884,9 @@ void Coordinator::remove_client(std::uint32_t slot, const char* why) {
   s.state.store(state_of(SlotState::free), std::memory_order_release);
   end_write();
   s.pid.store(0, std::memory_order_release);  // last: clearing the pid frees the slot for a claim
-  if (had_ring) Segment::remove(detail::ring_name(options_.bus, slot, generation));
+  // Whether or not the slot says it has a ring: a client killed between creating its ring and
+  // saying so (or inside the creation) leaves the segment all the same, and only it used the name.
+  Segment::remove(detail::ring_name(options_.bus, slot, generation));
   if (c.pidfd >= 0) ::close(c.pidfd);
   c.pidfd = -1;
   c.pid = 0;
