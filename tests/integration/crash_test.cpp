@@ -243,5 +243,207 @@ TEST(CrashSubscriber, HundredRoundsOfKilledSubscribersWhilePublishersRunFlatOut)
   EXPECT_EQ(bus.numsub(watched), baseline);
 }
 
+// ---- 2. A publisher SIGKILLed inside Bus::publish --------------------------------------------
+
+constexpr int kMidSubscribers = 3;  // the last one by a pattern
+constexpr std::uint32_t kSurvivors = 2;
+constexpr std::uint32_t kVictimId = kSurvivors;
+constexpr std::uint64_t kSurvivorMessages = 4000;
+constexpr std::uint64_t kBurst = 10;          // messages per millisecond per publisher
+constexpr std::uint64_t kVictimDiesIn = 300;  // the publish the victim dies inside
+
+struct MidWriteBoard {
+  std::atomic<std::uint32_t> go{0};
+  std::atomic<std::uint64_t> death_ns{0};
+};
+
+detail::RingWritePoint g_kill_point;
+std::uint64_t g_kill_call;  // the ring write, counted from 1, the victim dies in
+std::uint64_t g_calls;
+MidWriteBoard* g_board;
+
+void kill_inside_write(detail::RingWritePoint point) {
+  if (point != g_kill_point || ++g_calls != g_kill_call) return;
+  g_board->death_ns.store(now_ns());
+  raise(SIGKILL);
+}
+
+// Publishes numbered messages in bursts of kBurst a millisecond, so the stream goes on long
+// after the victim's death and the rings never fill.
+int paced_publisher(const std::string& bus_name, std::uint32_t id, std::uint64_t count,
+                    MidWriteBoard& board, Link& link) {
+  Bus bus = Bus::connect(bus_name);
+  if (!link.send("ready")) return 1;
+  while (board.go.load() == 0) std::this_thread::sleep_for(100us);
+  const auto start = Clock::now();
+  std::uint64_t miscounted = 0;
+  for (std::uint64_t seq = 0; seq < count; ++seq) {
+    if (seq % kBurst == 0) std::this_thread::sleep_until(start + 1ms * (seq / kBurst));
+    if (bus.publish("mid", test::numbered(id, seq, now_ns())) != kMidSubscribers) ++miscounted;
+  }
+  return link.send(FrameWriter().u64(miscounted).frame()) ? 0 : 1;
+}
+
+struct MidWriteTally {
+  std::array<std::uint64_t, kSurvivors + 1> received{};
+  std::uint64_t out_of_order = 0;
+  std::uint64_t corrupt = 0;
+  std::uint64_t other = 0;  // frames that are neither the confirmation nor a message
+  std::uint64_t dropped = 0;
+  std::uint64_t resume_ns = 0;  // from the victim's death to the first message sent after it
+
+  [[nodiscard]] std::string encode() const {
+    FrameWriter w;
+    for (const auto r : received) w.u64(r);
+    w.u64(out_of_order).u64(corrupt).u64(other).u64(dropped).u64(resume_ns);
+    return w.frame();
+  }
+  static MidWriteTally decode(const std::string& frame) {
+    FrameReader r(frame);
+    MidWriteTally t;
+    for (auto& n : t.received) n = r.u64();
+    t.out_of_order = r.u64();
+    t.corrupt = r.u64();
+    t.other = r.u64();
+    t.dropped = r.u64();
+    t.resume_ns = r.u64();
+    return t;
+  }
+};
+
+int mid_write_subscriber(const std::string& bus_name, bool pattern, MidWriteBoard& board,
+                         Link& link) {
+  Bus bus = Bus::connect(bus_name);
+  Subscriber sub = bus.subscriber();
+  pattern ? sub.psubscribe({"mi?"}) : sub.subscribe({"mid"});
+  const auto confirmation = sub.receive(10s);
+  if (!confirmation || confirmation->count != 1) return 2;
+  if (!link.send("ready")) return 1;
+  MidWriteTally tally;
+  const auto take = [&](const Message& m) {
+    if (m.kind != (pattern ? Kind::pmessage : Kind::message) || m.channel != "mid") {
+      ++tally.other;
+      return;
+    }
+    const auto n = test::parse_numbered(m.payload);
+    if (!n || n->publisher > kVictimId) {
+      ++tally.corrupt;
+      return;
+    }
+    if (n->seq != tally.received[n->publisher]) ++tally.out_of_order;
+    tally.received[n->publisher] = n->seq + 1;
+    const std::uint64_t death = board.death_ns.load();
+    if (tally.resume_ns == 0 && death != 0 && n->sent_ns > death)
+      tally.resume_ns = now_ns() - death;
+  };
+  while (tally.received[0] < kSurvivorMessages || tally.received[1] < kSurvivorMessages) {
+    const auto m = sub.receive(30s);
+    if (!m) break;
+    take(*m);
+  }
+  while (const auto m = sub.receive(100ms)) take(*m);
+  tally.dropped = sub.dropped();
+  return link.send(tally.encode()) ? 0 : 1;
+}
+
+const char* point_name(detail::RingWritePoint point) {
+  switch (point) {
+    case detail::RingWritePoint::before_claim: return "BeforeClaim";
+    case detail::RingWritePoint::after_claim: return "AfterClaim";
+    case detail::RingWritePoint::after_header: return "AfterHeader";
+    case detail::RingWritePoint::mid_copy: return "MidCopy";
+    case detail::RingWritePoint::before_commit: return "BeforeCommit";
+  }
+  return "Unknown";
+}
+
+class CrashPublisher : public ::testing::TestWithParam<detail::RingWritePoint> {};
+
+// Two publisher processes and a victim publish numbered messages to three subscriber processes.
+// The victim dies inside its publish number kVictimDiesIn, at the tested point of its write to
+// the second of the three rings: the first ring has that message, the second holds what the
+// victim left, the third never sees it. Every subscriber must get past it within 100 ms and
+// receive every survivor message, intact and in order.
+TEST_P(CrashPublisher, SubscribersResumeAndLoseNoSurvivorMessage) {
+  test::Daemon daemon(test::unique_bus("midwrite"), {"--ring-bytes", "4194304"});
+  const std::string name = daemon.bus();
+  test::SharedMemory<MidWriteBoard> board;
+
+  std::vector<std::unique_ptr<Child>> subscribers;
+  for (int s = 0; s < kMidSubscribers; ++s) {
+    const bool pattern = s == kMidSubscribers - 1;
+    subscribers.push_back(std::make_unique<Child>([&name, pattern, &board](Link& link) {
+      return mid_write_subscriber(name, pattern, *board, link);
+    }));
+  }
+  for (auto& s : subscribers) ASSERT_EQ(s->link().receive(30s), "ready");
+  std::vector<std::unique_ptr<Child>> survivors;
+  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
+    survivors.push_back(std::make_unique<Child>([&name, p, &board](Link& link) {
+      return paced_publisher(name, p, kSurvivorMessages, *board, link);
+    }));
+  }
+  const detail::RingWritePoint point = GetParam();
+  Child victim([&name, point, &board](Link& link) {
+    g_kill_point = point;
+    g_kill_call = kVictimDiesIn * kMidSubscribers + 2;
+    g_board = &*board;
+    detail::ring_write_hook = kill_inside_write;
+    return paced_publisher(name, kVictimId, kSurvivorMessages, *board, link);
+  });
+  for (auto& p : survivors) ASSERT_EQ(p->link().receive(30s), "ready");
+  ASSERT_EQ(victim.link().receive(30s), "ready");
+  board->go.store(1);
+
+  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
+    const auto report = survivors[p]->link().receive(60s);
+    ASSERT_TRUE(report.has_value()) << "publisher " << p;
+    EXPECT_EQ(FrameReader(*report).u64(), 0U)
+        << "publishes of publisher " << p << " that did not reach every subscriber";
+  }
+  ASSERT_TRUE(victim.wait(10s));
+  EXPECT_TRUE(WIFSIGNALED(victim.status()) && WTERMSIG(victim.status()) == SIGKILL)
+      << "the victim was not killed inside its write: status " << victim.status();
+
+  std::uint64_t slowest_resume = 0;
+  int with_the_last_message = 0;
+  for (int s = 0; s < kMidSubscribers; ++s) {
+    const auto report = subscribers[s]->link().receive(60s);
+    ASSERT_TRUE(report.has_value()) << "subscriber " << s;
+    const MidWriteTally t = MidWriteTally::decode(*report);
+    for (std::uint32_t p = 0; p < kSurvivors; ++p) {
+      EXPECT_EQ(t.received[p], kSurvivorMessages) << "subscriber " << s << ", publisher " << p;
+    }
+    // The victim's messages up to its death, in order; the one it died in only on the ring it
+    // had finished.
+    EXPECT_GE(t.received[kVictimId], kVictimDiesIn) << "subscriber " << s;
+    EXPECT_LE(t.received[kVictimId], kVictimDiesIn + 1) << "subscriber " << s;
+    if (t.received[kVictimId] == kVictimDiesIn + 1) ++with_the_last_message;
+    EXPECT_EQ(t.out_of_order, 0U) << "subscriber " << s;
+    EXPECT_EQ(t.corrupt, 0U) << "subscriber " << s;
+    EXPECT_EQ(t.other, 0U) << "subscriber " << s;
+    EXPECT_EQ(t.dropped, 0U) << "subscriber " << s;
+    EXPECT_GT(t.resume_ns, 0U) << "subscriber " << s << " saw no message sent after the death";
+    slowest_resume = std::max(slowest_resume, t.resume_ns);
+  }
+  EXPECT_EQ(with_the_last_message, 1) << "only the ring written before the death has it";
+  fmt::print("publisher killed at {}: slowest subscriber resumed {:.2f} ms after the death\n",
+             point_name(point), test::ms_of(slowest_resume));
+  RecordProperty("resume_ms", fmt::format("{:.2f}", test::ms_of(slowest_resume)));
+  EXPECT_LT(test::ms_of(slowest_resume), 100.0);
+  for (auto& c : subscribers) {
+    ASSERT_TRUE(c->wait(30s));
+    EXPECT_TRUE(c->exited_cleanly()) << c->status();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AtEachPoint, CrashPublisher,
+                         ::testing::Values(detail::RingWritePoint::before_claim,
+                                           detail::RingWritePoint::after_claim,
+                                           detail::RingWritePoint::after_header,
+                                           detail::RingWritePoint::mid_copy,
+                                           detail::RingWritePoint::before_commit),
+                         [](const auto& info) { return std::string(point_name(info.param)); });
+
 }  // namespace
 }  // namespace shmcast
