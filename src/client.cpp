@@ -225,17 +225,21 @@ std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name
     const auto now = std::chrono::steady_clock::now();
     if (now >= next_check) {
       next_check = now + std::chrono::milliseconds(100);
-      if (!coordinator_running(*view_)) {
-        throw Error(
-            Errc::coordinator_gone,
-            fmt::format("the coordinator of bus '{}' is not running: restart shmcastd --bus {}",
-                        bus_, bus_));
-      }
-      if (now - start > options_.request_timeout) {
-        throw Error(Errc::coordinator_gone,
-                    fmt::format("the coordinator of bus '{}' did not answer within {} ms", bus_,
-                                options_.request_timeout.count()));
-      }
+      const bool running = coordinator_running(*view_);
+      // A restarted coordinator answers the pending request, so a dead one is waited for up to
+      // the timeout too; only a detach, which destructors make, gives up at once.
+      const bool late = now - start > options_.request_timeout;
+      if (!late && (running || op != Op::detach)) continue;
+      // Given up: void the request, or a coordinator that comes back would still carry it out
+      // behind this client's back.
+      s.op.store(static_cast<std::uint32_t>(Op::none), std::memory_order_relaxed);
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - start);
+      throw Error(Errc::coordinator_gone,
+                  running ? fmt::format("the coordinator of bus '{}' did not answer within {} ms",
+                                        bus_, options_.request_timeout.count())
+                          : fmt::format("the coordinator of bus '{}' is not running (waited {} ms "
+                                        "for it): restart shmcastd --bus {}",
+                                        bus_, waited.count(), bus_));
     }
   }
   const auto status = static_cast<Status>(s.status.load(std::memory_order_relaxed));

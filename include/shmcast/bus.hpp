@@ -24,7 +24,8 @@ class Subscriber;
 /// Options for Bus::connect.
 struct ConnectOptions {
   /// How long a registry request (subscribe, unsubscribe, attach) waits for the coordinator
-  /// before it fails with Errc::coordinator_gone.
+  /// before it fails with Errc::coordinator_gone. It waits this long also while no coordinator
+  /// runs, so a coordinator restarted meanwhile answers it.
   std::chrono::milliseconds request_timeout{5000};
 };
 
