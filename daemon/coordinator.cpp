@@ -144,6 +144,8 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
   try {
     create_or_adopt();
   } catch (...) {
+    // Refused (a foreign object, another layout version): leave /dev/shm as it was found.
+    ::unlink(lock_path_.c_str());
     ::close(lock_fd_);
     lock_fd_ = -1;
     throw;

@@ -304,6 +304,22 @@ TEST(CliPublish, StdinOverMaxPayloadFailsWithoutPublishing) {
   EXPECT_EQ(m->payload, std::string(1024, 'b'));
 }
 
+// The limit is found without reading the whole stream: 100 MB on stdin is refused like 64 KiB
+// and one byte, and nothing reaches the subscriber, neither whole nor cut to the limit.
+TEST(CliPublish, HundredMegabytesOnStdinAreRefusedWithoutPublishing) {
+  Daemon daemon(unique_bus("huge"));
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"big"});
+  ASSERT_TRUE(sub.receive(5s).has_value());
+
+  const Result r = run(shm(daemon.bus(), {"-x", "publish", "big"}), std::string(100 << 20, 'h'));
+  expect_error_line(r, 1,
+                    {"max_payload", std::to_string(bus.limits().max_payload), "--max-payload"});
+  EXPECT_FALSE(sub.receive(200ms).has_value()) << "something was published";
+  EXPECT_EQ(sub.dropped(), 0U);
+}
+
 TEST(CliErrors, InvalidBusNameIsRefused) {
   for (const std::string& name :
        std::vector<std::string>{"../x", "", "a b", std::string(65, 'a')}) {
