@@ -84,9 +84,11 @@ struct Scenario {
   int publishers = 1;
   int subscribers = 1;
   Wait wait = Wait::spin;
-  bool wait_fixed = false;   // the scenario's name says how to wait; --wait may not change it
-  std::size_t patterns = 0;  // held by one extra, idle subscriber process
-  std::size_t channels = 1;  // spread over the subscribers, one subscriber each
+  bool wait_fixed = false;       // the scenario's name says how to wait; --wait may not change it
+  std::size_t patterns = 0;      // held by one extra, idle subscriber process
+  std::size_t channels = 1;      // spread over the subscribers, one subscriber each
+  int stopped = 0;               // extra subscriber processes, SIGSTOPped once subscribed
+  bool compare_stopped = false;  // run again without the stopped ones and print the ratio
 };
 
 std::optional<Scenario> preset(const std::string& name) {
@@ -111,6 +113,14 @@ std::optional<Scenario> preset(const std::string& name) {
   }
   if (name == "no-subscribers") {
     s.subscribers = 0;
+    return s;
+  }
+  if (name == "stopped-subscriber") {
+    // fanout to 4 readers, plus one more subscriber that is stopped for the whole run.
+    s.subscribers = 4;
+    s.stopped = 1;
+    s.compare_stopped = true;
+    s.wait = Wait::block;
     return s;
   }
   if (name == "channels-100k") {
@@ -290,8 +300,9 @@ bool is_message(const shmcast::Message& m) {
 void run_subscriber(const Options& opt, const Scenario& sc, Slot& slot, int index, int ready_fd) {
   auto bus = shmcast::Bus::connect(opt.bus, connect_options());
   auto sub = bus.subscriber();
+  // One channel: every subscriber holds it (fanout). More: each holds its share of them.
   std::vector<std::string> names;
-  for (std::size_t i = static_cast<std::size_t>(index); i < sc.channels;
+  for (std::size_t i = sc.channels == 1 ? 0 : static_cast<std::size_t>(index); i < sc.channels;
        i += static_cast<std::size_t>(sc.subscribers)) {
     names.push_back(channel_name(i, sc.channels));
   }
@@ -318,6 +329,18 @@ void run_subscriber(const Options& opt, const Scenario& sc, Slot& slot, int inde
     return !slot.stopped();
   };
   while (!slot.stopped()) sub.listen(on_frame, kPollInterval, spin);
+  slot.result.dropped = sub.dropped();
+}
+
+// A subscriber that the parent stops (SIGSTOP) once it is subscribed, and continues at the end:
+// its ring fills, and every later publish drops its copy for it.
+void run_stopped_subscriber(const Options& opt, Slot& slot, int ready_fd) {
+  auto bus = shmcast::Bus::connect(opt.bus, connect_options());
+  auto sub = bus.subscriber();
+  sub.subscribe({channel_name(0, 1)});
+  drain_confirmations(sub);
+  signal_ready(ready_fd);
+  while (!slot.stopped()) (void)sub.receive(kPollInterval, false);
   slot.result.dropped = sub.dropped();
 }
 
@@ -692,6 +715,9 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
       if (sc.patterns > 0) {
         receivers.push_back([&](Slot& s, int fd) { run_pattern_holder(opt, sc, s, fd); });
       }
+      for (int i = 0; i < sc.stopped; ++i) {
+        receivers.push_back([&](Slot& s, int fd) { run_stopped_subscriber(opt, s, fd); });
+      }
       for (int i = 0; i < sc.publishers; ++i) {
         senders.push_back([&, i](Slot& s, int fd) { run_publisher(opt, sc, s, i, fd); });
       }
@@ -718,13 +744,20 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
   const auto launch = [&](const std::function<void(Slot&, int)>& role) {
     Slot slot{control, shared.result(index), shared.samples(index), shared.cap()};
     ++index;
-    kids.add(spawn([&, slot]() mutable {
+    const pid_t pid = spawn([&, slot]() mutable {
       close(ready[0]);
       role(slot, ready[1]);
-    }));
+    });
+    kids.add(pid);
+    return pid;
   };
-  for (const auto& role : receivers) launch(role);
+  std::vector<pid_t> stopped;  // the last sc.stopped receivers
+  for (std::size_t i = 0; i < receivers.size(); ++i) {
+    const pid_t pid = launch(receivers[i]);
+    if (i + static_cast<std::size_t>(sc.stopped) >= receivers.size()) stopped.push_back(pid);
+  }
   bool ok = kids.await_ready(ready[0], receivers.size());
+  for (const pid_t pid : stopped) kill(pid, SIGSTOP);
   if (ok) {
     for (const auto& role : senders) launch(role);
     ok = kids.await_ready(ready[0], senders.size());
@@ -745,6 +778,7 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
     report.window_s = static_cast<double>(end - start) / 1e9;
   }
   control.stop.store(1, std::memory_order_release);
+  for (const pid_t pid : stopped) kill(pid, SIGCONT);
   // The floor's futex waiters sleep with a timeout, so they see `stop` on their own.
   if (!ok) kids.kill_all();
   ok = kids.reap() && ok && !g_interrupted.load();
@@ -761,6 +795,11 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
   }
   std::sort(report.latencies.begin(), report.latencies.end());
   return report;
+}
+
+// Messages each reading subscriber read per second.
+double per_subscriber(const Scenario& sc, const Report& r) {
+  return static_cast<double>(r.received) / r.window_s / std::max(1, sc.subscribers);
 }
 
 void print(const Options& opt, const Scenario& sc, const Report& r) {
@@ -813,7 +852,7 @@ int main(int argc, char** argv) {
   app.add_option("--scenario", opt.scenario,
                  "single, fanout-10, fanout-100, fanout-1000, latency-spin, latency-block, "
                  "patterns-10000, patterns-0, no-subscribers, channels-100k, pingpong-spin, "
-                 "pingpong-block, floor-spin, floor-block")
+                 "pingpong-block, floor-spin, floor-block, stopped-subscriber")
       ->capture_default_str();
   app.add_option("--seconds", opt.seconds, "Measured window, after a 0.5 s warm-up")
       ->capture_default_str()
@@ -864,6 +903,7 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
 
   Coordinator coordinator;
+  const bool bus_given = !opt.bus.empty();
   const bool floor = sc->kind == Kind::floor_spin || sc->kind == Kind::floor_futex;
   try {
     if (opt.bus.empty() && !floor) {
@@ -880,6 +920,38 @@ int main(int argc, char** argv) {
       return 1;
     }
     print(opt, *sc, *report);
+    if (sc->compare_stopped) {
+      // The same run without the stopped subscriber, on a fresh bus.
+      Scenario without = *sc;
+      without.name = sc->name + "-baseline";
+      without.stopped = 0;
+      Options base = opt;
+      if (!bus_given) {
+        base.bus = fmt::format("bench-{}-baseline", getpid());
+        coordinator = start_coordinator(base.bus, without, opt.payload);
+      }
+      std::optional<Report> baseline = run(base, without);
+      stop_coordinator(coordinator);
+      if (!baseline) {
+        fmt::print(stderr, "shmcast-bench: {} did not finish\n", without.name);
+        return 1;
+      }
+      print(base, without, *baseline);
+      const double with = per_subscriber(*sc, *report);
+      const double alone = per_subscriber(without, *baseline);
+      const double ratio = alone > 0 ? with / alone : 0;
+      if (opt.json) {
+        fmt::print(
+            "{{\"scenario\":\"{}\",\"per_live_subscriber_per_s\":{:.0f},"
+            "\"baseline_per_subscriber_per_s\":{:.0f},\"ratio\":{:.3f}}}\n",
+            sc->name, with, alone, ratio);
+      } else {
+        fmt::print(
+            "per live subscriber: {:.0f} messages/s with {} stopped subscriber(s), {:.0f} "
+            "without: ratio {:.3f}\n",
+            with, sc->stopped, alone, ratio);
+      }
+    }
   } catch (const std::exception& e) {
     stop_coordinator(coordinator);
     fmt::print(stderr, "shmcast-bench: {}\n", e.what());
