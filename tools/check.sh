@@ -18,6 +18,9 @@ echo "== build and test (Release)"
 configure_and_build build "" -DCMAKE_BUILD_TYPE=Release
 ctest --test-dir build -j "$jobs" --output-on-failure
 
+echo "== soak (10 s): processes come and go, random SIGKILLs, the books must balance"
+build/bin/shmcast-soak --seconds 10
+
 echo "== ASan + UBSan"
 configure_and_build build-asan "" -DCMAKE_BUILD_TYPE=Debug -DSHMCAST_SANITIZE=address,undefined \
   -DSHMCAST_BUILD_BENCH=OFF -DSHMCAST_BUILD_EXAMPLES=OFF
