@@ -183,8 +183,8 @@ void Coordinator::create_or_adopt() {
                         "once its clients are gone",
                         e.what(), options_.bus));
       case SegmentErrc::permission_denied: throw Error(Errc::permission_denied, e.what());
-      default:
-        throw Error(Errc::bad_segment, fmt::format("{}: remove it or use another --bus", e.what()));
+      // The segment's own message already says what to do about it.
+      default: throw Error(Errc::bad_segment, e.what());
     }
   } catch (const std::runtime_error& e) {
     if (dynamic_cast<const Error*>(&e) != nullptr) throw;

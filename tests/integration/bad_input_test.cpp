@@ -191,6 +191,7 @@ void expect_refused(const std::string& name, const std::string& says) {
   EXPECT_EQ(out.rfind("shmcastd: ", 0), 0U) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
   EXPECT_NE(out.find(says), std::string::npos) << out;
+  EXPECT_EQ(out.find("remove"), out.rfind("remove")) << "one piece of advice, not two: " << out;
   struct stat st {};
   EXPECT_NE(::lstat(("/dev/shm/shmcast." + name + ".lock").c_str(), &st), 0)
       << "the refused coordinator left its lock file";
