@@ -915,9 +915,14 @@ void Coordinator::reap_dead() {
       fds.push_back({clients_[i].pidfd, POLLIN, 0});
       slots.push_back(i);
     } else if (state == state_of(SlotState::claimed) || state == state_of(SlotState::free)) {
-      // A claim whose process died before attaching (or right after taking the pid).
+      // A claim whose process died before attaching (or right after taking the pid). A claimed
+      // slot holds the claimer's start time, which also tells a zombie (its parent has not
+      // reaped it yet, so kill(pid, 0) still succeeds) and a reused pid from the claimer.
       const pid_t pid = s.pid.load();
-      if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+      const bool dead = pid > 0 && (state == state_of(SlotState::claimed)
+                                        ? !detail::process_alive(pid, s.start_ticks.load())
+                                        : kill(pid, 0) != 0 && errno == ESRCH);
+      if (dead) {
         if (state == state_of(SlotState::claimed)) {
           remove_client(i, "died while attaching");
         } else {

@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "client.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
 #include "integration/fault_support.hpp"
@@ -241,6 +242,37 @@ TEST(CrashSubscriber, HundredRoundsOfKilledSubscribersWhilePublishersRunFlatOut)
   EXPECT_EQ(stalled_rounds, 0) << "rounds in which the publishers made no progress";
   // The survivor is untouched: its subscriptions still route.
   EXPECT_EQ(bus.numsub(watched), baseline);
+}
+
+// A client killed after claiming its slot and before attaching holds the slot only until the
+// coordinator sees it dead, even while it is a zombie its parent has not reaped yet.
+TEST(CrashSubscriber, KilledWhileAttachingFreesItsSlotBeforeItsParentReapsIt) {
+  test::Daemon daemon(test::unique_bus("claim"), {"--max-clients", "2"});
+  const std::string name = daemon.bus();
+  Bus bus = Bus::connect(name);  // one of the two slots
+  Child claimer([&name](Link& link) {
+    detail::ClientLink claim(detail::open_control(name), name, ConnectOptions{});
+    if (!link.send("claimed")) return 1;
+    ::pause();
+    return 0;
+  });
+  ASSERT_EQ(claimer.link().receive(30s), "claimed");
+  const auto connects = [&name] {
+    try {
+      (void)Bus::connect(name);
+      return true;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::too_many_clients) << e.what();
+      return false;
+    }
+  };
+  EXPECT_FALSE(connects()) << "the claimed slot is taken";
+  const auto killed = Clock::now();
+  claimer.kill(SIGKILL, false);  // left a zombie: this test reaps it only at its end
+  bool freed = false;
+  while (!(freed = connects()) && Clock::now() - killed < 5s) std::this_thread::sleep_for(5ms);
+  EXPECT_TRUE(freed) << "the dead claim still holds its slot 5 s on";
+  EXPECT_LT(Clock::now() - killed, 1s);
 }
 
 // ---- 2. A publisher SIGKILLed inside Bus::publish --------------------------------------------
