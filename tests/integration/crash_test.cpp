@@ -10,7 +10,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -43,7 +42,7 @@ using namespace std::chrono_literals;
 
 constexpr std::chrono::milliseconds kForever{-1};
 
-std::vector<std::string> sorted(std::vector<std::string> v) {
+Names sorted(Names v) {
   std::sort(v.begin(), v.end());
   return v;
 }
