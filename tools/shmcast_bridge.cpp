@@ -79,45 +79,59 @@ int run(const Invocation& inv) {
                        options.out.size(), options.in.size(),
                        options.sharded ? "channel(s)" : "pattern(s)"));
 
+  // The worker stops on a signal, or when this thread can no longer report: a joinable thread
+  // must never be left behind by an exception.
   std::atomic<bool> finished{false};
+  std::atomic<bool> stop_worker{false};
   std::exception_ptr failure;
   std::thread worker([&] {
     try {
-      bridge.run(stop_requested);
+      bridge.run([&] { return stop_worker.load() || stop_requested(); });
     } catch (...) {
       failure = std::current_exception();
     }
     finished = true;
   });
 
-  const auto stats_every = to_duration(inv.stats_interval);
-  const auto log_every = to_duration(inv.log_interval);
-  auto next_stats = Clock::now() + stats_every;
-  auto next_log = Clock::now() + log_every;
-  bool was_connected = false;
-  while (!finished) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    const auto now = Clock::now();
-    const auto stats = bridge.stats();
-    if (stats.connected != was_connected && !stats.stopped) {
-      was_connected = stats.connected;
-      log_line(fmt::format("state {}", stats.state()));
+  std::exception_ptr report_failure;
+  bool stdout_closed = false;
+  try {
+    const auto stats_every = to_duration(inv.stats_interval);
+    const auto log_every = to_duration(inv.log_interval);
+    auto next_stats = Clock::now() + stats_every;
+    auto next_log = Clock::now() + log_every;
+    bool was_connected = false;
+    while (!finished) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      const auto now = Clock::now();
+      const auto stats = bridge.stats();
+      if (stats.connected != was_connected && !stats.stopped) {
+        was_connected = stats.connected;
+        log_line(fmt::format("state {}", stats.state()));
+      }
+      if (inv.stats && now >= next_stats) {
+        write_stdout(shmcast::bridge::to_json(stats) + "\n");
+        next_stats = now + stats_every;
+      }
+      if (now >= next_log) {
+        log_line(shmcast::bridge::to_log_line(stats));
+        next_log = now + log_every;
+      }
     }
-    if (inv.stats && now >= next_stats) {
-      write_stdout(shmcast::bridge::to_json(stats) + "\n");
-      next_stats = now + stats_every;
-    }
-    if (now >= next_log) {
-      log_line(shmcast::bridge::to_log_line(stats));
-      next_log = now + log_every;
-    }
+  } catch (const StdoutClosed&) {
+    stdout_closed = true;  // whoever read the counters went away: stop as after SIGTERM
+  } catch (...) {
+    // A write that a stop signal interrupted (EINTR) is part of stopping, not a failure.
+    if (!stop_requested()) report_failure = std::current_exception();
   }
+  stop_worker = true;
   worker.join();
 
   const auto stats = bridge.stats();
   log_line("stopped: " + shmcast::bridge::to_log_line(stats));
-  if (inv.stats) write_stdout(shmcast::bridge::to_json(stats) + "\n");
   if (failure) std::rethrow_exception(failure);
+  if (report_failure) std::rethrow_exception(report_failure);
+  if (inv.stats && !stdout_closed) write_stdout(shmcast::bridge::to_json(stats) + "\n");
   return 0;
 }
 

@@ -352,6 +352,11 @@ class BridgeProcess {
   bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
     return command_.pump_until(done, timeout);
   }
+  /// Reads what it printed so far: a bridge whose stdout pipe fills up stops forwarding.
+  void collect() { command_.collect(); }
+  /// Closes the reading end of its stdout, as `shmcast-bridge --stats | head -1` would.
+  void close_stdout() { command_.close_stdout(); }
+  std::optional<int> wait_exit() { return command_.wait(10s); }
   bool wait_connected() {
     return wait_for([&] { return field(stats(), "state") == "connected"; });
   }
@@ -528,6 +533,8 @@ TEST_F(BridgeTest, TwoBusesThroughOneRedisExchangeEachMessageOnceWithoutEcho) {
   // its own local subscriber and not sent back out.
   for (BridgeProcess* bridge : {&bridge_a, &bridge_b}) {
     ASSERT_TRUE(bridge->wait_for([&] {
+      bridge_a.collect();
+      bridge_b.collect();
       return bridge->counter("forwarded_out") == kEach + 1 &&
              bridge->counter("forwarded_in") == kEach + 2 &&
              bridge->counter("echo_suppressed_in") == kEach + 1 &&
@@ -536,9 +543,16 @@ TEST_F(BridgeTest, TwoBusesThroughOneRedisExchangeEachMessageOnceWithoutEcho) {
   }
   // Every message once everywhere: on both buses (local or bridged) and in Redis; quiet for
   // 500 ms after the last means none came back around.
+  const auto collect_both = [&] {
+    bridge_a.collect();
+    bridge_b.collect();
+  };
   EXPECT_EQ(drain(sub_a, 500ms), expected);
+  collect_both();
   EXPECT_EQ(drain(sub_b, 500ms), expected);
+  collect_both();
   EXPECT_EQ(drain(redis_sub, 500ms), expected);
+  collect_both();
 
   for (BridgeProcess* bridge : {&bridge_a, &bridge_b}) {
     bridge->finish();
@@ -549,6 +563,17 @@ TEST_F(BridgeTest, TwoBusesThroughOneRedisExchangeEachMessageOnceWithoutEcho) {
     EXPECT_EQ(bridge->counter("dropped_ring_full"), 0U);
     EXPECT_EQ(bridge->counter("reconnects"), 0U);
   }
+}
+
+TEST_F(BridgeTest, AClosedStdoutStopsTheBridgeQuietly) {
+  Daemon daemon;
+  BridgeProcess bridge(daemon.bus(), redis_->url(), {"--out", "out.*"});
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+  bridge.close_stdout();
+  EXPECT_EQ(bridge.wait_exit(), 0) << bridge.log();
+  EXPECT_NE(bridge.log().find("shmcast-bridge: stopped: state=stopped"), std::string::npos)
+      << bridge.log();
+  EXPECT_EQ(bridge.log().find("terminate"), std::string::npos) << bridge.log();
 }
 
 TEST_F(BridgeTest, ReconnectsAfterRedisIsKilledAndRestarted) {

@@ -104,6 +104,10 @@ class Command {
     return true;
   }
 
+  /// Collects whatever output is ready without waiting, so that the child never blocks on a
+  /// full pipe while the test waits for something else.
+  void collect() { pump(0); }
+
   /// Waits for the child to exit and for its output to end. Returns the exit status, or 128 +
   /// the signal that killed it, or nullopt on timeout.
   std::optional<int> wait(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
