@@ -23,7 +23,11 @@ constexpr auto kPollInterval = 100ms;  // how soon a stop request is seen
 constexpr auto kFirstBackoff = 100ms;
 constexpr timeval kConnectTimeout{2, 0};
 constexpr timeval kCommandTimeout{5, 0};  // a Redis that stops answering counts as gone
-constexpr std::size_t kBatch = 1024;      // publishes pipelined before their replies are read
+constexpr auto kCommandTimeoutMs = 5000ms;
+// How often the subscribed connection, which otherwise only reads, asks whether the server is
+// still there: a peer that vanished without closing the connection sends nothing at all.
+constexpr auto kPingInterval = 3s;
+constexpr std::size_t kBatch = 1024;  // publishes pipelined before their replies are read
 constexpr std::size_t kEchoCapacity = 1 << 16;
 constexpr auto kEchoExpiry = 10s;
 
@@ -76,6 +80,10 @@ Context connect_redis(const RedisAddress& address) {
                 : redisConnectUnixWithTimeout(address.socket_path.c_str(), kConnectTimeout));
   if (!c) throw std::runtime_error("out of memory");
   if (c->err != 0) throw std::runtime_error(c->errstr);
+  // TCP keepalive lets the kernel find a peer that went away without a word.
+  if (address.socket_path.empty() && redisEnableKeepAlive(c.get()) != REDIS_OK) {
+    throw std::runtime_error(connection_error(c.get()));
+  }
   if (redisSetTimeout(c.get(), kCommandTimeout) != REDIS_OK) {
     throw std::runtime_error(connection_error(c.get()));
   }
@@ -90,6 +98,14 @@ Context connect_redis(const RedisAddress& address) {
     }
   }
   return c;
+}
+
+// Writes out what was appended. Empty on success, else why the connection failed.
+std::string flush_output(redisContext* c) {
+  for (int flushed = 0; flushed == 0;) {
+    if (redisBufferWrite(c, &flushed) != REDIS_OK) return connection_error(c);
+  }
+  return {};
 }
 
 enum class ReadStatus { reply, timeout, failed };
@@ -521,20 +537,38 @@ void Bridge::run_in(const std::function<bool()>& stop) {
       return true;
     }();
     if (!appended) throw std::runtime_error("out of memory");
-    std::string error;
-    for (int flushed = 0; flushed == 0 && error.empty();) {
-      if (redisBufferWrite(redis.get(), &flushed) != REDIS_OK) {
-        error = connection_error(redis.get());
-      }
-    }
+    std::string error = flush_output(redis.get());
+    // PING is valid while subscribed (RESP2 answers it with the array "pong", ""); no answer
+    // within the command timeout means the connection is dead even if the kernel has not said
+    // so yet.
+    auto next_ping = Clock::now() + kPingInterval;
+    bool awaiting_pong = false;
+    Clock::time_point ping_sent;
 
     const std::string_view confirmation = options_.sharded ? "ssubscribe" : "psubscribe";
     std::size_t unconfirmed = options_.in.size();
     while (error.empty() && !stop()) {
+      const auto tick = Clock::now();
+      if (awaiting_pong && tick - ping_sent > kCommandTimeoutMs) {
+        error = fmt::format("no answer to PING within {}", seconds(kCommandTimeoutMs));
+        continue;
+      }
+      if (!awaiting_pong && tick >= next_ping) {
+        if (!append_command(redis.get(), {"PING"})) throw std::runtime_error("out of memory");
+        error = flush_output(redis.get());
+        awaiting_pong = true;
+        ping_sent = tick;
+        continue;
+      }
       Reply r;
       const ReadStatus status = read_reply(redis.get(), kPollInterval, r);
       if (status == ReadStatus::failed) error = connection_error(redis.get());
       if (status != ReadStatus::reply) continue;
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && text(r->element[0]) == "pong") {
+        awaiting_pong = false;
+        next_ping = Clock::now() + kPingInterval;
+        continue;
+      }
       if (r->type == REDIS_REPLY_ERROR) {
         error = fmt::format("Redis refused {}: {}", options_.sharded ? "SSUBSCRIBE" : "PSUBSCRIBE",
                             text(r.get()));

@@ -310,6 +310,10 @@ class RedisServer {
     server_.reset();
   }
 
+  // SIGSTOP: connections stay open but nothing is answered, as with a peer that vanished.
+  void freeze() { server_->signal(SIGSTOP); }
+  void thaw() { server_->signal(SIGCONT); }
+
   [[nodiscard]] const std::string& socket() const { return socket_; }
   [[nodiscard]] std::string url() const { return "unix://" + socket_; }
 
@@ -563,6 +567,33 @@ TEST_F(BridgeTest, TwoBusesThroughOneRedisExchangeEachMessageOnceWithoutEcho) {
     EXPECT_EQ(bridge->counter("dropped_ring_full"), 0U);
     EXPECT_EQ(bridge->counter("reconnects"), 0U);
   }
+}
+
+TEST_F(BridgeTest, ASubscriptionToAServerThatStoppedAnsweringIsReplaced) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"in.ch"});
+  BridgeProcess bridge(daemon.bus(), redis_->url(), {"--in", "in.*", "--max-backoff", "0.2"});
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+
+  redis_->freeze();
+  const bool noticed = bridge.wait_for(
+      [&] { return bridge.log().find("in: lost the connection") != std::string::npos; }, 15s);
+  redis_->thaw();
+  ASSERT_TRUE(noticed) << bridge.log();
+  EXPECT_NE(bridge.log().find("no answer to PING within 5.0 s"), std::string::npos) << bridge.log();
+  ASSERT_TRUE(bridge.wait_for([&] {
+    return field(bridge.stats(), "state") == "connected" && bridge.counter("reconnects") == 1;
+  })) << bridge.log();
+
+  RedisClient publisher(redis_->socket());
+  EXPECT_EQ(publisher.call({"PUBLISH", "in.ch", "after"}), std::vector<std::string>{"1"});
+  const auto m = next_message(sub);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->payload, "after");
+  bridge.finish();
+  EXPECT_EQ(bridge.counter("reconnects"), 1U);
 }
 
 TEST_F(BridgeTest, AClosedStdoutStopsTheBridgeQuietly) {
