@@ -570,12 +570,25 @@ void Bridge::run_in(const std::function<bool()>& stop) {
         continue;
       }
       if (r->type == REDIS_REPLY_ERROR) {
-        error = fmt::format("Redis refused {}: {}", options_.sharded ? "SSUBSCRIBE" : "PSUBSCRIBE",
-                            text(r.get()));
+        const std::string_view why = text(r.get());
+        const bool redirected = why.starts_with("MOVED ") || why.starts_with("ASK ");
+        error = redirected ? fmt::format(
+                                 "Redis redirected SSUBSCRIBE ({}): the channel's slot is "
+                                 "served by another node",
+                                 why)
+                           : fmt::format("Redis refused {}: {}",
+                                         options_.sharded ? "SSUBSCRIBE" : "PSUBSCRIBE", why);
         continue;
       }
       if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) continue;
       const std::string_view kind = text(r->element[0]);
+      if (options_.sharded && kind == "sunsubscribe") {
+        // Unasked for: the server dropped the subscription, as a cluster does when the channel's
+        // slot moves to another node. Nothing more would arrive on this connection.
+        error = fmt::format("Redis ended the subscription to '{}' (its slot moved?)",
+                            text(r->element[1]));
+        continue;
+      }
       if (kind == confirmation) {
         if (unconfirmed > 0 && --unconfirmed == 0) {
           redis_echoes_.mark_lost();
