@@ -234,12 +234,23 @@ std::uint64_t EchoFilter::hash(std::string_view channel, std::string_view payloa
          (static_cast<std::uint64_t>(payload.size()) << 40);
 }
 
-void EchoFilter::expect(std::string_view channel, std::string_view payload, Clock::time_point now) {
+std::uint64_t EchoFilter::expect(std::string_view channel, std::string_view payload,
+                                 Clock::time_point now) {
   const std::uint64_t h = hash(channel, payload);
   const std::lock_guard lock(mutex_);
-  if (!active_) return;
+  const std::uint64_t sequence = next_sequence_++;
+  if (!active_) return sequence;
   if (entries_.size() == capacity_) entries_.pop_front();
-  entries_.push_back({h, next_sequence_++, now});
+  entries_.push_back({h, sequence, now});
+  return sequence;
+}
+
+void EchoFilter::forget(std::uint64_t sequence) {
+  const std::lock_guard lock(mutex_);
+  // Entries are in sequence order.
+  const auto it = std::lower_bound(entries_.begin(), entries_.end(), sequence,
+                                   [](const Entry& e, std::uint64_t s) { return e.sequence < s; });
+  if (it != entries_.end() && it->sequence == sequence) entries_.erase(it);
 }
 
 bool EchoFilter::consume(std::string_view channel, std::string_view payload,
@@ -401,6 +412,8 @@ void Bridge::run_out(const std::function<bool()>& stop) {
   std::string last_reply_error;
   std::vector<Message> batch;
   batch.reserve(kBatch);
+  std::vector<std::optional<std::uint64_t>> sequences;
+  sequences.reserve(kBatch);
 
   const auto lose = [&](const std::string& why) {
     log_(fmt::format("out: lost the connection to Redis at {}: {}; reconnecting", where, why));
@@ -448,6 +461,7 @@ void Bridge::run_out(const std::function<bool()>& stop) {
 
     const auto now = Clock::now();
     std::size_t pending = 0;
+    sequences.clear();  // of the pending publishes' echo entries, in order
     for (const Message& m : batch) {
       if (m.kind == Kind::gap) {
         dropped_ring_full_.add(static_cast<std::uint64_t>(m.count));
@@ -463,7 +477,9 @@ void Bridge::run_out(const std::function<bool()>& stop) {
         dropped_redis_down_.add();
         continue;
       }
-      if (matches_in(m.channel)) redis_echoes_.expect(m.channel, m.payload, now);
+      sequences.push_back(matches_in(m.channel)
+                              ? std::optional(redis_echoes_.expect(m.channel, m.payload, now))
+                              : std::nullopt);
       if (!append_command(redis.get(), {publish, m.channel, m.payload})) {
         throw std::runtime_error("out of memory");
       }
@@ -482,7 +498,7 @@ void Bridge::run_out(const std::function<bool()>& stop) {
         continue;
       }
       dropped_redis_error_.add();
-      redis_echoes_.mark_lost();  // a refused publish never comes back
+      if (sequences[done]) redis_echoes_.forget(*sequences[done]);  // it never comes back
       if (last_reply_error != text(reply.get())) {
         last_reply_error = text(reply.get());
         log_(fmt::format("out: Redis refused {}: {}", publish, last_reply_error));
@@ -619,13 +635,15 @@ void Bridge::run_in(const std::function<bool()>& stop) {
         echo_suppressed_in_.add();
         continue;
       }
-      if (first_match(out_globs_, channel)) local_echoes_.expect(channel, payload, now);
+      const auto sequence = first_match(out_globs_, channel)
+                                ? std::optional(local_echoes_.expect(channel, payload, now))
+                                : std::nullopt;
       try {
         bus_.publish(channel, payload);
         forwarded_in_.add();
       } catch (const Error& e) {
         dropped_local_error_.add();
-        local_echoes_.mark_lost();
+        if (sequence) local_echoes_.forget(*sequence);  // refused: it never reaches the bus
         if (last_publish_error != e.what()) {
           last_publish_error = e.what();
           log_(fmt::format("in: the bus refused a message: {}", last_publish_error));

@@ -48,18 +48,23 @@ RedisAddress parse_redis_url(std::string_view url);
 // the same content, as many times as they were published.
 //
 // A remembered message can fail to come back (a full ring, a lost connection). mark_lost() says
-// so: the entries remembered until then may be skipped when a later one matches. Entries older
-// than the expiry, or beyond the capacity, are forgotten.
+// so: the entries remembered until then may be skipped when a later one matches. A publish that
+// definitely failed (refused with an error) is forgotten at once with forget(), so that its entry
+// cannot take someone else's identical message for the bridge's own. Entries older than the
+// expiry, or beyond the capacity, are forgotten.
 //
 // Thread safety: every member may be called from any thread.
 class EchoFilter {
  public:
   EchoFilter(std::size_t capacity, std::chrono::milliseconds expiry);
 
-  // Remembers a message about to be published, unless the filter is inactive.
-  void expect(std::string_view channel, std::string_view payload, Clock::time_point now);
+  // Remembers a message about to be published, unless the filter is inactive. Returns its
+  // sequence number, for forget().
+  std::uint64_t expect(std::string_view channel, std::string_view payload, Clock::time_point now);
   // True (and forgets it) when an arriving message is the bridge's own, remembered message.
   bool consume(std::string_view channel, std::string_view payload, Clock::time_point now);
+  // The message expect() numbered `sequence` was not published: it will not come back.
+  void forget(std::uint64_t sequence);
   // The messages remembered so far may never come back.
   void mark_lost();
   // Forgets everything; while inactive, expect() remembers nothing (no subscription will see

@@ -147,6 +147,28 @@ TEST(BridgeEchoFilter, OnlyLostEntriesArePassedOver) {
   EXPECT_TRUE(filter.consume("ch", "d", now));
 }
 
+TEST(BridgeEchoFilter, AFailedPublishIsForgottenWithoutPassingOverOthers) {
+  EchoFilter filter(100, 10s);
+  const auto now = Clock::now();
+  const std::uint64_t refused = filter.expect("ch", "same", now);
+  const std::uint64_t b = filter.expect("ch", "b", now);
+  EXPECT_NE(refused, b);
+  filter.forget(refused);
+  EXPECT_EQ(filter.size(), 1U);
+  // Someone else's identical message is not taken for the refused one.
+  EXPECT_FALSE(filter.consume("ch", "same", now));
+  EXPECT_TRUE(filter.consume("ch", "b", now));
+  EXPECT_EQ(filter.size(), 0U);
+  // Forgetting an entry that is gone already changes nothing.
+  filter.expect("ch", "c", now);
+  filter.forget(b);
+  EXPECT_EQ(filter.size(), 1U);
+  // No loss was marked: an entry remembered earlier is still not passed over.
+  filter.expect("ch", "d", now);
+  EXPECT_FALSE(filter.consume("ch", "d", now));
+  EXPECT_TRUE(filter.consume("ch", "c", now));
+}
+
 TEST(BridgeEchoFilter, InactiveExpiredAndOverflowingEntriesAreForgotten) {
   EchoFilter filter(2, 1s);
   const auto now = Clock::now();
