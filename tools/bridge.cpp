@@ -240,7 +240,10 @@ std::uint64_t EchoFilter::expect(std::string_view channel, std::string_view payl
   const std::lock_guard lock(mutex_);
   const std::uint64_t sequence = next_sequence_++;
   if (!active_) return sequence;
-  if (entries_.size() == capacity_) entries_.pop_front();
+  if (entries_.size() == capacity_) {
+    entries_.pop_front();
+    ++forgotten_;
+  }
   entries_.push_back({h, sequence, now});
   return sequence;
 }
@@ -257,7 +260,10 @@ bool EchoFilter::consume(std::string_view channel, std::string_view payload,
                          Clock::time_point now) {
   const std::uint64_t h = hash(channel, payload);
   const std::lock_guard lock(mutex_);
-  while (!entries_.empty() && now - entries_.front().published > expiry_) entries_.pop_front();
+  while (!entries_.empty() && now - entries_.front().published > expiry_) {
+    entries_.pop_front();
+    ++forgotten_;
+  }
   // Own messages come back in order, so only a prefix of entries that may have been lost can
   // be passed over to reach the match.
   for (std::size_t i = 0; i < entries_.size(); ++i) {
@@ -286,6 +292,11 @@ std::size_t EchoFilter::size() const {
   return entries_.size();
 }
 
+std::uint64_t EchoFilter::forgotten() const {
+  const std::lock_guard lock(mutex_);
+  return forgotten_;
+}
+
 void check_options(const Options& options) {
   if (options.out.empty() && options.in.empty()) {
     throw std::invalid_argument("nothing to bridge: give --out PATTERN and/or --in PATTERN");
@@ -306,20 +317,21 @@ std::string to_json(const Stats& s) {
   return fmt::format(
       "{{\"state\":\"{}\",\"forwarded_out\":{},\"forwarded_in\":{},\"dropped_redis_down\":{},"
       "\"dropped_redis_error\":{},\"dropped_ring_full\":{},\"dropped_local_error\":{},"
-      "\"echo_suppressed_out\":{},\"echo_suppressed_in\":{},\"reconnects\":{}}}",
+      "\"echo_suppressed_out\":{},\"echo_suppressed_in\":{},\"echo_forgotten\":{},"
+      "\"reconnects\":{}}}",
       s.state(), s.forwarded_out, s.forwarded_in, s.dropped_redis_down, s.dropped_redis_error,
       s.dropped_ring_full, s.dropped_local_error, s.echo_suppressed_out, s.echo_suppressed_in,
-      s.reconnects);
+      s.echo_forgotten, s.reconnects);
 }
 
 std::string to_log_line(const Stats& s) {
   return fmt::format(
       "state={} forwarded_out={} forwarded_in={} dropped_redis_down={} dropped_redis_error={} "
       "dropped_ring_full={} dropped_local_error={} echo_suppressed_out={} echo_suppressed_in={} "
-      "reconnects={}",
+      "echo_forgotten={} reconnects={}",
       s.state(), s.forwarded_out, s.forwarded_in, s.dropped_redis_down, s.dropped_redis_error,
       s.dropped_ring_full, s.dropped_local_error, s.echo_suppressed_out, s.echo_suppressed_in,
-      s.reconnects);
+      s.echo_forgotten, s.reconnects);
 }
 
 Bridge::Bridge(Options options, Log log)
@@ -374,6 +386,7 @@ Stats Bridge::stats() const {
   s.dropped_local_error = dropped_local_error_.get();
   s.echo_suppressed_out = echo_suppressed_out_.get();
   s.echo_suppressed_in = echo_suppressed_in_.get();
+  s.echo_forgotten = local_echoes_.forgotten() + redis_echoes_.forgotten();
   s.reconnects = reconnects_.get();
   return s;
 }

@@ -51,7 +51,8 @@ RedisAddress parse_redis_url(std::string_view url);
 // so: the entries remembered until then may be skipped when a later one matches. A publish that
 // definitely failed (refused with an error) is forgotten at once with forget(), so that its entry
 // cannot take someone else's identical message for the bridge's own. Entries older than the
-// expiry, or beyond the capacity, are forgotten.
+// expiry, or beyond the capacity, are forgotten and counted: should such a message come back
+// after all, it is delivered again as if someone else had published it.
 //
 // Thread safety: every member may be called from any thread.
 class EchoFilter {
@@ -71,6 +72,8 @@ class EchoFilter {
   // the messages).
   void reset(bool active);
   [[nodiscard]] std::size_t size() const;
+  // How many entries expired or fell beyond the capacity before their message came back.
+  [[nodiscard]] std::uint64_t forgotten() const;
 
  private:
   struct Entry {
@@ -87,6 +90,7 @@ class EchoFilter {
   std::deque<Entry> entries_;
   std::uint64_t next_sequence_ = 0;
   std::uint64_t lost_before_ = 0;  // entries with a smaller sequence may never come back
+  std::uint64_t forgotten_ = 0;
   bool active_ = true;
 };
 
@@ -115,6 +119,7 @@ struct Stats {
   std::uint64_t dropped_local_error = 0;  // in: the bus refused it (over a limit)
   std::uint64_t echo_suppressed_out = 0;  // local echoes of messages brought in
   std::uint64_t echo_suppressed_in = 0;   // Redis echoes of messages sent out
+  std::uint64_t echo_forgotten = 0;       // echo entries expired or over capacity, both sides
   std::uint64_t reconnects = 0;
 
   [[nodiscard]] const char* state() const {

@@ -143,7 +143,7 @@ constexpr const char* kFooter =
     "--stats prints one JSON object per line on stdout every --stats-interval seconds and once\n"
     "more on exit: state (connected, connecting, or stopped), forwarded_out, forwarded_in,\n"
     "dropped_redis_down, dropped_redis_error, dropped_ring_full, dropped_local_error,\n"
-    "echo_suppressed_out, echo_suppressed_in, reconnects.\n"
+    "echo_suppressed_out, echo_suppressed_in, echo_forgotten, reconnects.\n"
     "\n"
     "Example: shmcast-bridge --bus app --redis redis://:secret@10.0.0.5:6379 --out 'events.*'\n"
     "         --in 'events.*'";

@@ -180,11 +180,13 @@ TEST(BridgeEchoFilter, InactiveExpiredAndOverflowingEntriesAreForgotten) {
   filter.expect("ch", "old", now);
   EXPECT_FALSE(filter.consume("ch", "old", now + 2s));
   EXPECT_EQ(filter.size(), 0U);
+  EXPECT_EQ(filter.forgotten(), 1U);
 
   filter.expect("ch", "1", now);
   filter.expect("ch", "2", now);
   filter.expect("ch", "3", now);
   EXPECT_EQ(filter.size(), 2U);
+  EXPECT_EQ(filter.forgotten(), 2U);
   EXPECT_FALSE(filter.consume("ch", "1", now));
   EXPECT_TRUE(filter.consume("ch", "2", now));
   EXPECT_TRUE(filter.consume("ch", "3", now));
@@ -587,6 +589,8 @@ TEST_F(BridgeTest, TwoBusesThroughOneRedisExchangeEachMessageOnceWithoutEcho) {
     EXPECT_EQ(bridge->counter("echo_suppressed_in"), static_cast<std::uint64_t>(kEach + 1));
     EXPECT_EQ(bridge->counter("echo_suppressed_out"), static_cast<std::uint64_t>(kEach + 2));
     EXPECT_EQ(bridge->counter("dropped_ring_full"), 0U);
+    EXPECT_EQ(field(bridge->stats(), "echo_forgotten"), "0");
+    EXPECT_NE(bridge->log().find(" echo_forgotten=0 "), std::string::npos) << bridge->log();
     EXPECT_EQ(bridge->counter("reconnects"), 0U);
   }
 }
