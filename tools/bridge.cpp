@@ -27,6 +27,9 @@ constexpr auto kCommandTimeoutMs = 5000ms;
 // How often the subscribed connection, which otherwise only reads, asks whether the server is
 // still there: a peer that vanished without closing the connection sends nothing at all.
 constexpr auto kPingInterval = 3s;
+// A connection that fails sooner than this after it was made does not reset the back-off: a
+// server that accepts and then drops at once (maxclients, protected mode) is not hammered.
+constexpr auto kStableAfter = 3s;
 constexpr std::size_t kBatch = 1024;  // publishes pipelined before their replies are read
 constexpr std::size_t kEchoCapacity = 1 << 16;
 constexpr auto kEchoExpiry = 10s;
@@ -96,6 +99,13 @@ Context connect_redis(const RedisAddress& address) {
     if (reply->type == REDIS_REPLY_ERROR) {
       throw std::runtime_error(fmt::format("AUTH refused: {}", text(reply.get())));
     }
+  }
+  // A server over maxclients, or in protected mode, accepts the connection, sends an error and
+  // closes it: only an answered command shows that the connection is usable.
+  Reply pong = append_command(c.get(), {"PING"}) ? next_reply(c.get()) : nullptr;
+  if (!pong) throw std::runtime_error(connection_error(c.get()));
+  if (pong->type == REDIS_REPLY_ERROR) {
+    throw std::runtime_error(fmt::format("Redis refused PING: {}", text(pong.get())));
   }
   return c;
 }
@@ -428,12 +438,19 @@ void Bridge::run_out(const std::function<bool()>& stop) {
   std::vector<std::optional<std::uint64_t>> sequences;
   sequences.reserve(kBatch);
 
+  auto connected_at = Clock::now();
+
   const auto lose = [&](const std::string& why) {
     log_(fmt::format("out: lost the connection to Redis at {}: {}; reconnecting", where, why));
     out_connected_ = false;
     redis.reset();
     redis_echoes_.mark_lost();
     retry_at = Clock::now();
+    if (retry_at - connected_at >= kStableAfter) {
+      backoff.reset();
+    } else {
+      retry_at += backoff.next();
+    }
   };
 
   while (!stop()) {
@@ -442,7 +459,7 @@ void Bridge::run_out(const std::function<bool()>& stop) {
         redis = connect_redis(options_.redis);
         if (ever_connected) reconnects_.add();
         ever_connected = true;
-        backoff.reset();
+        connected_at = Clock::now();
         last_error.clear();
         out_connected_ = true;
         log_(fmt::format("out: connected to Redis at {}", where));
@@ -527,6 +544,7 @@ void Bridge::run_in(const std::function<bool()>& stop) {
   bool ever_connected = false;
   std::string last_error;
   std::string last_publish_error;
+  auto subscribed_at = Clock::now();
 
   while (!stop()) {
     Context redis;
@@ -623,7 +641,7 @@ void Bridge::run_in(const std::function<bool()>& stop) {
           redis_echoes_.mark_lost();
           if (ever_connected) reconnects_.add();
           ever_connected = true;
-          backoff.reset();
+          subscribed_at = Clock::now();
           last_error.clear();
           in_connected_ = true;
           log_(fmt::format("in: connected to Redis at {}, subscribed to {} {}", where,
@@ -664,9 +682,11 @@ void Bridge::run_in(const std::function<bool()>& stop) {
       }
     }
 
+    const bool was_stable = in_connected_ && Clock::now() - subscribed_at >= kStableAfter;
     in_connected_ = false;
     redis_echoes_.reset(false);
     if (!error.empty()) {
+      if (was_stable) backoff.reset();
       log_(fmt::format("in: lost the connection to Redis at {}: {}; reconnecting", where, error));
       sleep_unless(backoff.next(), stop);
     }

@@ -622,6 +622,26 @@ TEST_F(BridgeTest, ASubscriptionToAServerThatStoppedAnsweringIsReplaced) {
   EXPECT_EQ(bridge.counter("reconnects"), 1U);
 }
 
+TEST_F(BridgeTest, AServerThatDropsEachNewConnectionIsRetriedWithBackoff) {
+  Daemon daemon;
+  RedisClient admin(redis_->socket());
+  // The admin connection is the one client allowed: Redis accepts each further connection, sends
+  // an error and closes it.
+  ASSERT_EQ(admin.call({"CONFIG", "SET", "maxclients", "1"}), std::vector<std::string>{"OK"});
+  BridgeProcess bridge(daemon.bus(), redis_->url(), {"--out", "out.*", "--in", "in.*"});
+  ASSERT_TRUE(bridge.wait_for([&] {
+    return bridge.log().find("max number of clients") != std::string::npos;
+  })) << bridge.log();
+  bridge.wait_for([] { return false; }, 1s);
+  EXPECT_EQ(field(bridge.stats(), "state"), "connecting");
+  EXPECT_EQ(bridge.log().find("connected to Redis"), std::string::npos) << bridge.log();
+
+  ASSERT_EQ(admin.call({"CONFIG", "SET", "maxclients", "100"}), std::vector<std::string>{"OK"});
+  ASSERT_TRUE(bridge.wait_connected()) << bridge.log();
+  bridge.finish();
+  EXPECT_EQ(bridge.counter("reconnects"), 0U);
+}
+
 TEST_F(BridgeTest, AClosedStdoutStopsTheBridgeQuietly) {
   Daemon daemon;
   BridgeProcess bridge(daemon.bus(), redis_->url(), {"--out", "out.*"});
