@@ -138,12 +138,20 @@ ReadStatus read_reply(redisContext* c, std::chrono::milliseconds timeout, Reply&
   return ReadStatus::reply;
 }
 
-// False when the server closed an idle connection (or it failed), which an idle publisher would
-// otherwise learn only by losing its next message.
-bool idle_connection_alive(redisContext* c) {
+// Why an idle connection is no longer usable, or nothing when it still is: the server closed it
+// (which an idle publisher would otherwise learn only by losing its next message), or it sent a
+// reply that nobody asked for, which would be taken for the answer to the next publish and put
+// every later reply out of step.
+std::optional<std::string> idle_connection_problem(redisContext* c) {
   pollfd p{c->fd, POLLIN, 0};
-  if (::poll(&p, 1, 0) <= 0) return true;
-  return redisBufferRead(c) == REDIS_OK;
+  if (::poll(&p, 1, 0) > 0 && redisBufferRead(c) != REDIS_OK) return connection_error(c);
+  void* reply = nullptr;
+  if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return connection_error(c);
+  if (reply == nullptr) return std::nullopt;
+  const Reply unasked(static_cast<redisReply*>(reply));
+  return unasked->type == REDIS_REPLY_ERROR || unasked->type == REDIS_REPLY_STATUS
+             ? fmt::format("Redis sent a reply nobody asked for: {}", text(unasked.get()))
+             : std::string("Redis sent a reply nobody asked for");
 }
 
 // Exponential back-off between connection attempts: 100 ms, doubling up to the cap.
@@ -479,7 +487,9 @@ void Bridge::run_out(const std::function<bool()>& stop) {
     batch.clear();
     auto first = sub.receive(kPollInterval);
     if (!first) {
-      if (redis && !idle_connection_alive(redis.get())) lose(connection_error(redis.get()));
+      if (redis) {
+        if (const auto problem = idle_connection_problem(redis.get())) lose(*problem);
+      }
       continue;
     }
     batch.push_back(std::move(*first));

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -817,6 +818,79 @@ TEST_F(BridgeTest, CountsWhatItCannotForwardByCause) {
   // The counters also go to the log every --log-interval.
   EXPECT_NE(bridge.log().find("shmcast-bridge: state=connected forwarded_out="), std::string::npos)
       << bridge.log();
+}
+
+// A stand-in for Redis on a unix socket: it answers the bridge's first PING, then sends one more
+// reply that nobody asked for and keeps the connection open.
+class ChattyServer {
+ public:
+  explicit ChattyServer(std::string socket) : socket_(std::move(socket)) {
+    listener_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    socket_.copy(address.sun_path, sizeof address.sun_path - 1);
+    if (listener_ < 0 ||
+        ::bind(listener_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
+        ::listen(listener_, 8) != 0) {
+      throw std::runtime_error("cannot listen on " + socket_);
+    }
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~ChattyServer() {
+    done_ = true;
+    thread_.join();
+    for (const int fd : clients_) ::close(fd);
+    ::close(listener_);
+    ::unlink(socket_.c_str());
+  }
+  ChattyServer(const ChattyServer&) = delete;
+  ChattyServer& operator=(const ChattyServer&) = delete;
+
+  [[nodiscard]] std::string url() const { return "unix://" + socket_; }
+
+ private:
+  void serve() {
+    while (!done_) {
+      pollfd p{listener_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      clients_.push_back(fd);
+      std::string request;
+      char buffer[256];
+      while (request.find("PING\r\n") == std::string::npos) {
+        const ssize_t r = ::read(fd, buffer, sizeof buffer);
+        if (r <= 0) break;
+        request.append(buffer, static_cast<std::size_t>(r));
+      }
+      const std::string_view pong = "+PONG\r\n";
+      const std::string_view unasked = "-ERR out of the blue\r\n";
+      // The bridge may be gone already (it reconnects, and the test ends): no check.
+      (void)::send(fd, pong.data(), pong.size(), MSG_NOSIGNAL);
+      std::this_thread::sleep_for(200ms);
+      (void)::send(fd, unasked.data(), unasked.size(), MSG_NOSIGNAL);
+    }
+  }
+
+  std::string socket_;
+  int listener_ = -1;
+  std::vector<int> clients_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+TEST(BridgeIdle, AReplyNobodyAskedForDropsTheConnection) {
+  TempDir dir;
+  Daemon daemon;
+  ChattyServer server(dir.path() + "/chatty.sock");
+  BridgeProcess bridge(daemon.bus(), server.url(), {"--out", "out.*", "--max-backoff", "0.2"});
+  ASSERT_TRUE(bridge.wait_for([&] {
+    return bridge.log().find("out: lost the connection to Redis at " + server.url() +
+                             ": Redis sent a reply nobody asked for: ERR out of the blue") !=
+           std::string::npos;
+  })) << bridge.log();
+  ASSERT_TRUE(bridge.wait_for([&] { return bridge.counter("reconnects") >= 1; })) << bridge.log();
+  bridge.finish();
 }
 
 // ---- errors -----------------------------------------------------------------------------------
