@@ -181,6 +181,21 @@ std::string seconds(std::chrono::milliseconds ms) {
   return fmt::format("{:.1f} s", static_cast<double>(ms.count()) / 1000);
 }
 
+// `url` with its password (everything after the user's colon, up to the last '@') as "***", so
+// that an error message about the URL does not put the password in a log.
+std::string redacted(std::string_view url) {
+  constexpr std::string_view kScheme = "redis://";
+  if (!url.starts_with(kScheme)) return std::string(url);
+  const std::string_view rest = url.substr(kScheme.size());
+  const auto at = rest.rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  const std::string_view credentials = rest.substr(0, at);
+  const auto colon = credentials.find(':');
+  const std::string_view user =
+      colon == std::string_view::npos ? std::string_view() : credentials.substr(0, colon + 1);
+  return fmt::format("{}{}***{}", kScheme, user, rest.substr(at));
+}
+
 bool is_glob(std::string_view name) {
   return name.find_first_of("*?[") != std::string_view::npos;
 }
@@ -196,7 +211,8 @@ std::string RedisAddress::display() const {
 RedisAddress parse_redis_url(std::string_view url) {
   RedisAddress address;
   const auto fail = [&](std::string_view why) {
-    return std::invalid_argument(fmt::format("bad Redis URL '{}': {}: {}", url, why, kUrlForms));
+    return std::invalid_argument(
+        fmt::format("bad Redis URL '{}': {}: {}", redacted(url), why, kUrlForms));
   };
   if (url.starts_with("unix://")) {
     address.socket_path = url.substr(7);
