@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -375,9 +376,11 @@ void run_pinger(const Run& run, Slot& slot, int ready_fd) {
 pid_t spawn(const std::string& program, const std::function<void()>& body) {
   std::fflush(stdout);
   std::fflush(stderr);
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
   if (pid > 0) return pid;
+  die_with_parent(parent);
   int status = 0;
   try {
     body();
@@ -595,6 +598,10 @@ void print(const Run& r, const Report& rep) {
 }
 
 }  // namespace
+
+void die_with_parent(pid_t parent) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(1);
+}
 
 void add_options(CLI::App& app, Options& opt) {
   app.add_option("--scenario", opt.scenario,

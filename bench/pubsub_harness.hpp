@@ -10,6 +10,8 @@
 // of a shmcast subscriber's ring.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -84,5 +86,10 @@ void add_options(CLI::App& app, Options& options);
 
 /// Runs the scenario over `transport` and prints the report. Returns the exit status.
 int run_and_report(const std::string& program, const Options& options, Transport& transport);
+
+/// Called first in a child just forked from `parent`: the child is killed (SIGKILL) when the
+/// parent dies, so a benchmark killed midway leaves no processes behind. Exits at once if the
+/// parent is gone already (it died before the request took effect).
+void die_with_parent(pid_t parent);
 
 }  // namespace pubsub_bench

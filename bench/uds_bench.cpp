@@ -397,9 +397,11 @@ pid_t start_server(const std::string& path) {
   }
   std::fflush(stdout);
   std::fflush(stderr);
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) throw os_error("fork");
   if (pid == 0) {
+    pubsub_bench::die_with_parent(parent);
     try {
       FanoutServer(fd).run();
     } catch (const std::exception& e) {

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -53,7 +55,12 @@ std::optional<std::uint64_t> json_field(const std::string& json, const std::stri
 // output-buffer limit (as bench/compare.sh starts it), stopped by its pid.
 class RedisServer {
  public:
-  RedisServer() : socket_(fmt::format("/tmp/shmcast-compare-test-{}.sock", getpid())) {
+  RedisServer() {
+    // A directory of its own: nobody else can put a socket of that name in the way.
+    std::string dir = fmt::format("/tmp/shmcast-compare-test-{}-XXXXXX", getpid());
+    if (::mkdtemp(dir.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = dir;
+    socket_ = dir_ + "/redis.sock";
     server_ = std::make_unique<Command>(std::vector<std::string>{
         "redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm", "700", "--save",
         "", "--appendonly", "no", "--client-output-buffer-limit", "pubsub 0 0 0"});
@@ -69,12 +76,17 @@ class RedisServer {
       if (up) return;
       std::this_thread::sleep_for(10ms);
     }
-    throw std::runtime_error("redis-server did not start: " + server_->out());
+    const std::string out = server_->out();
+    server_.reset();
+    ::unlink(socket_.c_str());
+    ::rmdir(dir_.c_str());
+    throw std::runtime_error("redis-server did not start: " + out);
   }
   ~RedisServer() {
     server_->signal(SIGTERM);
     (void)server_->wait(10s);
     ::unlink(socket_.c_str());
+    ::rmdir(dir_.c_str());
   }
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -82,6 +94,7 @@ class RedisServer {
   [[nodiscard]] const std::string& socket() const { return socket_; }
 
  private:
+  std::string dir_;
   std::string socket_;
   std::unique_ptr<Command> server_;
 };
@@ -133,6 +146,46 @@ TEST(UdsBench, PingPongMeasuresRoundTrips) {
   const std::string json =
       report({program("uds-bench"), "--scenario", "pingpong-block", "--seconds", "0.2"});
   EXPECT_GT(json_field(json, "received").value_or(0), 0U) << json;
+}
+
+// Whether `pid` is gone or only a zombie waiting for init to reap it.
+bool dead(pid_t pid) {
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const auto close = line.rfind(')');
+  return close != std::string::npos && line.substr(close + 2, 1) == "Z";
+}
+
+TEST(UdsBench, AKilledRunLeavesNoProcessesBehind) {
+  std::string tmp = fmt::format("/tmp/shmcast-compare-test-{}-XXXXXX", getpid());
+  ASSERT_NE(::mkdtemp(tmp.data()), nullptr);
+  std::vector<pid_t> children;
+  {
+    Command bench({"env", "TMPDIR=" + tmp, program("uds-bench"), "--scenario", "single",
+                   "--seconds", "60", "--wait", "block"});
+    bench.close_stdin();
+    // The server, the subscriber and the publisher.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (children.size() < 3 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(50ms);
+      std::ifstream list(fmt::format("/proc/{0}/task/{0}/children", bench.pid()));
+      children.clear();
+      for (pid_t child = 0; list >> child;) children.push_back(child);
+    }
+    ASSERT_EQ(children.size(), 3U) << bench.err();
+    bench.signal(SIGKILL);
+    EXPECT_EQ(bench.wait(10s), 128 + SIGKILL);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  for (const pid_t child : children) {
+    while (!dead(child) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_TRUE(dead(child)) << "child " << child << " outlived uds-bench";
+    if (!dead(child)) ::kill(child, SIGKILL);
+  }
+  std::filesystem::remove_all(tmp);
 }
 
 TEST(UdsBench, RefusesAnUnknownScenario) {
