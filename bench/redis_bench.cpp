@@ -43,6 +43,12 @@ std::string_view text(const redisReply& r) {
   return {r.str, r.len};
 }
 
+// The server answered a command with an error (the connection itself is fine).
+class ErrorReply : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 class Connection {
  public:
   explicit Connection(const std::string& socket) : socket_(socket) {
@@ -103,7 +109,7 @@ class Connection {
       if (r != nullptr) {
         Reply reply(static_cast<redisReply*>(r));
         if (reply->type == REDIS_REPLY_ERROR) {
-          throw std::runtime_error(fmt::format("redis-server answered: {}", text(*reply)));
+          throw ErrorReply(fmt::format("redis-server answered: {}", text(*reply)));
         }
         return reply;
       }
@@ -223,7 +229,12 @@ void warn_on_pubsub_limit(const std::string& socket) {
   Connection conn(socket);
   conn.append({"CONFIG", "GET", "client-output-buffer-limit"});
   conn.write_all([] { return false; });
-  const Reply r = conn.setup_reply();
+  Reply r;
+  try {
+    r = conn.setup_reply();
+  } catch (const ErrorReply&) {
+    return;  // CONFIG refused (renamed, or not allowed to this user): no warning, not an error
+  }
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
   std::istringstream in{std::string(text(*r->element[1]))};
   std::string word;

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -55,15 +56,18 @@ std::optional<std::uint64_t> json_field(const std::string& json, const std::stri
 // output-buffer limit (as bench/compare.sh starts it), stopped by its pid.
 class RedisServer {
  public:
-  RedisServer() {
+  explicit RedisServer(const std::vector<std::string>& extra = {}) {
     // A directory of its own: nobody else can put a socket of that name in the way.
     std::string dir = fmt::format("/tmp/shmcast-compare-test-{}-XXXXXX", getpid());
     if (::mkdtemp(dir.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = dir;
     socket_ = dir_ + "/redis.sock";
-    server_ = std::make_unique<Command>(std::vector<std::string>{
-        "redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm", "700", "--save",
-        "", "--appendonly", "no", "--client-output-buffer-limit", "pubsub 0 0 0"});
+    std::vector<std::string> argv{
+        "redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm",
+        "700",          "--save", "",  "--appendonly", "no",    "--client-output-buffer-limit",
+        "pubsub 0 0 0"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    server_ = std::make_unique<Command>(std::move(argv));
     server_->close_stdin();
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
@@ -126,6 +130,15 @@ TEST(RedisBenchPubsub, CountRunDeliversEveryMessageToEverySubscriber) {
               "--subscribers", "3", "--publishers", "2", "--count", "500", "--pipeline", "16"});
   EXPECT_EQ(json_field(json, "expected"), 3000U) << json;
   EXPECT_EQ(json_field(json, "received"), 3000U) << json;
+}
+
+TEST(RedisBenchPubsub, RunsWhenConfigIsRefused) {
+  if (!redis_installed()) GTEST_SKIP() << "redis-server not installed";
+  RedisServer redis({"--rename-command", "CONFIG", ""});
+  const std::string json =
+      report({program("redis-bench-pubsub"), "--socket", redis.socket(), "--scenario", "fanout-10",
+              "--subscribers", "2", "--publishers", "1", "--count", "100"});
+  EXPECT_EQ(json_field(json, "received"), 200U) << json;
 }
 
 TEST(UdsBench, TimedRunDelivers) {
