@@ -1,5 +1,6 @@
-// What the command line tools (shmcast, shm-stat) share: how they stop on a signal, write to
-// stdout, quote bytes, and report errors, so that both behave alike in a script.
+// What the command line tools (shmcast, shm-stat, shmcast-bridge) share: how they stop on a
+// signal, write to stdout, quote bytes, and report errors, so that all three behave alike in a
+// script.
 #pragma once
 
 #include <chrono>
