@@ -1,5 +1,6 @@
 #include "ring.hpp"
 
+#include <sched.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -363,6 +364,10 @@ bool RingConsumer::wait(std::chrono::nanoseconds timeout, std::uint32_t spins) n
   for (std::uint32_t n = 0; n < spins; ++n) {
     if (ready()) return true;
     cpu_relax();
+    // Lets a thread waiting for this core run first (the publisher, other subscribers): with
+    // more subscribers than cores, spinning ones would otherwise starve the publisher they wait
+    // for. Returns at once when nobody waits.
+    if (n % 64 == 63) sched_yield();
   }
   const bool forever = timeout.count() < 0;
   const auto deadline =
