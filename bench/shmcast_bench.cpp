@@ -293,10 +293,6 @@ std::string channel_name(std::size_t i, std::size_t channels) {
   return channels == 1 ? std::string("bench") : fmt::format("ch:{}", i);
 }
 
-bool is_message(const shmcast::Message& m) {
-  return m.kind == shmcast::Kind::message || m.kind == shmcast::Kind::pmessage;
-}
-
 // ---- throughput and lockstep roles ----------------------------------------------------------
 
 void run_subscriber(const Options& opt, const Scenario& sc, Slot& slot, int index, int ready_fd) {
@@ -408,15 +404,12 @@ void run_echo(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd) 
   drain_confirmations(sub);
   signal_ready(ready_fd);
   const bool spin = sc.wait == Wait::spin;
-  for (;;) {
-    auto m = sub.receive(kPollInterval, spin);
-    if (!m) {
-      if (slot.stopped()) break;
-      continue;
-    }
-    if (!is_message(*m)) continue;
-    (void)bus.publish("pong", m->payload);
-  }
+  // Answers from inside the callback, with the frame still in place: no copy on the way back.
+  const auto answer = [&](const shmcast::MessageView& m) {
+    if (m.kind == shmcast::Kind::message) (void)bus.publish("pong", m.payload);
+    return !slot.stopped();
+  };
+  while (!slot.stopped()) sub.listen(answer, kPollInterval, spin);
   slot.result.dropped = sub.dropped();
 }
 
@@ -433,13 +426,15 @@ void run_pinger(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd
     const std::uint64_t start = now_ns();
     set_stamp(payload, start);
     const std::size_t delivered = bus.publish("ping", payload);
-    std::optional<shmcast::Message> answer;
-    while (delivered > 0 && !slot.stopped()) {
-      answer = sub.receive(kPollInterval, spin);
-      if (answer && is_message(*answer) && stamp_of(answer->payload) == start) break;
-    }
+    bool answered = false;
+    const auto is_answer = [&](const shmcast::MessageView& m) {
+      answered = m.kind == shmcast::Kind::message && stamp_of(m.payload) == start;
+      return !answered && !slot.stopped();
+    };
+    while (delivered > 0 && !answered && !slot.stopped())
+      sub.listen(is_answer, kPollInterval, spin);
     const std::uint64_t end = now_ns();
-    if (!answer || !slot.in_window(start)) continue;
+    if (!answered || !slot.in_window(start)) continue;
     // Both publishes of the round trip: the echo's answer arrived, so it delivered one.
     slot.result.publishes += 2;
     slot.result.deliveries += delivered + 1;
