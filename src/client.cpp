@@ -297,6 +297,7 @@ struct PublisherCache {
   std::vector<std::unique_ptr<RingHandle>> rings;  // by client slot
   GlobCache globs;
   std::vector<Target> scratch;
+  std::size_t route_limit = 0;  // routes are forgotten all at once when this many are cached
   // The route last published to, found without hashing when the next publish names the same
   // channel (map nodes do not move; cleared with the map).
   const std::string* last_name = nullptr;
@@ -308,7 +309,9 @@ thread_local std::unordered_map<std::uint64_t, PublisherCache> t_publishers;
 thread_local std::uint64_t t_last_id = 0;
 thread_local PublisherCache* t_last_cache = nullptr;
 
-constexpr std::size_t kMaxCachedRoutes = 65536;
+// Routes a thread keeps at most: every channel the bus can hold twice over (channels that
+// nobody holds are cached as empty routes too), and never fewer than this.
+constexpr std::size_t kMinCachedRoutes = 65536;
 
 PublisherCache& publisher_cache(const std::shared_ptr<BusState>& owner) {
   const BusState& state = *owner;
@@ -324,6 +327,8 @@ PublisherCache& publisher_cache(const std::shared_ptr<BusState>& owner) {
     it->second.view = state.view;
     it->second.bus = state.name;
     it->second.rings.resize(state.view->limits().max_clients);
+    it->second.route_limit =
+        std::max<std::size_t>(kMinCachedRoutes, 2 * std::size_t{state.limits.max_channels});
   }
   t_last_id = state.id;
   t_last_cache = &it->second;
@@ -377,7 +382,7 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
   }
   // A replaced mapping may be referenced by other cached routes: forget them all. So does a
   // cache grown past its bound, so a publisher over endless channel names stays small.
-  if (replaced || cache.routes.size() >= kMaxCachedRoutes) {
+  if (replaced || cache.routes.size() >= cache.route_limit) {
     cache.routes.clear();
     cache.last_route = nullptr;
   }
