@@ -367,9 +367,16 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
       *cache.view, [&] { collect_targets(*cache.view, channel, cache.globs, cache.scratch); },
       version);
   auto it = cache.routes.find(channel);
+  // The routing version that read_registry gave up on (the coordinator died or stopped in the
+  // middle of an update): routes are kept under it, so further publishes do not wait again until
+  // it moves on.
+  std::uint64_t stuck = 0;
   if (!consistent) {
-    // The coordinator died mid-update: keep the route we had until a new one adopts the bus.
-    if (it != cache.routes.end()) return it->second;
+    stuck = cache.view->header().routing_version.load(std::memory_order_acquire);
+    if (it != cache.routes.end()) {
+      it->second.version = stuck;
+      return it->second;
+    }
     cache.scratch.clear();
   }
   bool replaced = false;
@@ -388,7 +395,7 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
   }
   const auto slot = cache.routes.try_emplace(std::string(channel)).first;
   Route& route = slot->second;
-  route.version = consistent ? version : ~std::uint64_t{0};
+  route.version = consistent ? version : stuck;
   route.targets = std::move(targets);
   cache.last_name = &slot->first;
   cache.last_route = &route;
