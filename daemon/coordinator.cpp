@@ -630,7 +630,10 @@ void Coordinator::handle(std::uint32_t slot) {
   Status status = Status::ok;
   std::int64_t value = 0;
   bool removed = false;
-  if (op == Op::attach) {
+  if (op == Op::none) {
+    // A request its client gave up on and voided: answered, with nothing done or logged.
+    status = Status::bad_request;
+  } else if (op == Op::attach) {
     status = live ? Status::ok : attach(slot);
   } else if (!live) {
     status = Status::not_attached;
