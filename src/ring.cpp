@@ -229,7 +229,9 @@ RingConsumer::Next RingConsumer::next_record() noexcept {
       // the tail seen last is reloaded only when the record runs past it: the consumer does not
       // pull the producers' tail line on every record.
       const std::uint64_t aligned = align_record(static_cast<std::uint64_t>(length));
-      if (aligned > tail_seen_ - head_) tail_seen_ = layout_->tail.load(std::memory_order_acquire);
+      if (aligned > tail_seen_ - head_ || tail_seen_ - head_ > capacity_) {
+        tail_seen_ = layout_->tail.load(std::memory_order_acquire);
+      }
       const std::uint64_t claimed = tail_seen_ - head_;
       if (claimed > capacity_) {  // the tail (or our head) is not where a ring can be
         skip_to(tail_seen_, true);
