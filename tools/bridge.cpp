@@ -35,7 +35,7 @@ constexpr std::size_t kEchoCapacity = 1 << 16;
 constexpr auto kEchoExpiry = 10s;
 
 constexpr std::string_view kUrlForms =
-    "use redis://[:password@]host:port or unix:///path/to/socket";
+    "use redis://[[user]:password@]host[:port] or unix:///path/to/socket";
 
 struct ContextFree {
   void operator()(redisContext* c) const { redisFree(c); }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: the normal build, the same suite under ASan+UBSan, and the thread-based
-# stress tests under TSan. Each build has its own folder: build/, build-asan/, build-tsan/.
+# Runs every test: the normal build, a 10-second soak, the same suite under ASan+UBSan, and
+# the thread-based stress tests under TSan. Each build has its own folder: build/, build-asan/, build-tsan/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages shmcast needs to build, test and run its demo, if any is missing.
 # redis-server and redis-tools are the reference the CLI tests compare against, and the peer of
-# the Redis bridge and the side-by-side benchmarks (hiredis).
+# the Redis bridge and the side-by-side benchmarks (hiredis); passwd's useradd makes the
+# throwaway users of the permission tests when they run as root.
 set -euo pipefail
 
 packages=(
   g++ cmake ninja-build pkg-config
   libboost-dev libfmt-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
-  redis-server redis-tools
+  redis-server redis-tools passwd
 )
 
 missing=()
