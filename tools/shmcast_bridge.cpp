@@ -160,8 +160,9 @@ int main(int argc, char** argv) {
   app.footer(kFooter);
   auto* bus_option =
       app.add_option("--bus", inv.bus, "the bus to bridge (default: $SHMCAST_BUS, else 'default')");
-  app.add_option("--redis", inv.url,
-                 "the Redis server: redis://[:password@]host:port or unix:///path/to/socket")
+  app.add_option(
+         "--redis", inv.url,
+         "the Redis server: redis://[[user]:password@]host[:port] or unix:///path/to/socket")
       ->type_name("URL")
       ->required();
   app.add_option("--out", inv.out, "forward local channels matching PATTERN to Redis")

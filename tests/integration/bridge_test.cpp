@@ -915,9 +915,10 @@ void expect_error_line(const Result& r, int status, const std::string& needle) {
 TEST(BridgeErrors, BadArgumentsAreOneLineAndANonZeroExit) {
   const std::string bridge = bin_dir() + "/shmcast-bridge";
   const std::string bus = unique_bus("none");
-  expect_error_line(run({bridge, "--bus", bus, "--redis", "http://x", "--out", "a"}), 2,
-                    "bad Redis URL 'http://x': unknown scheme: use redis://[:password@]host:port "
-                    "or unix:///path/to/socket");
+  expect_error_line(
+      run({bridge, "--bus", bus, "--redis", "http://x", "--out", "a"}), 2,
+      "bad Redis URL 'http://x': unknown scheme: use redis://[[user]:password@]host[:port] "
+      "or unix:///path/to/socket");
   expect_error_line(run({bridge, "--bus", bus, "--out", "a"}), 2, "--redis is required");
   expect_error_line(run({bridge, "--bus", bus, "--redis", "redis://h:1"}), 2,
                     "nothing to bridge: give --out PATTERN and/or --in PATTERN");
