@@ -1,5 +1,7 @@
 #include "pubsub_harness.hpp"
 
+#include "bench_support.hpp"
+
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
@@ -28,6 +30,11 @@ namespace pubsub_bench {
 namespace {
 
 using namespace std::chrono_literals;
+using bench_support::now_ns;
+using bench_support::percentile;
+using bench_support::set_stamp;
+using bench_support::signal_ready;
+using bench_support::stamp_of;
 
 constexpr std::size_t kCacheLine = 64;
 // Throughput runs sample one message in this many, as shmcast-bench does.
@@ -41,13 +48,6 @@ constexpr auto kWarmUp = 500ms;
 constexpr auto kCountDeadline = 30s;
 // Children still running this long after `stop` are killed, and the run fails.
 constexpr auto kReapGrace = 10s;
-
-std::uint64_t now_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 enum class Kind {
   throughput,  // publishers send as fast as the transport takes it, subscribers count
@@ -117,48 +117,8 @@ struct Control {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
-// One anonymous MAP_SHARED region that every child inherits:
-//
-//   +--------------------+  offset 0
-//   | Control            |
-//   +--------------------+
-//   | ChildResult[n]     |
-//   +--------------------+
-//   | samples[n][cap]    |  uint64 ns
-//   +--------------------+
-class Shared {
- public:
-  Shared(std::size_t children, std::size_t sample_cap) : children_(children), cap_(sample_cap) {
-    bytes_ =
-        sizeof(Control) + children * sizeof(ChildResult) + children * cap_ * sizeof(std::uint64_t);
-    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) throw std::runtime_error(fmt::format("mmap: {}", std::strerror(errno)));
-    base_ = static_cast<std::byte*>(p);
-    new (base_) Control();
-    for (std::size_t i = 0; i < children; ++i) new (&result(i)) ChildResult();
-  }
-  ~Shared() { munmap(base_, bytes_); }
-  Shared(const Shared&) = delete;
-  Shared& operator=(const Shared&) = delete;
-
-  Control& control() { return *std::launder(reinterpret_cast<Control*>(base_)); }
-  ChildResult& result(std::size_t child) {
-    return std::launder(reinterpret_cast<ChildResult*>(base_ + sizeof(Control)))[child];
-  }
-  std::uint64_t* samples(std::size_t child) {
-    auto* all =
-        reinterpret_cast<std::uint64_t*>(base_ + sizeof(Control) + children_ * sizeof(ChildResult));
-    return all + child * cap_;
-  }
-  std::size_t cap() const { return cap_; }
-
- private:
-  std::size_t children_;
-  std::size_t cap_;
-  std::size_t bytes_ = 0;
-  std::byte* base_ = nullptr;
-};
+// The region every child inherits (bench_support.hpp draws its layout).
+using Shared = bench_support::SharedRegion<Control, ChildResult>;
 
 long futex(std::atomic<std::uint32_t>& word, int op, std::uint32_t value, const timespec* timeout) {
   return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), op, value, timeout, nullptr,
@@ -227,22 +187,6 @@ class Slot {
   Control& control_;
   ChildResult& result_;
 };
-
-std::uint64_t stamp_of(std::string_view payload) {
-  std::uint64_t stamp = 0;
-  std::memcpy(&stamp, payload.data(), sizeof stamp);
-  return stamp;
-}
-
-void set_stamp(std::string& payload, std::uint64_t stamp) {
-  std::memcpy(payload.data(), &stamp, sizeof stamp);
-}
-
-void signal_ready(int fd) {
-  const char byte = 'r';
-  if (write(fd, &byte, 1) != 1) throw std::runtime_error("cannot signal readiness to the parent");
-  close(fd);
-}
 
 constexpr const char* kChannel = "bench";
 
@@ -372,24 +316,13 @@ void run_pinger(const Run& run, Slot& slot, int ready_fd) {
 
 // ---- the parent ---------------------------------------------------------------------------
 
-// Runs `body` in a child process that exits with 0 only if it finished.
+// Runs `body` in a child process that dies with this one (see bench_support::fork_child).
 pid_t spawn(const std::string& program, const std::function<void()>& body) {
-  std::fflush(stdout);
-  std::fflush(stderr);
   const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
-  if (pid > 0) return pid;
-  die_with_parent(parent);
-  int status = 0;
-  try {
+  return bench_support::fork_child(program, [&] {
+    die_with_parent(parent);
     body();
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "{}[{}]: {}\n", program, getpid(), e.what());
-    status = 1;
-  }
-  std::fflush(stderr);
-  _exit(status);
+  });
 }
 
 class Children {
@@ -464,11 +397,6 @@ struct Report {
   std::uint64_t received = 0;
   std::vector<std::uint64_t> latencies;
 };
-
-std::uint64_t percentile(const std::vector<std::uint64_t>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  return sorted[static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1))];
-}
 
 std::optional<Report> run(const std::string& program, const Run& r) {
   using Role = std::function<void(Slot&, int)>;

@@ -34,11 +34,17 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "bench_support.hpp"
 #include "shmcast/shmcast.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
+using bench_support::now_ns;
+using bench_support::percentile;
+using bench_support::set_stamp;
+using bench_support::signal_ready;
+using bench_support::stamp_of;
 
 constexpr std::size_t kCacheLine = 64;
 // Throughput runs sample one message in this many so recording never becomes the bottleneck.
@@ -54,13 +60,6 @@ std::atomic<bool> g_interrupted{false};
 
 void on_signal(int) {
   g_interrupted.store(true);
-}
-
-std::uint64_t now_ns() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000U +
-         static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 void cpu_relax() noexcept {
@@ -182,39 +181,7 @@ struct Control {
 static_assert(sizeof(Control) == 8 * kCacheLine);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
-class Shared {
- public:
-  Shared(std::size_t children, std::size_t sample_cap) : children_(children), cap_(sample_cap) {
-    bytes_ =
-        sizeof(Control) + children * sizeof(ChildResult) + children * cap_ * sizeof(std::uint64_t);
-    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) throw std::runtime_error(fmt::format("mmap: {}", std::strerror(errno)));
-    base_ = static_cast<std::byte*>(p);
-    new (base_) Control();
-    for (std::size_t i = 0; i < children; ++i) new (&result(i)) ChildResult();
-  }
-  ~Shared() { munmap(base_, bytes_); }
-  Shared(const Shared&) = delete;
-  Shared& operator=(const Shared&) = delete;
-
-  Control& control() { return *std::launder(reinterpret_cast<Control*>(base_)); }
-  ChildResult& result(std::size_t child) {
-    return reinterpret_cast<ChildResult*>(base_ + sizeof(Control))[child];
-  }
-  std::uint64_t* samples(std::size_t child) {
-    auto* all =
-        reinterpret_cast<std::uint64_t*>(base_ + sizeof(Control) + children_ * sizeof(ChildResult));
-    return all + child * cap_;
-  }
-  std::size_t cap() const { return cap_; }
-
- private:
-  std::size_t children_;
-  std::size_t cap_;
-  std::size_t bytes_ = 0;
-  std::byte* base_ = nullptr;
-};
+using Shared = bench_support::SharedRegion<Control, ChildResult>;
 
 // A child's view: its own result slot and sample buffer, and the shared control words.
 struct Slot {
@@ -250,22 +217,6 @@ shmcast::ConnectOptions connect_options() {
   // Hundreds of processes attaching at once queue at the coordinator on two cores.
   o.request_timeout = 120s;
   return o;
-}
-
-std::uint64_t stamp_of(std::string_view payload) {
-  std::uint64_t stamp = 0;
-  std::memcpy(&stamp, payload.data(), sizeof stamp);
-  return stamp;
-}
-
-void set_stamp(std::vector<std::byte>& payload, std::uint64_t stamp) {
-  std::memcpy(payload.data(), &stamp, sizeof stamp);
-}
-
-void signal_ready(int fd) {
-  const char byte = 'r';
-  if (write(fd, &byte, 1) != 1) throw std::runtime_error("cannot signal readiness to the parent");
-  close(fd);
 }
 
 void wait_for_go(const Control& control) {
@@ -520,24 +471,6 @@ void run_floor_pinger(const Scenario& sc, Slot& slot, int ready_fd) {
 
 // ---- the parent ---------------------------------------------------------------------------
 
-// Runs `body` in a child process that exits with 0 only if it finished.
-pid_t spawn(const std::function<void()>& body) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
-  if (pid > 0) return pid;
-  int status = 0;
-  try {
-    body();
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "shmcast-bench[{}]: {}\n", getpid(), e.what());
-    status = 1;
-  }
-  std::fflush(stderr);
-  _exit(status);
-}
-
 struct Coordinator {
   pid_t pid = -1;
 };
@@ -687,11 +620,6 @@ struct Report {
   std::vector<std::uint64_t> latencies;
 };
 
-std::uint64_t percentile(const std::vector<std::uint64_t>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  return sorted[static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1))];
-}
-
 void sleep_unless_interrupted(std::chrono::nanoseconds span) {
   const auto until = std::chrono::steady_clock::now() + span;
   while (!g_interrupted.load() && std::chrono::steady_clock::now() < until)
@@ -741,7 +669,7 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
   const auto launch = [&](const std::function<void(Slot&, int)>& role) {
     Slot slot{control, shared.result(index), shared.samples(index), shared.cap()};
     ++index;
-    const pid_t pid = spawn([&, slot]() mutable {
+    const pid_t pid = bench_support::fork_child("shmcast-bench", [&, slot]() mutable {
       close(ready[0]);
       role(slot, ready[1]);
     });

@@ -39,6 +39,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "bench_support.hpp"
 #include "shmcast/shmcast.hpp"
 
 namespace {
@@ -273,23 +274,6 @@ void run_subscriber(const std::string& bus_name, Board& board, std::uint32_t ind
 
 // ---- the parent ------------------------------------------------------------------------------
 
-pid_t fork_role(const std::function<void()>& role) {
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid > 0) return pid;
-  int status = 0;
-  try {
-    role();
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "shmcast-soak[{}]: {}\n", getpid(), e.what());
-    status = 1;
-  }
-  std::fflush(stderr);
-  _exit(status);
-}
-
 pid_t start_coordinator(const std::string& bus) {
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
   const std::string exe = (self.parent_path() / "shmcastd").string();
@@ -366,7 +350,9 @@ int soak(double seconds) {
     const std::uint32_t slot = next_publisher++;
     const std::uint64_t seed = random();
     publishers.push_back(
-        {fork_role([&, slot, seed] { run_publisher(bus, board, slot, seed); }), slot});
+        {bench_support::fork_child("shmcast-soak",
+                                   [&, slot, seed] { run_publisher(bus, board, slot, seed); }),
+         slot});
     ++counts.publishers_started;
   };
   const auto add_subscriber = [&] {
@@ -374,7 +360,9 @@ int soak(double seconds) {
     const std::uint32_t slot = next_subscriber++;
     const std::uint64_t seed = random();
     subscribers.push_back(
-        {fork_role([&, slot, seed] { run_subscriber(bus, board, slot, seed); }), slot});
+        {bench_support::fork_child("shmcast-soak",
+                                   [&, slot, seed] { run_subscriber(bus, board, slot, seed); }),
+         slot});
     ++counts.subscribers_started;
   };
 
