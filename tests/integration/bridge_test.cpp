@@ -12,12 +12,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -29,6 +26,7 @@
 
 #include "bridge.hpp"
 #include "integration/bus_fixture.hpp"
+#include "integration/redis_server.hpp"
 #include "integration/run_command.hpp"
 
 namespace shmcast::test {
@@ -204,37 +202,6 @@ TEST(BridgeEchoFilter, InactiveExpiredAndOverflowingEntriesAreForgotten) {
 
 // ---- the program ------------------------------------------------------------------------------
 
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path != nullptr ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    if (!dir.empty() && ::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
-
-bool redis_available() {
-  return on_path("redis-server") && on_path("redis-cli");
-}
-
-// A directory of its own under /tmp, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string name = fmt::format("/tmp/shmcast-bridge-test-{}-XXXXXX", getpid());
-    if (::mkdtemp(name.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = name;
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // A hiredis connection for the test's own Redis publishers and subscribers.
 class RedisClient {
  public:
@@ -308,52 +275,6 @@ class RedisClient {
 
  private:
   redisContext* c_;
-};
-
-// A private redis-server on a unix socket, with nothing written to disk, stopped by its pid. It
-// can be killed and started again on the same socket.
-class RedisServer {
- public:
-  explicit RedisServer(std::string socket) : socket_(std::move(socket)) { start(); }
-  ~RedisServer() {
-    server_.reset();
-    ::unlink(socket_.c_str());
-  }
-  RedisServer(const RedisServer&) = delete;
-  RedisServer& operator=(const RedisServer&) = delete;
-
-  void start() {
-    server_ = std::make_unique<Command>(
-        std::vector<std::string>{"redis-server", "--port", "0", "--unixsocket", socket_,
-                                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no"});
-    server_->close_stdin();
-    const auto deadline = Clock::now() + 10s;
-    while (Clock::now() < deadline) {
-      try {
-        RedisClient probe(socket_);
-        if (probe.call({"PING"}) == std::vector<std::string>{"PONG"}) return;
-      } catch (const std::runtime_error&) {
-        std::this_thread::sleep_for(10ms);
-      }
-    }
-    throw std::runtime_error("redis-server did not start: " + server_->out());
-  }
-  void kill_now() {
-    server_->signal(SIGKILL);
-    EXPECT_EQ(server_->wait(10s), 128 + SIGKILL);
-    server_.reset();
-  }
-
-  // SIGSTOP: connections stay open but nothing is answered, as with a peer that vanished.
-  void freeze() { server_->signal(SIGSTOP); }
-  void thaw() { server_->signal(SIGCONT); }
-
-  [[nodiscard]] const std::string& socket() const { return socket_; }
-  [[nodiscard]] std::string url() const { return "unix://" + socket_; }
-
- private:
-  std::string socket_;
-  std::unique_ptr<Command> server_;
 };
 
 // The value of `key` in a JSON line of --stats: a number, or a string without its quotes.
@@ -441,10 +362,9 @@ class BridgeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!redis_available()) GTEST_SKIP() << "redis-server / redis-cli not installed";
-    redis_ = std::make_unique<RedisServer>(dir_.path() + "/redis.sock");
+    redis_ = std::make_unique<RedisServer>();
   }
 
-  TempDir dir_;
   std::unique_ptr<RedisServer> redis_;
 };
 
@@ -889,7 +809,7 @@ class ChattyServer {
 };
 
 TEST(BridgeIdle, AReplyNobodyAskedForDropsTheConnection) {
-  TempDir dir;
+  TempDir dir("bridge-test");
   Daemon daemon;
   ChattyServer server(dir.path() + "/chatty.sock");
   BridgeProcess bridge(daemon.bus(), server.url(), {"--out", "out.*", "--max-backoff", "0.2"});

@@ -6,12 +6,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -24,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "integration/bus_fixture.hpp"
+#include "integration/redis_server.hpp"
 #include "integration/run_command.hpp"
 
 namespace shmcast::test {
@@ -393,66 +392,6 @@ TEST(CliHelp, ListsCommandsAndOptions) {
 }
 
 // ---- the same commands against redis-server -------------------------------------------------
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path != nullptr ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    if (!dir.empty() && ::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
-
-bool redis_available() {
-  return on_path("redis-server") && on_path("redis-cli");
-}
-
-int connect_unix(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  path.copy(address.sun_path, sizeof address.sun_path - 1);
-  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-    return fd;
-  }
-  if (fd >= 0) ::close(fd);
-  return -1;
-}
-
-// A private redis-server on a unix socket, with nothing written to disk, stopped by its pid.
-class RedisServer {
- public:
-  RedisServer() : socket_(fmt::format("/tmp/shmcast-cli-test-{}-{}.sock", getpid(), ++count_)) {
-    server_ = std::make_unique<Command>(
-        std::vector<std::string>{"redis-server", "--port", "0", "--unixsocket", socket_,
-                                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no"});
-    server_->close_stdin();
-    const auto deadline = Clock::now() + 10s;
-    while (Clock::now() < deadline) {
-      const int fd = connect_unix(socket_);
-      if (fd >= 0) {
-        ::close(fd);
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    throw std::runtime_error("redis-server did not start: " + server_->out());
-  }
-  ~RedisServer() {
-    server_->signal(SIGTERM);
-    (void)server_->wait(10s);
-    ::unlink(socket_.c_str());
-  }
-  RedisServer(const RedisServer&) = delete;
-  RedisServer& operator=(const RedisServer&) = delete;
-
-  [[nodiscard]] const std::string& socket() const { return socket_; }
-
- private:
-  static inline int count_ = 0;
-  std::string socket_;
-  std::unique_ptr<Command> server_;
-};
 
 // What a test runs: shmcast on a bus, or redis-cli on a server. Options go before the command
 // in both; only `--count` of a subscriber exists in shmcast alone.

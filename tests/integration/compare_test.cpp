@@ -2,19 +2,13 @@
 // redis-server, and uds-bench with its own fan-out server. Short runs only: a timed run must
 // deliver something, and a --count run must deliver every message exactly once per subscriber.
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
-#include <memory>
 #include <optional>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -23,6 +17,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "integration/redis_server.hpp"
 #include "integration/run_command.hpp"
 
 namespace {
@@ -30,19 +25,12 @@ namespace {
 using namespace std::chrono_literals;
 using shmcast::test::Command;
 using shmcast::test::join;
+using shmcast::test::on_path;
+using shmcast::test::RedisServer;
 using shmcast::test::run;
 
 std::string program(const std::string& name) {
   return std::string(SHMCAST_BIN_DIR) + "/" + name;
-}
-
-bool redis_installed() {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path != nullptr ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    if (!dir.empty() && ::access((dir + "/redis-server").c_str(), X_OK) == 0) return true;
-  }
-  return false;
 }
 
 // The integer after "name": in a JSON report, if there is one.
@@ -52,56 +40,11 @@ std::optional<std::uint64_t> json_field(const std::string& json, const std::stri
   return std::stoull(m[1].str());
 }
 
-// A private redis-server on a unix socket, with nothing written to disk and no pub/sub
-// output-buffer limit (as bench/compare.sh starts it), stopped by its pid.
-class RedisServer {
- public:
-  explicit RedisServer(const std::vector<std::string>& extra = {}) {
-    // A directory of its own: nobody else can put a socket of that name in the way.
-    std::string dir = fmt::format("/tmp/shmcast-compare-test-{}-XXXXXX", getpid());
-    if (::mkdtemp(dir.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    dir_ = dir;
-    socket_ = dir_ + "/redis.sock";
-    std::vector<std::string> argv{
-        "redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm",
-        "700",          "--save", "",  "--appendonly", "no",    "--client-output-buffer-limit",
-        "pubsub 0 0 0"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    server_ = std::make_unique<Command>(std::move(argv));
-    server_->close_stdin();
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    socket_.copy(address.sun_path, sizeof address.sun_path - 1);
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-      ::close(fd);
-      if (up) return;
-      std::this_thread::sleep_for(10ms);
-    }
-    const std::string out = server_->out();
-    server_.reset();
-    ::unlink(socket_.c_str());
-    ::rmdir(dir_.c_str());
-    throw std::runtime_error("redis-server did not start: " + out);
-  }
-  ~RedisServer() {
-    server_->signal(SIGTERM);
-    (void)server_->wait(10s);
-    ::unlink(socket_.c_str());
-    ::rmdir(dir_.c_str());
-  }
-  RedisServer(const RedisServer&) = delete;
-  RedisServer& operator=(const RedisServer&) = delete;
-
-  [[nodiscard]] const std::string& socket() const { return socket_; }
-
- private:
-  std::string dir_;
-  std::string socket_;
-  std::unique_ptr<Command> server_;
-};
+// A private redis-server as bench/compare.sh starts it: no pub/sub output-buffer limit.
+RedisServer bench_redis(std::vector<std::string> extra = {}) {
+  extra.insert(extra.begin(), {"--client-output-buffer-limit", "pubsub 0 0 0"});
+  return RedisServer(std::move(extra));
+}
 
 // Runs a benchmark with --json; returns its report, after checking it succeeded.
 std::string report(std::vector<std::string> argv) {
@@ -113,8 +56,8 @@ std::string report(std::vector<std::string> argv) {
 }
 
 TEST(RedisBenchPubsub, TimedRunDelivers) {
-  if (!redis_installed()) GTEST_SKIP() << "redis-server not installed";
-  RedisServer redis;
+  if (!on_path("redis-server")) GTEST_SKIP() << "redis-server not installed";
+  const RedisServer redis = bench_redis();
   const std::string json = report({program("redis-bench-pubsub"), "--socket", redis.socket(),
                                    "--scenario", "single", "--seconds", "0.2"});
   EXPECT_GT(json_field(json, "received").value_or(0), 0U) << json;
@@ -123,8 +66,8 @@ TEST(RedisBenchPubsub, TimedRunDelivers) {
 }
 
 TEST(RedisBenchPubsub, CountRunDeliversEveryMessageToEverySubscriber) {
-  if (!redis_installed()) GTEST_SKIP() << "redis-server not installed";
-  RedisServer redis;
+  if (!on_path("redis-server")) GTEST_SKIP() << "redis-server not installed";
+  const RedisServer redis = bench_redis();
   const std::string json =
       report({program("redis-bench-pubsub"), "--socket", redis.socket(), "--scenario", "fanout-10",
               "--subscribers", "3", "--publishers", "2", "--count", "500", "--pipeline", "16"});
@@ -133,8 +76,8 @@ TEST(RedisBenchPubsub, CountRunDeliversEveryMessageToEverySubscriber) {
 }
 
 TEST(RedisBenchPubsub, RunsWhenConfigIsRefused) {
-  if (!redis_installed()) GTEST_SKIP() << "redis-server not installed";
-  RedisServer redis({"--rename-command", "CONFIG", ""});
+  if (!on_path("redis-server")) GTEST_SKIP() << "redis-server not installed";
+  const RedisServer redis = bench_redis({"--rename-command", "CONFIG", ""});
   const std::string json =
       report({program("redis-bench-pubsub"), "--socket", redis.socket(), "--scenario", "fanout-10",
               "--subscribers", "2", "--publishers", "1", "--count", "100"});
@@ -171,11 +114,10 @@ bool dead(pid_t pid) {
 }
 
 TEST(UdsBench, AKilledRunLeavesNoProcessesBehind) {
-  std::string tmp = fmt::format("/tmp/shmcast-compare-test-{}-XXXXXX", getpid());
-  ASSERT_NE(::mkdtemp(tmp.data()), nullptr);
+  const shmcast::test::TempDir tmp("compare-test");
   std::vector<pid_t> children;
   {
-    Command bench({"env", "TMPDIR=" + tmp, program("uds-bench"), "--scenario", "single",
+    Command bench({"env", "TMPDIR=" + tmp.path(), program("uds-bench"), "--scenario", "single",
                    "--seconds", "60", "--wait", "block"});
     bench.close_stdin();
     // The server, the subscriber and the publisher.
@@ -198,7 +140,6 @@ TEST(UdsBench, AKilledRunLeavesNoProcessesBehind) {
     EXPECT_TRUE(dead(child)) << "child " << child << " outlived uds-bench";
     if (!dead(child)) ::kill(child, SIGKILL);
   }
-  std::filesystem::remove_all(tmp);
 }
 
 TEST(UdsBench, RefusesAnUnknownScenario) {
