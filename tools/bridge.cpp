@@ -4,6 +4,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <exception>
@@ -347,25 +348,34 @@ void check_options(const Options& options) {
   }
 }
 
+namespace {
+
+// Every counter with its name, in the order both formats print them.
+std::array<std::pair<const char*, std::uint64_t>, 10> counters(const Stats& s) {
+  return {{{"forwarded_out", s.forwarded_out},
+           {"forwarded_in", s.forwarded_in},
+           {"dropped_redis_down", s.dropped_redis_down},
+           {"dropped_redis_error", s.dropped_redis_error},
+           {"dropped_ring_full", s.dropped_ring_full},
+           {"dropped_local_error", s.dropped_local_error},
+           {"echo_suppressed_out", s.echo_suppressed_out},
+           {"echo_suppressed_in", s.echo_suppressed_in},
+           {"echo_forgotten", s.echo_forgotten},
+           {"reconnects", s.reconnects}}};
+}
+
+}  // namespace
+
 std::string to_json(const Stats& s) {
-  return fmt::format(
-      "{{\"state\":\"{}\",\"forwarded_out\":{},\"forwarded_in\":{},\"dropped_redis_down\":{},"
-      "\"dropped_redis_error\":{},\"dropped_ring_full\":{},\"dropped_local_error\":{},"
-      "\"echo_suppressed_out\":{},\"echo_suppressed_in\":{},\"echo_forgotten\":{},"
-      "\"reconnects\":{}}}",
-      s.state(), s.forwarded_out, s.forwarded_in, s.dropped_redis_down, s.dropped_redis_error,
-      s.dropped_ring_full, s.dropped_local_error, s.echo_suppressed_out, s.echo_suppressed_in,
-      s.echo_forgotten, s.reconnects);
+  std::string out = fmt::format("{{\"state\":\"{}\"", s.state());
+  for (const auto& [name, value] : counters(s)) out += fmt::format(",\"{}\":{}", name, value);
+  return out + "}";
 }
 
 std::string to_log_line(const Stats& s) {
-  return fmt::format(
-      "state={} forwarded_out={} forwarded_in={} dropped_redis_down={} dropped_redis_error={} "
-      "dropped_ring_full={} dropped_local_error={} echo_suppressed_out={} echo_suppressed_in={} "
-      "echo_forgotten={} reconnects={}",
-      s.state(), s.forwarded_out, s.forwarded_in, s.dropped_redis_down, s.dropped_redis_error,
-      s.dropped_ring_full, s.dropped_local_error, s.echo_suppressed_out, s.echo_suppressed_in,
-      s.echo_forgotten, s.reconnects);
+  std::string out = fmt::format("state={}", s.state());
+  for (const auto& [name, value] : counters(s)) out += fmt::format(" {}={}", name, value);
+  return out;
 }
 
 Bridge::Bridge(Options options, Log log)
