@@ -492,7 +492,9 @@ std::vector<std::pair<std::string, std::size_t>> Bus::numsub(
         for (const std::string& name : names) {
           const std::int64_t i = detail::find_entry(*state_->view, false, name);
           out.emplace_back(
-              name, i < 0 ? 0 : state_->view->entry(false, static_cast<std::uint32_t>(i)).count);
+              name, i < 0 ? 0
+                          : detail::read_once(
+                                state_->view->entry(false, static_cast<std::uint32_t>(i)).count));
         }
       },
       version);

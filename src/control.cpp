@@ -48,7 +48,7 @@ ControlView::ControlView(Segment&& segment, const BusLimits& limits)
 }
 
 bool Tables::entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept {
-  const std::uint32_t len = entry(pattern, i).name_len;
+  const std::uint32_t len = read_once(entry(pattern, i).name_len);
   if (len > max_name(pattern)) return false;
   out = std::string_view(entry_name(pattern, i), len);
   return true;
@@ -68,22 +68,26 @@ std::int64_t find_entry(const Tables& view, bool pattern, std::string_view name)
   std::uint32_t i = hash & (slots - 1);
   for (std::uint32_t probe = 0; probe < slots; ++probe, i = (i + 1) & (slots - 1)) {
     const Entry& e = view.entry(pattern, i);
-    if (e.used == 0) return -1;
+    if (read_once(e.used) == 0) return -1;
     std::string_view stored;
-    if (e.hash == hash && view.entry_name_view(pattern, i, stored) && stored == name) return i;
+    if (read_once(e.hash) == hash && view.entry_name_view(pattern, i, stored) && stored == name)
+      return i;
   }
   return -1;
 }
 
 namespace {
 
-// Walks an entry's node list, at most node_count steps, so a corrupt list cannot loop.
+// Walks an entry's node list, at most node_count steps, so a corrupt list cannot loop. Each
+// node is copied field by field first: the coordinator may be rewriting it meanwhile.
 template <class F>
 void for_each_node(const ControlView& view, const Entry& e, F&& f) {
   const std::uint32_t nodes = view.geometry().node_count;
-  std::uint32_t next = e.first;
+  std::uint32_t next = read_once(e.first);
   for (std::uint32_t steps = 0; next != kNoNode && next <= nodes && steps < nodes; ++steps) {
-    const Node& n = view.node(next - 1);
+    const Node& shared = view.node(next - 1);
+    const Node n{read_once(shared.client), read_once(shared.sid), read_once(shared.next),
+                 read_once(shared.entry)};
     f(n);
     next = n.next;
   }
@@ -111,7 +115,7 @@ void collect_targets(const ControlView& view, std::string_view channel, GlobCach
   for (std::uint32_t i = 0; i < view.geometry().pattern_slots; ++i) {
     const Entry& e = view.entry(true, i);
     std::string_view pattern;
-    if (e.used == 0 || !view.entry_name_view(true, i, pattern)) continue;
+    if (read_once(e.used) == 0 || !view.entry_name_view(true, i, pattern)) continue;
     if (globs.get(i, pattern).match(channel)) add_targets(view, e, true, out);
   }
 }
@@ -122,8 +126,8 @@ void collect_names(const ControlView& view, bool pattern,
   for (std::uint32_t i = 0; i < view.entry_slots(pattern); ++i) {
     const Entry& e = view.entry(pattern, i);
     std::string_view name;
-    if (e.used == 0 || !view.entry_name_view(pattern, i, name)) continue;
-    out.emplace_back(std::string(name), e.count);
+    if (read_once(e.used) == 0 || !view.entry_name_view(pattern, i, name)) continue;
+    out.emplace_back(std::string(name), read_once(e.count));
   }
 }
 

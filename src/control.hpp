@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -93,6 +94,13 @@ class ControlView : public Tables {
   mode_t segment_mode_ = 0600;
   std::optional<gid_t> segment_group_;
 };
+
+/// Reads a registry field the coordinator may be rewriting, inside read_registry: one whole load,
+/// so a bounds check and the use after it see the same value (a plain field may be reloaded).
+template <class T>
+[[nodiscard]] T read_once(const T& field) noexcept {
+  return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_relaxed);
+}
 
 /// True while the coordinator recorded in the bus runs (defined in client.cpp).
 [[nodiscard]] bool coordinator_running(const ControlView& view) noexcept;
