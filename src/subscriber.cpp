@@ -117,17 +117,23 @@ class SubscriberState {
   template <class F>
   bool next(F&& deliver) {
     for (;;) {
-      // Drops happened while the ring held what is claimed now: the gap goes after that.
-      if (!gap_pending_ && consumer_.dropped() != seen_dropped_) {
-        gap_pending_ = true;
-        gap_at_ = consumer_.claimed();
+      // Drops counted so far happened while the ring held what is claimed now: their gap goes
+      // after that. Drops counted later get a gap of their own, further on.
+      if (!gap_pending_) {
+        const std::uint64_t dropped = consumer_.dropped();
+        if (dropped > seen_dropped_) {
+          gap_pending_ = true;
+          gap_dropped_ = dropped;
+          gap_at_ = consumer_.claimed();
+        } else {
+          seen_dropped_ = dropped;  // only a writer that rewound the shared counter gets here
+        }
       }
       if (gap_pending_ && consumer_.position() - gap_at_ < (std::uint64_t{1} << 63)) {
-        const std::uint64_t dropped = consumer_.dropped();
         MessageView gap;
         gap.kind = Kind::gap;
-        gap.count = static_cast<std::int64_t>(dropped - seen_dropped_);
-        seen_dropped_ = dropped;
+        gap.count = static_cast<std::int64_t>(gap_dropped_ - seen_dropped_);
+        seen_dropped_ = gap_dropped_;
         gap_pending_ = false;
         deliver(gap);
         return true;
@@ -341,7 +347,8 @@ class SubscriberState {
   std::uint32_t next_sid_ = 0;
   std::uint64_t seen_dropped_ = 0;
   bool gap_pending_ = false;
-  std::uint64_t gap_at_ = 0;  // ring position after which the pending gap is reported
+  std::uint64_t gap_dropped_ = 0;  // the drop counter when the pending gap was seen
+  std::uint64_t gap_at_ = 0;       // ring position after which the pending gap is reported
 };
 
 }  // namespace detail

@@ -548,6 +548,51 @@ TEST(DeliveryDrops, FullRingDropsCountsAndMarksTheGap) {
   EXPECT_EQ(sub.dropped(), static_cast<std::uint64_t>(kRefused));
 }
 
+// A gap stands where its drops happened: drops after the subscriber noticed the first ones,
+// behind messages that were accepted meanwhile, get a gap of their own after those messages.
+TEST(DeliveryDrops, LaterDropsGetAGapOfTheirOwnAfterTheMessagesBeforeThem) {
+  test::Daemon daemon(test::unique_bus("gaps"), {"--ring-bytes", "65536", "--max-payload", "1024"});
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  ASSERT_EQ(sub.subscribe({"flood"}), 1U);
+  ASSERT_TRUE(sub.receive(kWait).has_value());
+
+  int next = 0;
+  auto fill = [&] {  // publishes until one is refused; returns how many were accepted
+    int accepted = 0;
+    while (next < 1000 && bus.publish("flood", flood_payload(next++)) == 1) ++accepted;
+    return accepted;
+  };
+  const int first = fill();
+  ASSERT_GT(first, 1);
+  constexpr int kEarly = 3;
+  for (int i = 1; i < kEarly; ++i) EXPECT_EQ(bus.publish("flood", flood_payload(next++)), 0U);
+
+  // Reading the first message frees room and notices the early drops.
+  auto m = sub.receive(kWait);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->payload, flood_payload(0));
+  const int refilled_from = next;
+  const int refilled = fill();
+  ASSERT_GT(refilled, 0);
+  constexpr int kLate = 2;
+  for (int i = 1; i < kLate; ++i) EXPECT_EQ(bus.publish("flood", flood_payload(next++)), 0U);
+  EXPECT_EQ(sub.dropped(), static_cast<std::uint64_t>(kEarly + kLate));
+
+  std::vector<std::string> stream;
+  while (auto f = sub.receive(kQuiet)) {
+    // Each flood payload is known by its number, its first six characters.
+    stream.push_back(f->kind == Kind::gap ? fmt::format("gap {}", f->count)
+                                          : f->payload.substr(0, 6));
+  }
+  std::vector<std::string> expected;
+  for (int i = 1; i < first; ++i) expected.push_back(fmt::format("{:06}", i));
+  expected.push_back(fmt::format("gap {}", kEarly));
+  for (int i = 0; i < refilled; ++i) expected.push_back(fmt::format("{:06}", refilled_from + i));
+  expected.push_back(fmt::format("gap {}", kLate));
+  EXPECT_EQ(stream, expected);
+}
+
 // ---- stats() against the PUBSUB commands -----------------------------------------------------
 
 using Counted = std::map<std::string, std::size_t>;
