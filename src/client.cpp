@@ -524,8 +524,10 @@ BusStats snapshot(const std::string& bus, detail::ControlView& view) {
   BusStats st;
   st.bus = bus;
   const detail::BusHeader& h = view.header();
+  // One load of each, so the pid shown is the one found alive or dead.
   st.coordinator_pid = h.coordinator_pid.load();
-  st.coordinator_alive = detail::coordinator_running(view);
+  st.coordinator_alive =
+      detail::process_alive(st.coordinator_pid, h.coordinator_start_ticks.load());
   const std::uint64_t started = h.coordinator_started_ns.load();
   const std::uint64_t now = detail::realtime_ns();
   st.uptime_ms = now > started ? (now - started) / 1'000'000 : 0;

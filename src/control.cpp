@@ -44,7 +44,8 @@ ControlView::ControlView(Segment&& segment, const BusLimits& limits)
   }
   // Never world access, whatever another process wrote there.
   segment_mode_ = static_cast<mode_t>(h.segment_mode & 07770U);
-  if (h.segment_gid >= 0) segment_group_ = static_cast<gid_t>(h.segment_gid);
+  const std::int32_t gid = read_once(h.segment_gid);
+  if (gid >= 0) segment_group_ = static_cast<gid_t>(gid);
 }
 
 bool Tables::entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept {
