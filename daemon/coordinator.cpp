@@ -482,13 +482,16 @@ void Coordinator::audit_header() {
   }
   const std::uint32_t used =
       mine_->geometry().node_count - static_cast<std::uint32_t>(free_nodes_.size());
-  if (h.channel_count.load() != channels_ || h.pattern_count.load() != patterns_ ||
-      h.node_used.load() != used || h.deaths.load() != deaths_) {
+  // Each counter is read once, so the log shows the values that failed the check.
+  const std::uint32_t channels = h.channel_count.load();
+  const std::uint32_t patterns = h.pattern_count.load();
+  const std::uint32_t nodes = h.node_used.load();
+  const std::uint64_t deaths = h.deaths.load();
+  if (channels != channels_ || patterns != patterns_ || nodes != used || deaths != deaths_) {
     log(options_.bus,
         fmt::format("repaired registry counters: found {} channels, {} patterns, {} "
                     "subscriptions, {} deaths; the coordinator holds {}, {}, {}, {}",
-                    h.channel_count.load(), h.pattern_count.load(), h.node_used.load(),
-                    h.deaths.load(), channels_, patterns_, used, deaths_));
+                    channels, patterns, nodes, deaths, channels_, patterns_, used, deaths_));
     begin_write();
     store_counts();
     end_write();
@@ -498,9 +501,9 @@ void Coordinator::audit_header() {
 void Coordinator::audit_slot(std::uint32_t slot) {
   ClientSlot& s = view_->slot(slot);
   Client& c = clients_[slot];
-  std::string found;
-  if (s.generation.load() != c.generation) {
-    found += fmt::format(" generation {}", s.generation.load());
+  std::string found;  // each field is read once, so this shows the values that failed the check
+  if (const std::uint32_t generation = s.generation.load(); generation != c.generation) {
+    found += fmt::format(" generation {}", generation);
     // Publishers name rings by the generation they read from the registry.
     begin_write();
     s.generation.store(c.generation);
@@ -513,20 +516,20 @@ void Coordinator::audit_slot(std::uint32_t slot) {
       found += fmt::format(" state {}", state);
       s.state.store(state_of(SlotState::live), std::memory_order_release);
     }
-    if (s.pid.load() != c.pid) {
-      found += fmt::format(" pid {}", s.pid.load());
+    if (const pid_t pid = s.pid.load(); pid != c.pid) {
+      found += fmt::format(" pid {}", pid);
       s.pid.store(c.pid);
     }
-    if (s.start_ticks.load() != c.start_ticks) {
-      found += fmt::format(" start time {}", s.start_ticks.load());
+    if (const std::uint64_t ticks = s.start_ticks.load(); ticks != c.start_ticks) {
+      found += fmt::format(" start time {}", ticks);
       s.start_ticks.store(c.start_ticks);
     }
-    if ((s.has_ring.load() != 0) != c.has_ring) {
-      found += fmt::format(" ring flag {}", s.has_ring.load());
+    if (const std::uint32_t flag = s.has_ring.load(); (flag != 0) != c.has_ring) {
+      found += fmt::format(" ring flag {}", flag);
       s.has_ring.store(c.has_ring ? 1 : 0);
     }
-    if (s.subscriptions.load() != c.nodes.size()) {
-      found += fmt::format(" subscriptions {}", s.subscriptions.load());
+    if (const std::uint32_t count = s.subscriptions.load(); count != c.nodes.size()) {
+      found += fmt::format(" subscriptions {}", count);
       s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
     }
   } else if (state == state_of(SlotState::live) || state > state_of(SlotState::detached)) {
