@@ -85,7 +85,7 @@ Config::Config() {
     add(f.name, std::string(f.help),
         std::to_string(f.u32 != nullptr ? defaults.*f.u32 : defaults.*f.u64));
   }
-  add("mode", "Octal mode of the bus's segments (never world-accessible)", "0600");
+  add("mode", "Octal mode of the bus's segments: owner and group bits only, like 0660", "0600");
   add("group", "Group of the bus's segments, for a bus shared by several users", "");
 }
 

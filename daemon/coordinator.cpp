@@ -116,9 +116,9 @@ void check_limits(const Limits& l) {
 Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(options)) {
   check_bus_name(options_.bus);
   check_limits(options_.limits);
-  if ((options_.mode & ~07770U) != 0) {
-    throw Error(Errc::system, fmt::format("--mode {:04o}: only owner and group bits are allowed, "
-                                          "never world access",
+  if ((options_.mode & ~0770U) != 0) {
+    throw Error(Errc::system, fmt::format("--mode {:04o}: only owner and group bits are allowed: "
+                                          "never world access, setuid, setgid or sticky bits",
                                           options_.mode));
   }
   // One coordinator per bus: an open-file-description lock, which the kernel drops when its

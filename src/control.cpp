@@ -43,7 +43,7 @@ ControlView::ControlView(Segment&& segment, const BusLimits& limits)
     throw std::runtime_error("control segment " + segment_.name() + " has inconsistent tables");
   }
   // Never world access, whatever another process wrote there.
-  segment_mode_ = static_cast<mode_t>(h.segment_mode & 07770U);
+  segment_mode_ = static_cast<mode_t>(read_once(h.segment_mode) & 0770U);
   const std::int32_t gid = read_once(h.segment_gid);
   if (gid >= 0) segment_group_ = static_cast<gid_t>(gid);
 }

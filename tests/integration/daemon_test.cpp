@@ -53,10 +53,12 @@ TEST(DaemonStart, BadSettingsAreRefusedWithTheSettingNamed) {
   std::tie(status, out) = run_daemon({"--bus", "../x"});
   EXPECT_EQ(status, 1);
   EXPECT_NE(out.find("invalid bus name"), std::string::npos) << out;
-  std::tie(status, out) = run_daemon({"--bus", bus, "--mode", "0666"});
-  EXPECT_EQ(status, 1);
-  EXPECT_NE(out.find("never world"), std::string::npos) << out;
-  EXPECT_FALSE(exists(control_path(bus)));
+  for (const char* mode : {"0666", "2660", "1600"}) {
+    std::tie(status, out) = run_daemon({"--bus", bus, "--mode", mode});
+    EXPECT_EQ(status, 1) << mode;
+    EXPECT_NE(out.find("only owner and group bits"), std::string::npos) << out;
+    EXPECT_FALSE(exists(control_path(bus))) << mode;
+  }
 }
 
 TEST(DaemonStop, SigtermWithoutClientsRemovesTheBus) {
