@@ -67,9 +67,9 @@ TEST(Install, ConsumerProjectFindsLinksAndRunsTheInstalledPackage) {
 
   const fs::path src = tmp.path() / "app";
   fs::create_directories(src);
+  // It names no C++ standard: the package brings the C++20 its headers need.
   std::ofstream(src / "CMakeLists.txt") << "cmake_minimum_required(VERSION 3.25)\n"
                                            "project(app LANGUAGES CXX)\n"
-                                           "set(CMAKE_CXX_STANDARD 20)\n"
                                            "find_package(shmcast REQUIRED)\n"
                                            "add_executable(app main.cpp)\n"
                                            "target_link_libraries(app PRIVATE shmcast::shmcast)\n";
