@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -59,11 +61,14 @@ TEST(Install, ConsumerProjectFindsLinksAndRunsTheInstalledPackage) {
           log),
       0)
       << read_file(log);
-  for (const char* file : {"bin/shmcastd", "bin/shmcast", "bin/shm-stat", "bin/shmcast-bridge",
-                           "include/shmcast/shmcast.hpp", "lib/cmake/shmcast/shmcastConfig.cmake",
-                           "lib/systemd/system/shmcastd@.service"}) {
-    EXPECT_TRUE(fs::exists(prefix / file)) << file;
-  }
+  std::vector<std::string> files{"bin/shmcastd",
+                                 "bin/shmcast",
+                                 "bin/shm-stat",
+                                 "include/shmcast/shmcast.hpp",
+                                 "lib/cmake/shmcast/shmcastConfig.cmake",
+                                 "lib/systemd/system/shmcastd@.service"};
+  if (SHMCAST_WITH_BRIDGE) files.emplace_back("bin/shmcast-bridge");
+  for (const std::string& file : files) EXPECT_TRUE(fs::exists(prefix / file)) << file;
 
   const fs::path src = tmp.path() / "app";
   fs::create_directories(src);
