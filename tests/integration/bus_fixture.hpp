@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,12 +36,15 @@ inline std::string unique_bus(const std::string& tag = "bus") {
   return fmt::format("t{}-{}-{}", getpid(), ++counter, tag);
 }
 
-/// Starts a program from build/bin with `args`; stdout/stderr go to `log` if given.
+/// Starts a program from build/bin with `args`; stdout/stderr go to `log` if given. It gets
+/// SIGTERM if the test process dies first (a crashed test leaves no coordinator running).
 inline pid_t spawn(const std::string& program, const std::vector<std::string>& args,
                    const std::string& log = {}) {
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
     if (!log.empty()) {
       const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       if (fd >= 0) {
