@@ -320,6 +320,9 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
   for (std::uint32_t i = 0; i < node_count; ++i) used_before += t.node(i).client != kFreeNode;
   std::uint32_t kept_nodes = 0;
   std::uint32_t dropped_entries = 0;
+  // listed_in[c] == serial: client c already has a node in the entry being walked.
+  std::vector<std::uint32_t> listed_in(may_subscribe.size(), 0);
+  std::uint32_t serial = 0;
   for (const bool pattern : {false, true}) {
     std::unordered_map<std::string, std::size_t> by_name;
     const std::uint32_t bit = pattern ? kPatternEntryBit : 0;
@@ -335,6 +338,7 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
       }
       std::vector<std::pair<std::uint32_t, std::uint32_t>> subscribers;
       bool broken = false;
+      ++serial;
       for (std::uint32_t next = e.first; problem == nullptr && next != kNoNode;) {
         if (next > node_count || seen[next - 1]) {
           broken = true;
@@ -343,10 +347,11 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
         seen[next - 1] = true;
         const Node& n = t.node(next - 1);
         const bool valid = n.client < may_subscribe.size() && may_subscribe[n.client] &&
-                           n.entry == (i | bit) &&
-                           std::none_of(subscribers.begin(), subscribers.end(),
-                                        [&](const auto& s) { return s.first == n.client; });
-        if (valid) subscribers.emplace_back(n.client, n.sid);
+                           n.entry == (i | bit) && listed_in[n.client] != serial;
+        if (valid) {
+          listed_in[n.client] = serial;
+          subscribers.emplace_back(n.client, n.sid);
+        }
         next = n.next;
       }
       if (problem == nullptr && subscribers.empty()) problem = "no valid subscription";

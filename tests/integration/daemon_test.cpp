@@ -160,6 +160,38 @@ TEST(DaemonRestart, ClientThatDiedWhileNoCoordinatorRanIsReapedOnAdoption) {
   close(ready[1]);
 }
 
+// On adoption a client counts once in an entry's list: a second node naming the same client
+// (left by a writer of the segment) is dropped, so no subscriber gets a message twice.
+TEST(DaemonRestart, AdoptionKeepsOneNodePerClientInAnEntry) {
+  const std::string name = unique_bus("twice");
+  auto first = std::make_unique<Daemon>(name);
+  std::unique_ptr<Daemon> second;  // declared before the clients, so it stops after them
+  Bus bus = Bus::connect(name);
+  Subscriber one = bus.subscriber();
+  Subscriber two = bus.subscriber();
+  ASSERT_EQ(one.subscribe({"x"}), 1U);
+  ASSERT_EQ(two.subscribe({"x"}), 1U);
+  const std::vector<std::string> x{"x"};
+  ASSERT_EQ(bus.numsub(x)[0].second, 2U);
+
+  detail::ControlView view(detail::Segment::open(
+      detail::control_name(name), detail::SegmentKind::control, detail::kLayoutVersion));
+  ASSERT_EQ(kill(first->pid(), SIGSTOP), 0);  // its audit cannot repair what follows
+  std::vector<std::uint32_t> used;
+  for (std::uint32_t i = 0; i < view.geometry().node_count; ++i) {
+    if (view.node(i).client != detail::kFreeNode) used.push_back(i);
+  }
+  ASSERT_EQ(used.size(), 2U);
+  view.node(used[1]).client = view.node(used[0]).client;
+  first->kill_now();
+
+  second = std::make_unique<Daemon>(name);
+  EXPECT_EQ(bus.numsub(x)[0].second, 1U);
+  EXPECT_EQ(bus.publish("x", "once"), 1U);
+  const std::string log = test::read_file(fmt::format("/tmp/shmcastd-{}.log", name));
+  EXPECT_NE(log.find("quarantined 0 entries and 1 subscription nodes"), std::string::npos) << log;
+}
+
 TEST(DaemonRestart, RequestsFailClearlyWhileNoCoordinatorRuns) {
   const std::string name = unique_bus("down");
   auto daemon = std::make_unique<Daemon>(name);
