@@ -459,13 +459,42 @@ void Coordinator::serve_once() {
 // ---------------------------------------------------------------------------------------------
 // Checks of the shared memory against the coordinator's record
 
+std::optional<std::string> RepairLog::admit(std::string_view kind, std::string line,
+                                            std::chrono::steady_clock::time_point now) {
+  auto [it, inserted] = budgets_.try_emplace(std::string(kind));
+  Budget& b = it->second;
+  if (inserted) b.refilled = now;
+  // One line back per kInterval passed, up to kBurst.
+  const auto periods = static_cast<std::uint64_t>((now - b.refilled) / kInterval);
+  if (periods > 0) {
+    b.lines = static_cast<std::uint32_t>(std::min<std::uint64_t>(kBurst, b.lines + periods));
+    b.refilled += periods * kInterval;
+  }
+  if (b.lines == 0) {
+    ++b.left_out;
+    return std::nullopt;
+  }
+  --b.lines;
+  if (b.left_out > 0) {
+    line += fmt::format(" ({} more like this were not logged before it)", b.left_out);
+    b.left_out = 0;
+  }
+  return line;
+}
+
+void Coordinator::log_repair(std::string_view kind, std::string line) {
+  if (auto admitted = repair_log_.admit(kind, std::move(line), std::chrono::steady_clock::now())) {
+    log(options_.bus, *admitted);
+  }
+}
+
 void Coordinator::audit_header() {
   std::byte* base = view_->segment().base();
   if (std::memcmp(base, fixed_header_.data(), kFixedHeaderBytes) != 0) {
     std::memcpy(base, fixed_header_.data(), kFixedHeaderBytes);
-    log(options_.bus,
-        "repaired bus header: the segment header, limits or table geometry were overwritten; "
-        "rewritten from the coordinator's copy");
+    log_repair("header",
+               "repaired bus header: the segment header, limits or table geometry were "
+               "overwritten; rewritten from the coordinator's copy");
   }
   BusHeader& h = view_->header();
   if (h.coordinator_pid.load() != getpid() || h.coordinator_start_ticks.load() != start_ticks_ ||
@@ -474,16 +503,17 @@ void Coordinator::audit_header() {
     h.coordinator_started_ns.store(started_ns_);
     h.created_ns.store(created_ns_);
     h.coordinator_pid.store(getpid(), std::memory_order_release);
-    log(options_.bus, "repaired bus header: the coordinator's pid and start time were overwritten");
+    log_repair("identity",
+               "repaired bus header: the coordinator's pid and start time were overwritten");
   }
   const std::uint64_t version = h.routing_version.load(std::memory_order_relaxed);
   if (version != version_) {
     // Past both values, so a publisher that cached a route under either one re-reads it.
     version_ = (std::max(version, version_) | 1U) + 1;
     h.routing_version.store(version_, std::memory_order_release);
-    log(options_.bus, fmt::format("repaired routing version: found {}; set to {}, so every "
-                                  "publisher re-reads the registry",
-                                  version, version_));
+    log_repair("version", fmt::format("repaired routing version: found {}; set to {}, so every "
+                                      "publisher re-reads the registry",
+                                      version, version_));
   }
   const std::uint32_t used =
       mine_->geometry().node_count - static_cast<std::uint32_t>(free_nodes_.size());
@@ -493,10 +523,10 @@ void Coordinator::audit_header() {
   const std::uint32_t nodes = h.node_used.load();
   const std::uint64_t deaths = h.deaths.load();
   if (channels != channels_ || patterns != patterns_ || nodes != used || deaths != deaths_) {
-    log(options_.bus,
-        fmt::format("repaired registry counters: found {} channels, {} patterns, {} "
-                    "subscriptions, {} deaths; the coordinator holds {}, {}, {}, {}",
-                    channels, patterns, nodes, deaths, channels_, patterns_, used, deaths_));
+    log_repair("counters",
+               fmt::format("repaired registry counters: found {} channels, {} patterns, {} "
+                           "subscriptions, {} deaths; the coordinator holds {}, {}, {}, {}",
+                           channels, patterns, nodes, deaths, channels_, patterns_, used, deaths_));
     begin_write();
     store_counts();
     end_write();
@@ -545,12 +575,13 @@ void Coordinator::audit_slot(std::uint32_t slot) {
     s.state.store(state_of(running ? SlotState::claimed : SlotState::free),
                   std::memory_order_release);
     if (!running) s.pid.store(0, std::memory_order_release);
-    log(options_.bus, fmt::format("quarantined client slot {}: state {} but never attached; {}",
-                                  slot, state, running ? "back to claimed" : "freed"));
+    log_repair("slot state",
+               fmt::format("quarantined client slot {}: state {} but never attached; {}", slot,
+                           state, running ? "back to claimed" : "freed"));
   }
   if (!found.empty()) {
-    log(options_.bus,
-        fmt::format("repaired client slot {} (pid {}):{} overwritten", slot, c.pid, found));
+    log_repair("slot",
+               fmt::format("repaired client slot {} (pid {}):{} overwritten", slot, c.pid, found));
   }
 }
 
@@ -595,10 +626,11 @@ void Coordinator::audit_tables() {
     const auto at = static_cast<std::uint32_t>(first);
     const bool named =
         mine_->entry(pattern, at).used != 0 && mine_->entry_name_view(pattern, at, name);
-    log(options_.bus, fmt::format("repaired {} {} table entries overwritten in shared memory "
-                                  "(first: index {}{})",
-                                  repaired, table_of(pattern), first,
-                                  named ? fmt::format(", '{}'", name) : std::string(", unused")));
+    log_repair(table_of(pattern),
+               fmt::format("repaired {} {} table entries overwritten in shared memory "
+                           "(first: index {}{})",
+                           repaired, table_of(pattern), first,
+                           named ? fmt::format(", '{}'", name) : std::string(", unused")));
   }
   std::uint32_t repaired = 0;
   std::int64_t first = -1;
@@ -611,9 +643,9 @@ void Coordinator::audit_tables() {
     ++repaired;
   }
   if (repaired > 0) {
-    log(options_.bus, fmt::format("repaired {} subscription nodes overwritten in shared memory "
-                                  "(first: node {})",
-                                  repaired, first));
+    log_repair("nodes", fmt::format("repaired {} subscription nodes overwritten in shared memory "
+                                    "(first: node {})",
+                                    repaired, first));
   }
   // Padding between the tables: not read by anyone, but the copies stay identical.
   if (std::memcmp(shared + lo, image_.data() + lo, hi - lo) != 0) {
@@ -661,8 +693,9 @@ void Coordinator::handle(std::uint32_t slot) {
     }
   } else {
     status = Status::bad_request;
-    log(options_.bus, fmt::format("client slot {} (pid {}): request {} is no operation; refused",
-                                  slot, clients_[slot].pid, raw_op));
+    log_repair("request", fmt::format("client slot {} (pid {}): request {} is no operation; "
+                                      "refused",
+                                      slot, clients_[slot].pid, raw_op));
   }
   s.status.store(static_cast<std::uint32_t>(status), std::memory_order_relaxed);
   s.value.store(value, std::memory_order_relaxed);

@@ -11,6 +11,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "control.hpp"
@@ -23,6 +25,28 @@ struct CoordinatorOptions {
   Limits limits;
   mode_t mode = 0600;          ///< mode of the bus's segments
   std::optional<gid_t> group;  ///< group of the bus's segments
+};
+
+/// The budget of the coordinator's repair and quarantine lines: per kind of line, kBurst at
+/// once and then one every kInterval, so a process that keeps overwriting the segment cannot
+/// flood the log. The next line of a kind that is let through says how many were left out.
+class RepairLog {
+ public:
+  static constexpr std::uint32_t kBurst = 10;
+  static constexpr std::chrono::seconds kInterval{10};
+
+  /// `line` (with the count of lines of its kind left out before it, if any) if the budget of
+  /// `kind` allows a line at `now`; nullopt if it is spent, and the line is counted instead.
+  std::optional<std::string> admit(std::string_view kind, std::string line,
+                                   std::chrono::steady_clock::time_point now);
+
+ private:
+  struct Budget {
+    std::uint32_t lines = kBurst;
+    std::chrono::steady_clock::time_point refilled;
+    std::uint64_t left_out = 0;
+  };
+  std::unordered_map<std::string, Budget> budgets_;
 };
 
 class Coordinator {
@@ -92,6 +116,8 @@ class Coordinator {
   void audit_header();
   void audit_slot(std::uint32_t slot);
   void audit_tables();
+  // Logs a repair or quarantine within the RepairLog budget of `kind`.
+  void log_repair(std::string_view kind, std::string line);
   std::byte* shared_tables() const noexcept;
 
   CoordinatorOptions options_;
@@ -116,6 +142,7 @@ class Coordinator {
   std::uint64_t created_ns_ = 0;
   std::chrono::steady_clock::time_point next_table_audit_{};
   std::size_t audit_cursor_ = 0;  // where in the tables the next slice starts
+  RepairLog repair_log_;
   bool adopted_ = false;
 };
 

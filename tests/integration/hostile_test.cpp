@@ -26,6 +26,7 @@
 #include <fmt/format.h>
 
 #include "control.hpp"
+#include "coordinator.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
 
@@ -701,6 +702,37 @@ TEST(Hostile, RandomBytesInSharedMemoryNeitherCrashNorHangAndAreRepaired) {
 // A routing version held odd looks like a registry write that never ends. With the coordinator
 // stopped (alive, so not reaped, but unable to repair), a publisher must not wait for it
 // forever: it gives up after kRegistryPatience, once, and keeps the route it had.
+// A process that keeps overwriting one field gets it repaired every time, but the log holds
+// at most a burst of lines about it (RepairLog), not one line per repair.
+TEST(Hostile, RepairsOfAFieldOverwrittenOverAndOverAreLoggedWithinABudget) {
+  Daemon daemon;
+  detail::ControlView view(detail::Segment::open(
+      detail::control_name(daemon.bus()), detail::SegmentKind::control, detail::kLayoutVersion));
+  auto& channels = view.header().channel_count;  // 0: the bus has no channel
+  int overwrites = 0;
+  const auto until = Clock::now() + 1500ms;
+  while (Clock::now() < until) {
+    if (channels.load() == 0) {  // repaired since the last overwrite
+      channels.store(77);
+      ++overwrites;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  const auto deadline = Clock::now() + 5s;
+  while (channels.load() != 0 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(channels.load(), 0U) << "the last overwrite was repaired too";
+  ASSERT_GT(overwrites, static_cast<int>(shmcast::daemon::RepairLog::kBurst) + 5)
+      << "the coordinator repaired too rarely for the test to mean anything";
+  const std::string log = test::read_file("/tmp/shmcastd-" + daemon.bus() + ".log");
+  std::size_t lines = 0;
+  for (std::size_t at = 0; (at = log.find("repaired registry counters", at)) != std::string::npos;
+       ++at) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, shmcast::daemon::RepairLog::kBurst) << overwrites << " overwrites; log:\n"
+                                                       << log;
+}
+
 TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
   Daemon daemon;
   Bus bus = Bus::connect(daemon.bus());
