@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -74,6 +75,22 @@ class FrameReader {
   }
   std::string_view in_;
 };
+
+/// A plain struct (a child's tally of counters) as one frame, and back. Parent and child are
+/// the same program, so its bytes mean the same on both ends.
+template <class T>
+[[nodiscard]] std::string frame_of(const T& value) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  return std::string(reinterpret_cast<const char*>(&value), sizeof value);
+}
+template <class T>
+[[nodiscard]] T from_frame(std::string_view frame) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  if (frame.size() != sizeof(T)) throw std::runtime_error("frame of the wrong size on a test link");
+  T value;
+  std::memcpy(&value, frame.data(), sizeof value);
+  return value;
+}
 
 /// One end of a two-way link between the test and a child: length-prefixed frames, so any
 /// bytes pass. Writing to a child that died fails instead of raising SIGPIPE.

@@ -324,24 +324,6 @@ struct MidWriteTally {
   std::uint64_t other = 0;  // frames that are neither the confirmation nor a message
   std::uint64_t dropped = 0;
   std::uint64_t resume_ns = 0;  // from the victim's death to the first message sent after it
-
-  [[nodiscard]] std::string encode() const {
-    FrameWriter w;
-    for (const auto r : received) w.u64(r);
-    w.u64(out_of_order).u64(corrupt).u64(other).u64(dropped).u64(resume_ns);
-    return w.frame();
-  }
-  static MidWriteTally decode(const std::string& frame) {
-    FrameReader r(frame);
-    MidWriteTally t;
-    for (auto& n : t.received) n = r.u64();
-    t.out_of_order = r.u64();
-    t.corrupt = r.u64();
-    t.other = r.u64();
-    t.dropped = r.u64();
-    t.resume_ns = r.u64();
-    return t;
-  }
 };
 
 // Subscribes to `channel` (by the pattern "<its first two bytes>*" if `pattern`) and reads the
@@ -378,7 +360,7 @@ int numbered_subscriber(const std::string& bus_name, const std::string& channel,
   }
   while (const auto m = sub.receive(100ms)) take(*m);
   tally.dropped = sub.dropped();
-  if (!link.send(tally.encode())) return 1;
+  if (!link.send(test::frame_of(tally))) return 1;
   // Subscribed until the test lets go, so its subscription outlives the publishers.
   (void)link.receive(kForever);
   return 0;
@@ -448,7 +430,7 @@ TEST_P(CrashPublisher, SubscribersResumeAndLoseNoSurvivorMessage) {
   for (int s = 0; s < kMidSubscribers; ++s) {
     const auto report = subscribers[s]->link().receive(60s);
     ASSERT_TRUE(report.has_value()) << "subscriber " << s;
-    const MidWriteTally t = MidWriteTally::decode(*report);
+    const auto t = test::from_frame<MidWriteTally>(*report);
     for (std::uint32_t p = 0; p < kSurvivors; ++p) {
       EXPECT_EQ(t.received[p], kSurvivorMessages) << "subscriber " << s << ", publisher " << p;
     }
@@ -598,7 +580,7 @@ TEST(CrashCoordinator, DataFlowsWhileItIsDownAndTheNextOneAdoptsTheBus) {
   for (int s = 0; s < kMidSubscribers; ++s) {
     const auto report = subscribers[s]->link().receive(60s);
     ASSERT_TRUE(report.has_value()) << "subscriber " << s;
-    const MidWriteTally t = MidWriteTally::decode(*report);
+    const auto t = test::from_frame<MidWriteTally>(*report);
     for (std::uint32_t p = 0; p < kSurvivors; ++p) {
       EXPECT_EQ(t.received[p], kEach) << "subscriber " << s << ", publisher " << p;
     }

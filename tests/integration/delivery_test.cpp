@@ -299,28 +299,6 @@ struct FifoTally {
     if (s.seq >= expected) expected = s.seq + 1;
     ++received[s.publisher];
   }
-
-  [[nodiscard]] std::string encode() const {
-    FrameWriter w;
-    for (const auto r : received) w.u64(r);
-    w.u64(out_of_order).u64(corrupt).u64(wrong_frame).u64(gaps).u64(dropped).u64(extra);
-    w.u64(confirmed).u64(timed_out);
-    return w.frame();
-  }
-  static FifoTally decode(const std::string& frame) {
-    FrameReader r(frame);
-    FifoTally t;
-    for (auto& n : t.received) n = r.u64();
-    t.out_of_order = r.u64();
-    t.corrupt = r.u64();
-    t.wrong_frame = r.u64();
-    t.gaps = r.u64();
-    t.dropped = r.u64();
-    t.extra = r.u64();
-    t.confirmed = r.u64();
-    t.timed_out = r.u64();
-    return t;
-  }
 };
 
 int fifo_subscriber(const std::string& bus_name, bool pattern, Link& link) {
@@ -350,7 +328,7 @@ int fifo_subscriber(const std::string& bus_name, bool pattern, Link& link) {
   }
   while (sub.receive(kQuiet * 4)) ++tally.extra;
   tally.dropped = sub.dropped();
-  return link.send(tally.encode()) ? 0 : 1;
+  return link.send(test::frame_of(tally)) ? 0 : 1;
 }
 
 int fifo_publisher(const std::string& bus_name, std::uint32_t id, Link& link) {
@@ -398,7 +376,7 @@ TEST(DeliveryFifo, FourPublishersEightSubscribersInOrderAndIntact) {
   for (std::uint32_t s = 0; s < kSubscribers; ++s) {
     const auto report = subscribers[s]->link().receive(std::chrono::minutes(3));
     ASSERT_TRUE(report.has_value()) << "subscriber " << s << " did not report";
-    const FifoTally t = FifoTally::decode(*report);
+    const auto t = test::from_frame<FifoTally>(*report);
     for (std::uint32_t p = 0; p < kPublishers; ++p) {
       EXPECT_EQ(t.received[p], kEach) << "subscriber " << s << ", publisher " << p;
     }

@@ -43,30 +43,6 @@ struct Books {
   std::uint64_t out_of_order = 0;
   std::uint64_t corrupt = 0;
   std::uint64_t gap_before_first_message = 0;  // a gap announced before any message came
-
-  [[nodiscard]] std::string encode() const {
-    return FrameWriter()
-        .u64(received)
-        .u64(gap_frames)
-        .u64(gap_total)
-        .u64(dropped)
-        .u64(out_of_order)
-        .u64(corrupt)
-        .u64(gap_before_first_message)
-        .frame();
-  }
-  static Books decode(const std::string& frame) {
-    FrameReader r(frame);
-    Books b;
-    b.received = r.u64();
-    b.gap_frames = r.u64();
-    b.gap_total = r.u64();
-    b.dropped = r.u64();
-    b.out_of_order = r.u64();
-    b.corrupt = r.u64();
-    b.gap_before_first_message = r.u64();
-    return b;
-  }
 };
 
 // Reads until every message published to it is either received or announced as dropped.
@@ -98,7 +74,7 @@ int counting_subscriber(const std::string& bus_name, bool pattern, Link& link) {
     ++books.received;
   }
   books.dropped = sub.dropped();
-  if (!link.send(books.encode())) return 1;
+  if (!link.send(test::frame_of(books))) return 1;
   (void)link.receive(kForever);
   return 0;
 }
@@ -168,7 +144,7 @@ TEST(StoppedSubscriber, PublishersGoOnAndEveryBookBalances) {
   for (int s = 0; s < kSubscribers; ++s) {
     const auto report = subscribers[s]->link().receive(60s);
     ASSERT_TRUE(report.has_value()) << "subscriber " << s;
-    const Books b = Books::decode(*report);
+    const auto b = test::from_frame<Books>(*report);
     EXPECT_EQ(b.received + b.dropped, kPublishers * kEach)
         << "subscriber " << s << ": received " << b.received << ", dropped " << b.dropped;
     EXPECT_EQ(b.gap_total, b.dropped) << "subscriber " << s << ": its stream announced them all";
