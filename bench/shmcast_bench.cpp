@@ -22,7 +22,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <numeric>
 #include <optional>
@@ -35,6 +34,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench_support.hpp"
+#include "private_coordinator.hpp"
 #include "shmcast/shmcast.hpp"
 
 namespace {
@@ -471,32 +471,20 @@ void run_floor_pinger(const Scenario& sc, Slot& slot, int ready_fd) {
 
 // ---- the parent ---------------------------------------------------------------------------
 
-struct Coordinator {
-  pid_t pid = -1;
-};
-
 std::uint64_t ring_bytes_for(std::size_t payload) {
   // A message must fit in half a ring; a quarter leaves room for several in flight.
   return std::max<std::uint64_t>(std::uint64_t{1} << 20, std::bit_ceil(4 * (payload + 512)));
 }
 
-Coordinator start_coordinator(const std::string& bus, const Scenario& sc, std::size_t payload) {
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
-  const std::string exe = (self.parent_path() / "shmcastd").string();
-  if (access(exe.c_str(), X_OK) != 0) {
-    throw std::runtime_error(
-        fmt::format("no shmcastd next to this program ({}); build it, or pass "
-                    "--bus NAME of a running coordinator",
-                    exe));
-  }
+// The limits a scenario needs, as shmcastd flags.
+std::vector<std::string> coordinator_flags(const Scenario& sc, std::size_t payload) {
   const std::size_t per_client = std::max<std::size_t>(
       sc.patterns, (sc.channels + static_cast<std::size_t>(std::max(1, sc.subscribers)) - 1) /
                        static_cast<std::size_t>(std::max(1, sc.subscribers)));
   const auto arg = [](std::string flag, std::uint64_t value) {
     return std::vector<std::string>{std::move(flag), std::to_string(value)};
   };
-  std::vector<std::vector<std::string>> flags = {
-      {"--bus", bus},
+  const std::vector<std::vector<std::string>> flags = {
       // A subscribing process holds two slots: its Bus connection and its Subscriber.
       arg("--max-clients", 2 * static_cast<std::uint64_t>(sc.subscribers + sc.publishers) + 16),
       arg("--max-subscriptions", std::max<std::size_t>(1024, per_client + 16)),
@@ -507,53 +495,9 @@ Coordinator start_coordinator(const std::string& bus, const Scenario& sc, std::s
       arg("--ring-bytes", ring_bytes_for(payload)),
       arg("--max-payload", std::max<std::size_t>(65536, payload)),
   };
-  std::vector<std::string> args = {exe};
-  for (auto& f : flags) args.insert(args.end(), f.begin(), f.end());
-
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
-  if (pid == 0) {
-    // Its own process group: a Ctrl-C reaches the harness, which stops the coordinator last,
-    // after every client is gone, so it removes the bus.
-    setpgid(0, 0);
-    // It logs every attach and detach; hundreds of them would bury the results.
-    const int null = open("/dev/null", O_WRONLY);
-    if (null >= 0) dup2(null, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  for (;;) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      throw std::runtime_error(
-          fmt::format("{} exited at start (status {}); run it by hand with "
-                      "these limits to see why",
-                      exe, status));
-    }
-    try {
-      if (shmcast::inspect(bus).coordinator_alive) return {pid};
-    } catch (const shmcast::Error&) {
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
-      throw std::runtime_error(fmt::format("{} did not come up within 10 s", exe));
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-}
-
-void stop_coordinator(Coordinator& c) {
-  if (c.pid <= 0) return;
-  kill(c.pid, SIGTERM);
-  waitpid(c.pid, nullptr, 0);
-  c.pid = -1;
+  std::vector<std::string> out;
+  for (const auto& f : flags) out.insert(out.end(), f.begin(), f.end());
+  return out;
 }
 
 class Children {
@@ -827,16 +771,21 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  Coordinator coordinator;
+  pid_t coordinator = 0;  // a private one, while it runs
+  const auto stop_coordinator = [&coordinator] {
+    bench_support::stop_private_coordinator(coordinator);
+    coordinator = 0;
+  };
   const bool bus_given = !opt.bus.empty();
   const bool floor = sc->kind == Kind::floor_spin || sc->kind == Kind::floor_futex;
   try {
     if (opt.bus.empty() && !floor) {
       opt.bus = fmt::format("bench-{}", getpid());
-      coordinator = start_coordinator(opt.bus, *sc, opt.payload);
+      coordinator =
+          bench_support::start_private_coordinator(opt.bus, coordinator_flags(*sc, opt.payload));
     }
     std::optional<Report> report = run(opt, *sc);
-    stop_coordinator(coordinator);
+    stop_coordinator();
     if (!report) {
       fmt::print(stderr,
                  "shmcast-bench: {} did not finish (a child failed or the run was "
@@ -853,10 +802,11 @@ int main(int argc, char** argv) {
       Options base = opt;
       if (!bus_given) {
         base.bus = fmt::format("bench-{}-baseline", getpid());
-        coordinator = start_coordinator(base.bus, without, opt.payload);
+        coordinator = bench_support::start_private_coordinator(
+            base.bus, coordinator_flags(without, opt.payload));
       }
       std::optional<Report> baseline = run(base, without);
-      stop_coordinator(coordinator);
+      stop_coordinator();
       if (!baseline) {
         fmt::print(stderr, "shmcast-bench: {} did not finish\n", without.name);
         return 1;
@@ -878,7 +828,7 @@ int main(int argc, char** argv) {
       }
     }
   } catch (const std::exception& e) {
-    stop_coordinator(coordinator);
+    stop_coordinator();
     fmt::print(stderr, "shmcast-bench: {}\n", e.what());
     return 1;
   }

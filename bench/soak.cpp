@@ -12,7 +12,6 @@
 // then SIGKILLed), so every message is either published or not; kills inside publish() are the
 // crash tests' subject. At the end the publishers stop, and each subscriber owes the counts
 // they reached minus the ones it recorded, once per subscription that matches the channel.
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -40,6 +39,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench_support.hpp"
+#include "private_coordinator.hpp"
 #include "shmcast/shmcast.hpp"
 
 namespace {
@@ -274,35 +274,6 @@ void run_subscriber(const std::string& bus_name, Board& board, std::uint32_t ind
 
 // ---- the parent ------------------------------------------------------------------------------
 
-pid_t start_coordinator(const std::string& bus) {
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
-  const std::string exe = (self.parent_path() / "shmcastd").string();
-  std::vector<std::string> args{
-      exe, "--bus", bus, "--ring-bytes", "262144", "--max-payload", "1024", "--max-clients", "256"};
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    const int null = open("/dev/null", O_WRONLY);
-    if (null >= 0) dup2(null, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
-  }
-  const auto deadline = Clock::now() + 10s;
-  while (Clock::now() < deadline) {
-    try {
-      if (shmcast::inspect(bus).coordinator_alive) return pid;
-    } catch (const shmcast::Error&) {
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  throw std::runtime_error(fmt::format("{} did not come up within 10 s", exe));
-}
-
 struct Process {
   pid_t pid;
   std::uint32_t slot;
@@ -337,7 +308,8 @@ int soak(double seconds) {
       mmap(nullptr, sizeof(Board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) throw std::runtime_error("mmap failed");
   Board& board = *new (memory) Board();
-  const pid_t coordinator = start_coordinator(bus);
+  const pid_t coordinator = bench_support::start_private_coordinator(
+      bus, {"--ring-bytes", "262144", "--max-payload", "1024", "--max-clients", "256"});
 
   std::mt19937_64 random(static_cast<std::uint64_t>(getpid()));
   std::vector<Process> publishers;
@@ -419,8 +391,7 @@ int soak(double seconds) {
       ok = false;
     }
   }
-  kill(coordinator, SIGTERM);
-  waitpid(coordinator, nullptr, 0);
+  bench_support::stop_private_coordinator(coordinator);
 
   std::uint64_t published = 0;
   std::uint64_t delivered = 0;

@@ -1,0 +1,90 @@
+// A private shmcastd for a benchmark run (shmcast-bench without --bus, shmcast-soak): the one
+// built next to the running program, started on its own bus and stopped at the end.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "shmcast/shmcast.hpp"
+
+namespace bench_support {
+
+/// Starts the shmcastd next to this program with `--bus bus` and `flags`, and returns its pid
+/// once the bus answers. Its stderr goes to /dev/null (it logs every attach and detach, which
+/// would bury the results). It runs in a process group of its own, so a Ctrl-C reaches the
+/// harness, which stops it last, once every client is gone and the bus can be removed; it gets
+/// SIGTERM if the harness dies first. Throws if it is missing, exits, or does not come up.
+inline pid_t start_private_coordinator(const std::string& bus,
+                                       const std::vector<std::string>& flags) {
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
+  const std::string exe = (self.parent_path() / "shmcastd").string();
+  if (access(exe.c_str(), X_OK) != 0) {
+    throw std::runtime_error(
+        fmt::format("no shmcastd next to this program ({}); build it, or pass "
+                    "--bus NAME of a running coordinator",
+                    exe));
+  }
+  std::vector<std::string> args{exe, "--bus", bus};
+  args.insert(args.end(), flags.begin(), flags.end());
+
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
+  if (pid == 0) {
+    setpgid(0, 0);
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, STDERR_FILENO);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      throw std::runtime_error(
+          fmt::format("{} exited at start (status {}); run it by hand with these limits to see why",
+                      exe, status));
+    }
+    try {
+      if (shmcast::inspect(bus).coordinator_alive) return pid;
+    } catch (const shmcast::Error&) {
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGTERM);
+      waitpid(pid, nullptr, 0);
+      throw std::runtime_error(fmt::format("{} did not come up within 10 s", exe));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+/// Stops a coordinator started by start_private_coordinator (SIGTERM: it removes its bus once
+/// no client is left) and reaps it. Does nothing for a pid of 0 or less.
+inline void stop_private_coordinator(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+}
+
+}  // namespace bench_support
