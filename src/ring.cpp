@@ -132,14 +132,16 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
       if (head > tail) {
         // Our tail is older than the head just read; only a corrupt ring keeps this up.
         if (++stale > 64) {
-          layout_->dropped.fetch_add(1, std::memory_order_relaxed);
+          layout_->dropped.fetch_add(1, std::memory_order_release);
           return WriteStatus::full;
         }
         tail = layout_->tail.load(std::memory_order_relaxed);
         continue;
       }
       if (tail - head + need > capacity_) {
-        layout_->dropped.fetch_add(1, std::memory_order_relaxed);
+        // Release: a consumer that sees this drop (acquire) then sees a tail at least as far
+        // as the one found full, so it places the drop's gap after what the ring held.
+        layout_->dropped.fetch_add(1, std::memory_order_release);
         return WriteStatus::full;
       }
       layout_->head_cache.store(head, std::memory_order_release);

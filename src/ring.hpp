@@ -194,8 +194,10 @@ class RingConsumer {
   /// head's header only: cheap to poll.
   [[nodiscard]] bool ready() const noexcept;
 
+  /// Acquire, paired with the producers' count of a drop: claimed() read after it is at least
+  /// as far as the tail the dropping producer saw.
   [[nodiscard]] std::uint64_t dropped() const noexcept {
-    return layout_->dropped.load(std::memory_order_relaxed);
+    return layout_->dropped.load(std::memory_order_acquire);
   }
   [[nodiscard]] std::uint64_t read_count() const noexcept { return read_count_; }
   /// Position of the next record to read, and the position up to which space is claimed.
