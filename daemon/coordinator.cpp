@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include <fmt/format.h>
@@ -323,6 +324,7 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
   // listed_in[c] == serial: client c already has a node in the entry being walked.
   std::vector<std::uint32_t> listed_in(may_subscribe.size(), 0);
   std::uint32_t serial = 0;
+  std::unordered_map<std::size_t, std::unordered_set<std::uint32_t>> merged_clients;
   for (const bool pattern : {false, true}) {
     std::unordered_map<std::string, std::size_t> by_name;
     const std::uint32_t bit = pattern ? kPatternEntryBit : 0;
@@ -375,11 +377,13 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
       log(options_.bus, fmt::format("repaired {} '{}': it was in the table twice; merged",
                                     table_of(pattern), name));
       auto& into = kept[it->second].subscribers;
+      // The clients of a kept entry, made at its first merge and kept up since.
+      auto [held, first_merge] = merged_clients.try_emplace(it->second);
+      if (first_merge) {
+        for (const auto& s : into) held->second.insert(s.first);
+      }
       for (const auto& s : subscribers) {
-        if (std::none_of(into.begin(), into.end(),
-                         [&](const auto& held) { return held.first == s.first; })) {
-          into.push_back(s);
-        }
+        if (held->second.insert(s.first).second) into.push_back(s);
       }
     }
   }
@@ -465,7 +469,8 @@ std::optional<std::string> RepairLog::admit(std::string_view kind, std::string l
   Budget& b = it->second;
   if (inserted) b.refilled = now;
   // One line back per kInterval passed, up to kBurst.
-  const auto periods = static_cast<std::uint64_t>((now - b.refilled) / kInterval);
+  const auto periods =
+      now > b.refilled ? static_cast<std::uint64_t>((now - b.refilled) / kInterval) : 0;
   if (periods > 0) {
     b.lines = static_cast<std::uint32_t>(std::min<std::uint64_t>(kBurst, b.lines + periods));
     b.refilled += periods * kInterval;
@@ -715,9 +720,9 @@ Status Coordinator::attach(std::uint32_t slot) {
   // A client names its ring by the generation it read when it claimed the slot; if that was
   // overwritten, the ring publishers would look for is not its ring.
   if (has_ring && !Segment::exists(detail::ring_name(options_.bus, slot, c.generation))) {
-    log(options_.bus,
-        fmt::format("client slot {} (pid {}): no ring under generation {}; attach refused", slot,
-                    pid, c.generation));
+    log_repair("attach", fmt::format("client slot {} (pid {}): no ring under generation {}; "
+                                     "attach refused",
+                                     slot, pid, c.generation));
     return Status::bad_request;
   }
   const int fd = pidfd_open(pid);

@@ -63,6 +63,14 @@ inline pid_t spawn(const std::string& program, const std::vector<std::string>& a
   return pid;
 }
 
+/// Stops a child of this process with SIGSTOP and returns true once it is stopped: nothing it
+/// does lands after that (kill alone returns before the signal takes effect).
+inline bool pause_child(pid_t pid) {
+  if (kill(pid, SIGSTOP) != 0) return false;
+  int status = 0;
+  return waitpid(pid, &status, WUNTRACED) == pid && WIFSTOPPED(status);
+}
+
 /// Stops a process by its pid and reaps it; returns its wait status.
 inline int stop(pid_t pid, int sig = SIGTERM) {
   if (pid <= 0) return 0;

@@ -176,7 +176,7 @@ TEST(DaemonRestart, AdoptionKeepsOneNodePerClientInAnEntry) {
 
   detail::ControlView view(detail::Segment::open(
       detail::control_name(name), detail::SegmentKind::control, detail::kLayoutVersion));
-  ASSERT_EQ(kill(first->pid(), SIGSTOP), 0);  // its audit cannot repair what follows
+  ASSERT_TRUE(test::pause_child(first->pid()));  // its audit cannot repair what follows
   std::vector<std::uint32_t> used;
   for (std::uint32_t i = 0; i < view.geometry().node_count; ++i) {
     if (view.node(i).client != detail::kFreeNode) used.push_back(i);
@@ -190,6 +190,37 @@ TEST(DaemonRestart, AdoptionKeepsOneNodePerClientInAnEntry) {
   EXPECT_EQ(bus.publish("x", "once"), 1U);
   const std::string log = test::read_file(fmt::format("/tmp/shmcastd-{}.log", name));
   EXPECT_NE(log.find("quarantined 0 entries and 1 subscription nodes"), std::string::npos) << log;
+}
+
+// On adoption a name found twice in the table becomes one entry holding the clients of both,
+// each once.
+TEST(DaemonRestart, AdoptionMergesANameFoundTwiceWithEachClientOnce) {
+  const std::string name = unique_bus("merge");
+  auto first = std::make_unique<Daemon>(name);
+  std::unique_ptr<Daemon> second;  // declared before the clients, so it stops after them
+  Bus bus = Bus::connect(name);
+  Subscriber one = bus.subscriber();
+  Subscriber two = bus.subscriber();
+  ASSERT_EQ(one.subscribe({"x", "y"}), 2U);
+  ASSERT_EQ(two.subscribe({"y"}), 1U);
+
+  detail::ControlView view(detail::Segment::open(
+      detail::control_name(name), detail::SegmentKind::control, detail::kLayoutVersion));
+  ASSERT_TRUE(test::pause_child(first->pid()));  // its audit cannot repair what follows
+  const std::int64_t y = detail::find_entry(view, false, "y");
+  ASSERT_GE(y, 0);
+  view.entry_name(false, static_cast<std::uint32_t>(y))[0] = 'x';  // "y" is now a second "x"
+  first->kill_now();
+
+  second = std::make_unique<Daemon>(name);
+  const std::vector<std::string> names{"x", "y"};
+  const auto counts = bus.numsub(names);
+  EXPECT_EQ(counts[0].second, 2U) << "one and two, one of them once";
+  EXPECT_EQ(counts[1].second, 0U);
+  EXPECT_EQ(bus.publish("x", "once each"), 2U);
+  const std::string log = test::read_file(fmt::format("/tmp/shmcastd-{}.log", name));
+  EXPECT_NE(log.find("repaired channel 'x': it was in the table twice; merged"), std::string::npos)
+      << log;
 }
 
 TEST(DaemonRestart, RequestsFailClearlyWhileNoCoordinatorRuns) {

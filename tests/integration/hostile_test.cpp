@@ -699,9 +699,6 @@ TEST(Hostile, RandomBytesInSharedMemoryNeitherCrashNorHangAndAreRepaired) {
   }
 }
 
-// A routing version held odd looks like a registry write that never ends. With the coordinator
-// stopped (alive, so not reaped, but unable to repair), a publisher must not wait for it
-// forever: it gives up after kRegistryPatience, once, and keeps the route it had.
 // A process that keeps overwriting one field gets it repaired every time, but the log holds
 // at most a burst of lines about it (RepairLog), not one line per repair.
 TEST(Hostile, RepairsOfAFieldOverwrittenOverAndOverAreLoggedWithinABudget) {
@@ -733,6 +730,9 @@ TEST(Hostile, RepairsOfAFieldOverwrittenOverAndOverAreLoggedWithinABudget) {
                                                        << log;
 }
 
+// A routing version held odd looks like a registry write that never ends. With the coordinator
+// stopped (alive, so not reaped, but unable to repair), a publisher must not wait for it
+// forever: it gives up after kRegistryPatience, once, and keeps the route it had.
 TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
   Daemon daemon;
   Bus bus = Bus::connect(daemon.bus());
@@ -741,7 +741,7 @@ TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
   ASSERT_EQ(bus.publish("a", "before"), 1U);
   detail::ControlView view(detail::Segment::open(
       detail::control_name(daemon.bus()), detail::SegmentKind::control, detail::kLayoutVersion));
-  ASSERT_EQ(::kill(daemon.pid(), SIGSTOP), 0);
+  ASSERT_TRUE(test::pause_child(daemon.pid()));
   auto& version = view.header().routing_version;
   version.store(version.load() | 1U);
   const auto start = Clock::now();
