@@ -26,9 +26,10 @@ namespace bench_support {
 
 /// Starts the shmcastd next to this program with `--bus bus` and `flags`, and returns its pid
 /// once the bus answers. Its stderr goes to /dev/null (it logs every attach and detach, which
-/// would bury the results). It runs in a process group of its own, so a Ctrl-C reaches the
-/// harness, which stops it last, once every client is gone and the bus can be removed; it gets
-/// SIGTERM if the harness dies first. Throws if it is missing, exits, or does not come up.
+/// would bury the results). It runs in a process group of its own, so a Ctrl-C at the terminal
+/// reaches only the harness (shmcast-bench catches it and stops the coordinator last, once every
+/// client is gone and the bus can be removed), and it gets SIGTERM if the harness dies first.
+/// Throws if it is missing, exits, or does not come up.
 inline pid_t start_private_coordinator(const std::string& bus,
                                        const std::vector<std::string>& flags) {
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");

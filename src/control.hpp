@@ -95,7 +95,7 @@ class ControlView : public Tables {
   std::optional<gid_t> segment_group_;
 };
 
-/// Reads a registry field the coordinator may be rewriting, inside read_registry: one whole load,
+/// Reads a plain field of shared memory that another process may be rewriting: one whole load,
 /// so a bounds check and the use after it see the same value (a plain field may be reloaded).
 template <class T>
 [[nodiscard]] T read_once(const T& field) noexcept {
