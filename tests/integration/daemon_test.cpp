@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <optional>
 
 #include "control.hpp"
 #include "integration/bus_fixture.hpp"
@@ -160,67 +161,78 @@ TEST(DaemonRestart, ClientThatDiedWhileNoCoordinatorRanIsReapedOnAdoption) {
   close(ready[1]);
 }
 
-// On adoption a client counts once in an entry's list: a second node naming the same client
-// (left by a writer of the segment) is dropped, so no subscriber gets a message twice.
-TEST(DaemonRestart, AdoptionKeepsOneNodePerClientInAnEntry) {
-  const std::string name = unique_bus("twice");
-  auto first = std::make_unique<Daemon>(name);
-  std::unique_ptr<Daemon> second;  // declared before the clients, so it stops after them
-  Bus bus = Bus::connect(name);
-  Subscriber one = bus.subscriber();
-  Subscriber two = bus.subscriber();
-  ASSERT_EQ(one.subscribe({"x"}), 1U);
-  ASSERT_EQ(two.subscribe({"x"}), 1U);
-  const std::vector<std::string> x{"x"};
-  ASSERT_EQ(bus.numsub(x)[0].second, 2U);
+// A bus with two subscribers, whose registry a test overwrites while the coordinator is
+// stopped and then hands to a new coordinator to adopt.
+class Adoption : public ::testing::Test {
+ protected:
+  // Stops the coordinator (its audit cannot repair what the test then writes) and returns the
+  // shared registry.
+  detail::ControlView& pause() {
+    view_.emplace(detail::Segment::open(detail::control_name(name_), detail::SegmentKind::control,
+                                        detail::kLayoutVersion));
+    EXPECT_TRUE(test::pause_child(first_->pid()));
+    return *view_;
+  }
+  // Kills the stopped coordinator and starts one that adopts the bus as it was left.
+  void adopt() {
+    first_->kill_now();
+    second_ = std::make_unique<Daemon>(name_);
+  }
+  [[nodiscard]] std::string log() const {
+    return test::read_file(fmt::format("/tmp/shmcastd-{}.log", name_));
+  }
 
-  detail::ControlView view(detail::Segment::open(
-      detail::control_name(name), detail::SegmentKind::control, detail::kLayoutVersion));
-  ASSERT_TRUE(test::pause_child(first->pid()));  // its audit cannot repair what follows
+  const std::string name_ = unique_bus("adopt");
+  std::unique_ptr<Daemon> first_ = std::make_unique<Daemon>(name_);
+  std::unique_ptr<Daemon> second_;  // declared before the clients, so it stops after them
+  Bus bus_ = Bus::connect(name_);
+  Subscriber one_ = bus_.subscriber();
+  Subscriber two_ = bus_.subscriber();
+  std::optional<detail::ControlView> view_;
+};
+
+// A client counts once in an entry's list: a second node naming the same client (left by a
+// writer of the segment) is dropped, so no subscriber gets a message twice.
+TEST_F(Adoption, KeepsOneNodePerClientInAnEntry) {
+  ASSERT_EQ(one_.subscribe({"x"}), 1U);
+  ASSERT_EQ(two_.subscribe({"x"}), 1U);
+  const std::vector<std::string> x{"x"};
+  ASSERT_EQ(bus_.numsub(x)[0].second, 2U);
+
+  detail::ControlView& view = pause();
   std::vector<std::uint32_t> used;
   for (std::uint32_t i = 0; i < view.geometry().node_count; ++i) {
     if (view.node(i).client != detail::kFreeNode) used.push_back(i);
   }
   ASSERT_EQ(used.size(), 2U);
   view.node(used[1]).client = view.node(used[0]).client;
-  first->kill_now();
+  adopt();
 
-  second = std::make_unique<Daemon>(name);
-  EXPECT_EQ(bus.numsub(x)[0].second, 1U);
-  EXPECT_EQ(bus.publish("x", "once"), 1U);
-  const std::string log = test::read_file(fmt::format("/tmp/shmcastd-{}.log", name));
-  EXPECT_NE(log.find("quarantined 0 entries and 1 subscription nodes"), std::string::npos) << log;
+  EXPECT_EQ(bus_.numsub(x)[0].second, 1U);
+  EXPECT_EQ(bus_.publish("x", "once"), 1U);
+  EXPECT_NE(log().find("quarantined 0 entries and 1 subscription nodes"), std::string::npos)
+      << log();
 }
 
-// On adoption a name found twice in the table becomes one entry holding the clients of both,
-// each once.
-TEST(DaemonRestart, AdoptionMergesANameFoundTwiceWithEachClientOnce) {
-  const std::string name = unique_bus("merge");
-  auto first = std::make_unique<Daemon>(name);
-  std::unique_ptr<Daemon> second;  // declared before the clients, so it stops after them
-  Bus bus = Bus::connect(name);
-  Subscriber one = bus.subscriber();
-  Subscriber two = bus.subscriber();
-  ASSERT_EQ(one.subscribe({"x", "y"}), 2U);
-  ASSERT_EQ(two.subscribe({"y"}), 1U);
+// A name found twice in the table becomes one entry holding the clients of both, each once.
+TEST_F(Adoption, MergesANameFoundTwiceWithEachClientOnce) {
+  ASSERT_EQ(one_.subscribe({"x", "y"}), 2U);
+  ASSERT_EQ(two_.subscribe({"y"}), 1U);
 
-  detail::ControlView view(detail::Segment::open(
-      detail::control_name(name), detail::SegmentKind::control, detail::kLayoutVersion));
-  ASSERT_TRUE(test::pause_child(first->pid()));  // its audit cannot repair what follows
+  detail::ControlView& view = pause();
   const std::int64_t y = detail::find_entry(view, false, "y");
   ASSERT_GE(y, 0);
   view.entry_name(false, static_cast<std::uint32_t>(y))[0] = 'x';  // "y" is now a second "x"
-  first->kill_now();
+  adopt();
 
-  second = std::make_unique<Daemon>(name);
   const std::vector<std::string> names{"x", "y"};
-  const auto counts = bus.numsub(names);
+  const auto counts = bus_.numsub(names);
   EXPECT_EQ(counts[0].second, 2U) << "one and two, one of them once";
   EXPECT_EQ(counts[1].second, 0U);
-  EXPECT_EQ(bus.publish("x", "once each"), 2U);
-  const std::string log = test::read_file(fmt::format("/tmp/shmcastd-{}.log", name));
-  EXPECT_NE(log.find("repaired channel 'x': it was in the table twice; merged"), std::string::npos)
-      << log;
+  EXPECT_EQ(bus_.publish("x", "once each"), 2U);
+  EXPECT_NE(log().find("repaired channel 'x': it was in the table twice; merged"),
+            std::string::npos)
+      << log();
 }
 
 TEST(DaemonRestart, RequestsFailClearlyWhileNoCoordinatorRuns) {
