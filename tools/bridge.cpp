@@ -457,6 +457,16 @@ void Bridge::run(const std::function<bool()>& stop) {
   if (failure) std::rethrow_exception(failure);
 }
 
+void Bridge::log_connect_failure(std::string_view side, const std::string& error,
+                                 std::string& last_error, std::chrono::milliseconds delay) {
+  if (error == last_error) return;
+  last_error = error;
+  log_(fmt::format(
+      "{}: cannot connect to Redis at {}: {}; retrying with back-off (next in {}, "
+      "at most {})",
+      side, options_.redis.display(), error, seconds(delay), seconds(options_.max_backoff)));
+}
+
 void Bridge::run_out(const std::function<bool()>& stop) {
   Subscriber& sub = *out_subscriber_;
   const std::string_view publish = options_.sharded ? "SPUBLISH" : "PUBLISH";
@@ -500,13 +510,7 @@ void Bridge::run_out(const std::function<bool()>& stop) {
       } catch (const std::runtime_error& e) {
         const auto delay = backoff.next();
         retry_at = Clock::now() + delay;
-        if (last_error != e.what()) {
-          last_error = e.what();
-          log_(
-              fmt::format("out: cannot connect to Redis at {}: {}; retrying with back-off "
-                          "(next in {}, at most {})",
-                          where, last_error, seconds(delay), seconds(options_.max_backoff)));
-        }
+        log_connect_failure("out", e.what(), last_error, delay);
       }
     }
 
@@ -588,13 +592,7 @@ void Bridge::run_in(const std::function<bool()>& stop) {
       redis = connect_redis(options_.redis);
     } catch (const std::runtime_error& e) {
       const auto delay = backoff.next();
-      if (last_error != e.what()) {
-        last_error = e.what();
-        log_(
-            fmt::format("in: cannot connect to Redis at {}: {}; retrying with back-off "
-                        "(next in {}, at most {})",
-                        where, last_error, seconds(delay), seconds(options_.max_backoff)));
-      }
+      log_connect_failure("in", e.what(), last_error, delay);
       sleep_unless(delay, stop);
       continue;
     }

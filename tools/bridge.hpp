@@ -160,6 +160,10 @@ class Bridge {
 
   void run_out(const std::function<bool()>& stop);
   void run_in(const std::function<bool()>& stop);
+  // Logs a failed attempt of `side` ("in" or "out") to connect to Redis, unless it failed the
+  // same way last time (`last_error`, updated here), with the back-off `delay` before the next.
+  void log_connect_failure(std::string_view side, const std::string& error, std::string& last_error,
+                           std::chrono::milliseconds delay);
   // Index of the first pattern of `globs` that matches `channel`.
   static std::optional<std::size_t> first_match(const std::vector<detail::Glob>& globs,
                                                 std::string_view channel);
