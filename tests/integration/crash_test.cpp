@@ -377,6 +377,55 @@ const char* point_name(detail::RingWritePoint point) {
   return "Unknown";
 }
 
+// The subscribers (the last by pattern) and the surviving publishers of a run of `count`
+// numbered messages each on `channel`, started and reported ready; they publish once the
+// board says go.
+struct NumberedRun {
+  std::vector<std::unique_ptr<Child>> subscribers;
+  std::vector<std::unique_ptr<Child>> publishers;
+};
+
+void start_numbered_run(const std::string& name, const std::string& channel, std::uint64_t count,
+                        MidWriteBoard& board, NumberedRun& run) {
+  for (int s = 0; s < kMidSubscribers; ++s) {
+    const bool pattern = s == kMidSubscribers - 1;
+    run.subscribers.push_back(
+        std::make_unique<Child>([&name, &channel, pattern, count, &board](Link& link) {
+          return numbered_subscriber(name, channel, pattern, count, board, link);
+        }));
+  }
+  for (auto& s : run.subscribers) ASSERT_EQ(s->link().receive(30s), "ready");
+  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
+    run.publishers.push_back(
+        std::make_unique<Child>([&name, &channel, p, count, &board](Link& link) {
+          return paced_publisher(name, channel, p, count, board, link);
+        }));
+  }
+  for (auto& p : run.publishers) ASSERT_EQ(p->link().receive(30s), "ready");
+}
+
+// Each surviving publisher reports its publishes that missed a subscriber: there must be none.
+void expect_every_publish_reached_every_subscriber(const NumberedRun& run) {
+  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
+    const auto report = run.publishers[p]->link().receive(60s);
+    ASSERT_TRUE(report.has_value()) << "publisher " << p;
+    EXPECT_EQ(FrameReader(*report).u64(), 0U)
+        << "publishes of publisher " << p << " that did not reach every subscriber";
+  }
+}
+
+// What every subscriber's tally must show: each surviving publisher's `count` messages, intact
+// and in order, nothing else, nothing dropped.
+void expect_survivor_messages(const MidWriteTally& t, int s, std::uint64_t count) {
+  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
+    EXPECT_EQ(t.received[p], count) << "subscriber " << s << ", publisher " << p;
+  }
+  EXPECT_EQ(t.out_of_order, 0U) << "subscriber " << s;
+  EXPECT_EQ(t.corrupt, 0U) << "subscriber " << s;
+  EXPECT_EQ(t.other, 0U) << "subscriber " << s;
+  EXPECT_EQ(t.dropped, 0U) << "subscriber " << s;
+}
+
 class CrashPublisher : public ::testing::TestWithParam<detail::RingWritePoint> {};
 
 // Two publisher processes and a victim publish numbered messages to three subscriber processes.
@@ -389,38 +438,21 @@ TEST_P(CrashPublisher, SubscribersResumeAndLoseNoSurvivorMessage) {
   const std::string name = daemon.bus();
   test::SharedMemory<MidWriteBoard> board;
 
-  std::vector<std::unique_ptr<Child>> subscribers;
-  for (int s = 0; s < kMidSubscribers; ++s) {
-    const bool pattern = s == kMidSubscribers - 1;
-    subscribers.push_back(std::make_unique<Child>([&name, pattern, &board](Link& link) {
-      return numbered_subscriber(name, "mid", pattern, kSurvivorMessages, *board, link);
-    }));
-  }
-  for (auto& s : subscribers) ASSERT_EQ(s->link().receive(30s), "ready");
-  std::vector<std::unique_ptr<Child>> survivors;
-  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
-    survivors.push_back(std::make_unique<Child>([&name, p, &board](Link& link) {
-      return paced_publisher(name, "mid", p, kSurvivorMessages, *board, link);
-    }));
-  }
+  const std::string channel = "mid";
+  NumberedRun run;
+  ASSERT_NO_FATAL_FAILURE(start_numbered_run(name, channel, kSurvivorMessages, *board, run));
   const detail::RingWritePoint point = GetParam();
-  Child victim([&name, point, &board](Link& link) {
+  Child victim([&name, &channel, point, &board](Link& link) {
     g_kill_point = point;
     g_kill_call = kVictimDiesIn * kMidSubscribers + 2;
     g_board = &*board;
     detail::ring_write_hook = kill_inside_write;
-    return paced_publisher(name, "mid", kVictimId, kSurvivorMessages, *board, link);
+    return paced_publisher(name, channel, kVictimId, kSurvivorMessages, *board, link);
   });
-  for (auto& p : survivors) ASSERT_EQ(p->link().receive(30s), "ready");
   ASSERT_EQ(victim.link().receive(30s), "ready");
   board->go.store(1);
 
-  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
-    const auto report = survivors[p]->link().receive(60s);
-    ASSERT_TRUE(report.has_value()) << "publisher " << p;
-    EXPECT_EQ(FrameReader(*report).u64(), 0U)
-        << "publishes of publisher " << p << " that did not reach every subscriber";
-  }
+  expect_every_publish_reached_every_subscriber(run);
   ASSERT_TRUE(victim.wait(10s));
   EXPECT_TRUE(WIFSIGNALED(victim.status()) && WTERMSIG(victim.status()) == SIGKILL)
       << "the victim was not killed inside its write: status " << victim.status();
@@ -428,21 +460,15 @@ TEST_P(CrashPublisher, SubscribersResumeAndLoseNoSurvivorMessage) {
   std::uint64_t slowest_resume = 0;
   int with_the_last_message = 0;
   for (int s = 0; s < kMidSubscribers; ++s) {
-    const auto report = subscribers[s]->link().receive(60s);
+    const auto report = run.subscribers[s]->link().receive(60s);
     ASSERT_TRUE(report.has_value()) << "subscriber " << s;
     const auto t = test::from_frame<MidWriteTally>(*report);
-    for (std::uint32_t p = 0; p < kSurvivors; ++p) {
-      EXPECT_EQ(t.received[p], kSurvivorMessages) << "subscriber " << s << ", publisher " << p;
-    }
+    expect_survivor_messages(t, s, kSurvivorMessages);
     // The victim's messages up to its death, in order; the one it died in only on the ring it
     // had finished.
     EXPECT_GE(t.received[kVictimId], kVictimDiesIn) << "subscriber " << s;
     EXPECT_LE(t.received[kVictimId], kVictimDiesIn + 1) << "subscriber " << s;
     if (t.received[kVictimId] == kVictimDiesIn + 1) ++with_the_last_message;
-    EXPECT_EQ(t.out_of_order, 0U) << "subscriber " << s;
-    EXPECT_EQ(t.corrupt, 0U) << "subscriber " << s;
-    EXPECT_EQ(t.other, 0U) << "subscriber " << s;
-    EXPECT_EQ(t.dropped, 0U) << "subscriber " << s;
     EXPECT_GT(t.resume_ns, 0U) << "subscriber " << s << " saw no message sent after the death";
     slowest_resume = std::max(slowest_resume, t.resume_ns);
   }
@@ -478,21 +504,9 @@ TEST(CrashCoordinator, DataFlowsWhileItIsDownAndTheNextOneAdoptsTheBus) {
   std::unique_ptr<test::Daemon> second;  // before the clients, so they leave before it stops
   test::SharedMemory<MidWriteBoard> board;
 
-  std::vector<std::unique_ptr<Child>> subscribers;
-  for (int s = 0; s < kMidSubscribers; ++s) {
-    const bool pattern = s == kMidSubscribers - 1;
-    subscribers.push_back(std::make_unique<Child>([&name, pattern, &board](Link& link) {
-      return numbered_subscriber(name, "load", pattern, kEach, *board, link);
-    }));
-  }
-  for (auto& s : subscribers) ASSERT_EQ(s->link().receive(30s), "ready");
-  std::vector<std::unique_ptr<Child>> publishers;
-  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
-    publishers.push_back(std::make_unique<Child>([&name, p, &board](Link& link) {
-      return paced_publisher(name, "load", p, kEach, *board, link);
-    }));
-  }
-  for (auto& p : publishers) ASSERT_EQ(p->link().receive(30s), "ready");
+  const std::string channel = "load";
+  NumberedRun run;
+  ASSERT_NO_FATAL_FAILURE(start_numbered_run(name, channel, kEach, *board, run));
 
   Bus impatient_bus = Bus::connect(name, ConnectOptions{300ms});
   Subscriber impatient = impatient_bus.subscriber();
@@ -571,23 +585,11 @@ TEST(CrashCoordinator, DataFlowsWhileItIsDownAndTheNextOneAdoptsTheBus) {
   EXPECT_EQ(patient_bus.numpat(), 1U);
   for (const ClientStat& c : patient_bus.stats().clients) EXPECT_NE(c.pid, victim.pid());
 
-  for (std::uint32_t p = 0; p < kSurvivors; ++p) {
-    const auto report = publishers[p]->link().receive(60s);
-    ASSERT_TRUE(report.has_value()) << "publisher " << p;
-    EXPECT_EQ(FrameReader(*report).u64(), 0U)
-        << "publishes of publisher " << p << " that did not reach all three subscribers";
-  }
+  expect_every_publish_reached_every_subscriber(run);
   for (int s = 0; s < kMidSubscribers; ++s) {
-    const auto report = subscribers[s]->link().receive(60s);
+    const auto report = run.subscribers[s]->link().receive(60s);
     ASSERT_TRUE(report.has_value()) << "subscriber " << s;
-    const auto t = test::from_frame<MidWriteTally>(*report);
-    for (std::uint32_t p = 0; p < kSurvivors; ++p) {
-      EXPECT_EQ(t.received[p], kEach) << "subscriber " << s << ", publisher " << p;
-    }
-    EXPECT_EQ(t.out_of_order, 0U) << "subscriber " << s;
-    EXPECT_EQ(t.corrupt, 0U) << "subscriber " << s;
-    EXPECT_EQ(t.other, 0U) << "subscriber " << s;
-    EXPECT_EQ(t.dropped, 0U) << "subscriber " << s;
+    expect_survivor_messages(test::from_frame<MidWriteTally>(*report), s, kEach);
   }
   const std::uint64_t while_down = progress_at_restart - progress_at_kill;
   EXPECT_GT(while_down, 0U);
