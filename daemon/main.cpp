@@ -27,6 +27,23 @@ void on_signal(int) {
   g_stop.store(true);
 }
 
+// SIGTERM and SIGINT stop the coordinator through on_signal, and are held back until the bus
+// is created or adopted: one that arrives during start-up then ends it exactly as one that
+// arrives while serving does (the bus removed if no live client is attached, left for adoption
+// otherwise), never with a bus half made or half adopted.
+sigset_t hold_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
 // Tells systemd (Type=notify) where the daemon stands; a no-op outside systemd or in a build
 // without libsystemd.
 void notify_service_manager([[maybe_unused]] const char* state) {
@@ -50,6 +67,7 @@ std::optional<gid_t> parse_group(const std::string& name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const sigset_t stop_signals = hold_stop_signals();
   CLI::App app{
       "shmcastd: the coordinator of a shmcast bus. Runs in the foreground until SIGTERM or "
       "SIGINT; keeps the channel/pattern registry in shared memory and reaps clients that die.\n"
@@ -91,10 +109,7 @@ int main(int argc, char** argv) {
     const std::string& bus = config.value("bus");
     shmcast::daemon::Coordinator coordinator(
         {bus, config.limits(), config.mode(), parse_group(config.value("group"))});
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
+    sigprocmask(SIG_UNBLOCK, &stop_signals, nullptr);  // a signal held until now stops run()
     // Only now is the bus usable: units ordered After=shmcastd wait for this, not for exec.
     notify_service_manager("READY=1");
     fmt::print(stderr, "shmcastd[{}]: serving ({}), pid {}\n", bus,

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 
@@ -70,6 +71,87 @@ TEST(DaemonStop, SigtermWithoutClientsRemovesTheBus) {
   }
   EXPECT_FALSE(exists(control_path(bus)));
   EXPECT_FALSE(exists("/dev/shm/shmcast." + bus + ".lock"));
+}
+
+// The names of a bus's objects in /dev/shm, sorted.
+std::vector<std::string> objects_of(const std::string& bus) {
+  const std::string prefix = "shmcast." + bus + ".";
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) == 0) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// A SIGTERM or SIGINT that reaches a coordinator while it starts, creates or adopts the bus
+// ends it as one that reaches it while serving does: the bus removed if no live client is
+// attached, left for adoption otherwise, and the next coordinator starts on it. The signal is
+// sent 0, 1, 2, ... ms after the start, so that across the sweep it lands before main, during
+// creation or adoption, and while serving.
+TEST(DaemonStop, SignalWhileStartingEndsAsOneWhileServing) {
+  enum class Before { nothing, dead_coordinator, dead_coordinator_and_live_client };
+  for (const Before before :
+       {Before::nothing, Before::dead_coordinator, Before::dead_coordinator_and_live_client}) {
+    int during_start = 0;  // signals sent before the coordinator said it serves
+    for (int ms = 0; ms <= 40; ms += ms < 30 ? 1 : 5) {
+      const int sig = ms % 2 == 0 ? SIGTERM : SIGINT;
+      SCOPED_TRACE(
+          fmt::format("case {}, signal {} after {} ms", static_cast<int>(before), sig, ms));
+      const std::string name = unique_bus("startsig");
+      test::RemoveSegments cleanup{name};
+      std::optional<Bus> client;
+      std::optional<Subscriber> sub;
+      if (before != Before::nothing) {
+        Daemon first(name);
+        if (before == Before::dead_coordinator_and_live_client) {
+          client = Bus::connect(name);
+          sub = client->subscriber();
+          ASSERT_EQ(sub->subscribe({"kept"}), 1U);
+        }
+        first.kill_now();
+      }
+      const std::vector<std::string> left = objects_of(name);
+      const std::string log = fmt::format("/tmp/shmcastd-{}-stopped.log", name);
+      const pid_t pid = spawn("shmcastd", {"--bus", name}, log);
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      const bool serving = test::read_file(log).find("serving") != std::string::npos;
+      const int status = test::stop(pid, sig);
+      const std::string said = test::read_file(log);
+      ::unlink(log.c_str());
+      if (WIFSIGNALED(status)) {
+        // It had not reached main, where the signal is held: it cannot have touched the bus.
+        EXPECT_EQ(WTERMSIG(status), sig);
+        EXPECT_EQ(objects_of(name), left);
+      } else {
+        ASSERT_TRUE(WIFEXITED(status));
+        EXPECT_EQ(WEXITSTATUS(status), 0) << said;
+        if (!serving) ++during_start;
+        if (before == Before::dead_coordinator_and_live_client) {
+          EXPECT_EQ(objects_of(name), left) << said;
+        } else {
+          EXPECT_EQ(objects_of(name), std::vector<std::string>{}) << said;
+        }
+      }
+
+      Daemon next(name);
+      const std::string next_said = test::read_file(fmt::format("/tmp/shmcastd-{}.log", name));
+      if (client) {
+        EXPECT_NE(next_said.find("adopted a running bus"), std::string::npos) << next_said;
+        const std::vector<std::string> kept{"kept"};
+        EXPECT_EQ(client->numsub(kept)[0].second, 1U);
+        EXPECT_EQ(client->publish("kept", "still here"), 1U);
+      } else if (before == Before::nothing || !WIFSIGNALED(status)) {
+        EXPECT_NE(next_said.find("new bus"), std::string::npos) << next_said;
+      }
+      sub.reset();
+      client.reset();
+    }
+    fmt::print("case {}: {} of the signals landed while the coordinator was starting\n",
+               static_cast<int>(before), during_start);
+    EXPECT_GT(during_start, 0) << "no signal landed while the coordinator was starting";
+  }
 }
 
 TEST(DaemonStop, SegmentsAreOwnerOnlyByDefault) {
