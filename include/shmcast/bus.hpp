@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "shmcast/error.hpp"
+#include "shmcast/export.hpp"
 #include "shmcast/limits.hpp"
 #include "shmcast/stats.hpp"
 
@@ -30,15 +31,15 @@ struct ConnectOptions {
 };
 
 /// The bus name a program uses when none is given: $SHMCAST_BUS, else "default".
-[[nodiscard]] std::string default_bus_name();
+[[nodiscard]] SHMCAST_EXPORT std::string default_bus_name();
 
 /// Throws Error(invalid_bus_name) unless `name` matches [A-Za-z0-9_.-]{1,64}.
-void check_bus_name(std::string_view name);
+SHMCAST_EXPORT void check_bus_name(std::string_view name);
 
 /// A connection to one bus. Cheap to copy (copies share the connection).
 ///
 /// Thread safety: every member may be called from any number of threads at once.
-class Bus {
+class SHMCAST_EXPORT Bus {
  public:
   /// Connects to the bus `name` (empty: default_bus_name()). Throws Error: invalid_bus_name,
   /// no_coordinator, version_mismatch, permission_denied, bad_segment, too_many_clients,
@@ -81,6 +82,6 @@ class Bus {
 
 /// Reads a bus's state without attaching as a client (for inspection tools). Same errors as
 /// Bus::connect but never too_many_clients.
-[[nodiscard]] BusStats inspect(std::string_view bus_name);
+[[nodiscard]] SHMCAST_EXPORT BusStats inspect(std::string_view bus_name);
 
 }  // namespace shmcast

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "shmcast/export.hpp"
+
 namespace shmcast {
 
 /// What went wrong. Every Error also carries a one-line message that says what to do.
@@ -26,7 +28,7 @@ enum class Errc {
   system,                  ///< any other system error
 };
 
-class Error : public std::runtime_error {
+class SHMCAST_EXPORT Error : public std::runtime_error {
  public:
   Error(Errc code, const std::string& message) : std::runtime_error(message), code_(code) {}
   [[nodiscard]] Errc code() const noexcept { return code_; }

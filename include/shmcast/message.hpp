@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "shmcast/export.hpp"
+
 namespace shmcast {
 
 /// What a frame is. `message` and `pmessage` carry a publish; the four confirmation kinds
@@ -21,7 +23,7 @@ enum class Kind : std::uint8_t {
 };
 
 /// The Redis name of a kind ("message", "pmessage", "subscribe", ...; "gap" for gap).
-[[nodiscard]] const char* kind_name(Kind kind) noexcept;
+[[nodiscard]] SHMCAST_EXPORT const char* kind_name(Kind kind) noexcept;
 
 /// A frame. For message: channel and payload. For pmessage: pattern, channel and payload.
 /// For confirmations: channel holds the channel or pattern named, `count` the client's

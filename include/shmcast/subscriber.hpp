@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shmcast/export.hpp"
 #include "shmcast/message.hpp"
 
 namespace shmcast {
@@ -30,7 +31,7 @@ class Bus;
 ///
 /// Thread safety: one thread at a time (like one Redis connection); move it between threads
 /// freely. Destroying it (or the process dying) removes all its subscriptions.
-class Subscriber {
+class SHMCAST_EXPORT Subscriber {
  public:
   /// Each returns the client's channels + patterns after the call. Throws Error:
   /// channel_too_long / pattern_too_long, too_many_subscriptions, registry_full,
