@@ -16,9 +16,9 @@ coordinator=$("$bin/shm-stat" --bus "$bus" --json | sed -n 's/.*"coordinator": *
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "== two subscribers: one on 'news' (until 2 messages), one on the pattern 'user:*:alerts'"
-"$bin/shmcast" --bus "$bus" subscribe news --count 2 --timeout 10 >"$out/news" &
+"$bin/shmcast" --bus "$bus" --count 2 --timeout 10 subscribe news >"$out/news" &
 sub1=$!
-"$bin/shmcast" --bus "$bus" psubscribe 'user:*:alerts' --count 1 --timeout 10 >"$out/alerts" &
+"$bin/shmcast" --bus "$bus" --count 1 --timeout 10 psubscribe 'user:*:alerts' >"$out/alerts" &
 sub2=$!
 sleep 0.5
 

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -19,6 +21,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -302,22 +306,25 @@ class CommandUsage : public CLI::Formatter {
 };
 
 constexpr const char* kCommands =
-    "Commands (case-insensitive; arguments are taken verbatim, like redis-cli's, so options go\n"
-    "before the command):\n"
+    "Commands (case-insensitive). Every argument after the command is taken verbatim, as\n"
+    "redis-cli takes it, whatever its first byte and whatever brackets or commas it holds, so\n"
+    "options go before the command:\n"
     "  publish CHANNEL MESSAGE       publish MESSAGE; prints the number of deliveries\n"
     "  subscribe CHANNEL...          print confirmations, then every message, until Ctrl-C\n"
+    "                                (or --count, or --timeout)\n"
     "  psubscribe PATTERN...         the same for glob patterns\n"
-    "      (p)subscribe also take --count N (exit after N messages) and --timeout SECONDS\n"
-    "      (exit after SECONDS): see shmcast subscribe --help\n"
     "  pubsub channels [PATTERN]     channels with subscribers (those matching PATTERN)\n"
     "  pubsub numsub [CHANNEL...]    each channel, then its number of subscribers\n"
     "  pubsub numpat                 the number of distinct patterns with subscribers\n"
     "\n"
     "Examples:\n"
-    "  shmcast subscribe news              print news messages until Ctrl-C\n"
-    "  shmcast publish news hello          prints how many subscribers got it\n"
-    "  shmcast -x publish news < file      publish the file's bytes as the message\n"
-    "  shmcast pubsub numsub news          news, then its number of subscribers";
+    "  shmcast subscribe news                   print news messages until Ctrl-C\n"
+    "  shmcast --count 1 --timeout 5 subscribe news\n"
+    "                                           wait at most 5 s for one news message\n"
+    "  shmcast subscribe -x '[a,b]'             channels '-x' and '[a,b]', as in redis-cli\n"
+    "  shmcast publish news hello               prints how many subscribers got it\n"
+    "  shmcast -x publish news < file           publish the file's bytes as the message\n"
+    "  shmcast pubsub numsub news               news, then its number of subscribers";
 
 std::string lowercase(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(), [](char c) {
@@ -326,17 +333,18 @@ std::string lowercase(std::string text) {
   return text;
 }
 
-// Reads the command and its arguments (`words`, after the global options) into `inv`. Returns
-// an exit status when the words asked for help instead.
-std::optional<int> parse_command(std::vector<std::string> words, Invocation& inv) {
+// Reads the command and its arguments (`words`, after the global options) into `inv`.
+void parse_command(std::vector<std::string> words, Invocation& inv) {
   if (words.empty()) throw UsageError("no command given");
   const std::string word = words.front();
   const std::string name = lowercase(word);
   words.erase(words.begin());
-  if (name == "publish") {
-    inv.command = Command::publish;
+  if (name == "publish" || name == "subscribe" || name == "psubscribe") {
+    inv.command = name == "publish"     ? Command::publish
+                  : name == "subscribe" ? Command::subscribe
+                                        : Command::psubscribe;
     inv.args = std::move(words);
-    return std::nullopt;
+    return;
   }
   if (name == "pubsub") {
     const std::string sub = words.empty() ? std::string() : lowercase(words.front());
@@ -353,40 +361,83 @@ std::optional<int> parse_command(std::vector<std::string> words, Invocation& inv
                                                    words.front()));
     }
     inv.args.assign(words.begin() + 1, words.end());
-    return std::nullopt;
-  }
-  if (name == "subscribe" || name == "psubscribe") {
-    inv.command = name == "subscribe" ? Command::subscribe : Command::psubscribe;
-    const bool patterns = inv.command == Command::psubscribe;
-    CLI::App app{patterns ? "Prints psubscribe confirmations, then every pmessage, until Ctrl-C."
-                          : "Prints subscribe confirmations, then every message, until Ctrl-C.",
-                 "shmcast " + name};
-    app.add_option(patterns ? "PATTERN" : "CHANNEL", inv.args,
-                   "names to subscribe to (put -- before a name that starts with -)");
-    app.add_option("--count", inv.count, "exit after N messages")
-        ->type_name("N")
-        ->check(CLI::PositiveNumber);
-    app.add_option("--timeout", inv.timeout, "exit after SECONDS")
-        ->type_name("SECONDS")
-        ->check(CLI::PositiveNumber);
-    try {
-      std::reverse(words.begin(), words.end());  // CLI11 takes a vector last argument first
-      app.parse(words);
-    } catch (const CLI::ParseError& e) {
-      if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-      throw UsageError(fmt::format("{}: {}", name, e.what()));
-    }
-    return std::nullopt;
+    return;
   }
   // prefix_command() leaves an unknown option where the command should be.
   throw UsageError(
       fmt::format("unknown {} '{}'", word.starts_with('-') ? "option" : "command", word));
 }
 
+// The numeric options as typed: CLI11 only collects them, so that a bad value gets one short
+// line that says what is allowed.
+struct OptionText {
+  std::string repeat;
+  std::string interval;
+  std::string count;
+  std::string timeout;
+};
+
+// Longer than anyone waits, short enough that a deadline this far ahead is a valid time point.
+constexpr double kMaxSeconds = 1e9;
+
+template <class Number>
+std::optional<Number> parse_number(std::string_view text) {
+  Number value{};
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  if (error != std::errc() || stop != end) return std::nullopt;
+  if constexpr (std::is_floating_point_v<Number>) {
+    if (!std::isfinite(value)) return std::nullopt;
+  }
+  return value;
+}
+
+[[noreturn]] void bad_value(std::string_view option, std::string_view allowed,
+                            std::string_view text) {
+  constexpr std::size_t kShown = 32;
+  const std::string shown =
+      text.size() <= kShown ? std::string(text) : fmt::format("{}...", text.substr(0, kShown));
+  throw UsageError(fmt::format("{} must be {}, got '{}'", option, allowed, shown));
+}
+
+void read_option_values(const CLI::App& app, const OptionText& text, Invocation& inv) {
+  if (app.count("-r") > 0) {
+    const auto repeat = parse_number<long long>(text.repeat);
+    if (!repeat) bad_value("-r", "a whole number (negative: until interrupted)", text.repeat);
+    inv.repeat = *repeat;
+  }
+  if (app.count("-i") > 0) {
+    const auto interval = parse_number<double>(text.interval);
+    if (!interval || *interval < 0 || *interval > kMaxSeconds) {
+      bad_value("-i", "a number of seconds from 0 to 1000000000", text.interval);
+    }
+    inv.interval = *interval;
+  }
+  if (app.count("--count") > 0) {
+    const auto count = parse_number<std::uint64_t>(text.count);
+    if (!count || *count == 0) bad_value("--count", "a whole number >= 1", text.count);
+    inv.count = *count;
+  }
+  if (app.count("--timeout") > 0) {
+    const auto timeout = parse_number<double>(text.timeout);
+    if (!timeout || *timeout <= 0 || *timeout > kMaxSeconds) {
+      bad_value("--timeout", "a number of seconds > 0 and at most 1000000000", text.timeout);
+    }
+    inv.timeout = *timeout;
+  }
+  const bool subscribes = inv.command == Command::subscribe || inv.command == Command::psubscribe;
+  for (const char* option : {"--count", "--timeout"}) {
+    if (!subscribes && app.count(option) > 0) {
+      throw UsageError(fmt::format("{} applies to subscribe and psubscribe only", option));
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Invocation inv;
+  OptionText text;
   CLI::App app{
       "The command line client of a shmcast bus (Redis-style Pub/Sub over shared "
       "memory).\nReplies print as redis-cli prints them: raw when stdout is not a "
@@ -398,11 +449,14 @@ int main(int argc, char** argv) {
   app.prefix_command();
   auto* bus_option =
       app.add_option("--bus", inv.bus, "the bus to use (default: $SHMCAST_BUS, else 'default')");
-  app.add_option("-r", inv.repeat, "run the command N times; negative: until interrupted")
+  app.add_option("-r", text.repeat, "run the command N times; negative: until interrupted")
       ->type_name("N");
-  app.add_option("-i", inv.interval, "wait SECONDS between repetitions (with -r)")
-      ->type_name("SECONDS")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("-i", text.interval, "wait SECONDS between repetitions (with -r)")
+      ->type_name("SECONDS");
+  app.add_option("--count", text.count, "(p)subscribe: exit after N messages (N >= 1)")
+      ->type_name("N");
+  app.add_option("--timeout", text.timeout, "(p)subscribe: exit after SECONDS (> 0)")
+      ->type_name("SECONDS");
   app.add_flag("-x", inv.stdin_last,
                "read the last argument from stdin: all of it, byte for byte, newlines included");
   auto* raw = app.add_flag("--raw", inv.raw, "print replies raw even on a terminal");
@@ -414,7 +468,8 @@ int main(int argc, char** argv) {
 
   install_signal_handlers();
   return run_main("shmcast", [&] {
-    if (const auto help = parse_command(app.remaining(), inv)) return *help;
+    parse_command(app.remaining(), inv);
+    read_option_values(app, text, inv);
     return run(std::move(inv));
   });
 }

@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -22,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "integration/bus_fixture.hpp"
+#include "integration/cli_support.hpp"
 #include "integration/redis_server.hpp"
 #include "integration/run_command.hpp"
 
@@ -30,22 +30,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-/// `shmcast --bus BUS args...`
-std::vector<std::string> shm(const std::string& bus, std::vector<std::string> args) {
-  std::vector<std::string> argv{bin_dir() + "/shmcast", "--bus", bus};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return argv;
-}
-
-/// Prints stdout of `shmcast --bus BUS args...`, which must succeed silently.
-std::string shm_out(const std::string& bus, std::vector<std::string> args,
-                    std::string_view input = {}) {
-  const Result r = run(shm(bus, std::move(args)), input);
-  EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.err, "");
-  return r.out;
-}
 
 /// The run failed with `status` and exactly one line on stderr that starts with "shmcast: "
 /// and contains every one of `needles`.
@@ -56,22 +40,6 @@ void expect_error_line(const Result& r, int status, const std::vector<std::strin
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_EQ(r.err.back(), '\n') << r.err;
   for (const auto& needle : needles) EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
-}
-
-std::string confirmations(std::string_view kind, const std::vector<std::string>& names) {
-  std::string text;
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    text += fmt::format("{}\n{}\n{}\n", kind, names[i], i + 1);
-  }
-  return text;
-}
-
-std::string message(std::string_view channel, std::string_view payload) {
-  return fmt::format("message\n{}\n{}\n", channel, payload);
-}
-
-std::string pmessage(std::string_view pattern, std::string_view channel, std::string_view payload) {
-  return fmt::format("pmessage\n{}\n{}\n{}\n", pattern, channel, payload);
 }
 
 // ---- shmcast alone ----------------------------------------------------------------------------
@@ -121,7 +89,7 @@ TEST(CliPsubscribe, PrintsPmessagesAndStopsOnSigterm) {
 
 TEST(CliSubscribe, CountExitsAfterThatManyMessages) {
   Daemon daemon;
-  Command sub(shm(daemon.bus(), {"subscribe", "--count", "2", "a"}));
+  Command sub(shm(daemon.bus(), {"--count", "2", "subscribe", "a"}));
   sub.close_stdin();
   ASSERT_TRUE(sub.read_until_size(confirmations("subscribe", {"a"}).size())) << sub.err();
 
@@ -137,7 +105,7 @@ TEST(CliSubscribe, CountExitsAfterThatManyMessages) {
 TEST(CliSubscribe, TimeoutExitsWithStatusZero) {
   Daemon daemon;
   const auto start = Clock::now();
-  Command sub(shm(daemon.bus(), {"subscribe", "--timeout", "1", "a"}));
+  Command sub(shm(daemon.bus(), {"--timeout", "1", "subscribe", "a"}));
   sub.close_stdin();
   EXPECT_EQ(sub.wait(10s), 0);
   const auto elapsed = Clock::now() - start;
@@ -364,7 +332,7 @@ TEST(CliErrors, UsageErrorsExitWithTwo) {
                                                                 {"-x", "publish", "a", "b"},
                                                                 {"frobnicate"},
                                                                 {"subscribe"},
-                                                                {"subscribe", "--count", "0", "a"},
+                                                                {"--count", "0", "subscribe", "a"},
                                                                 {"pubsub"},
                                                                 {"pubsub", "channels", "a", "b"},
                                                                 {"pubsub", "numpat", "x"}}) {
@@ -381,72 +349,14 @@ TEST(CliHelp, ListsCommandsAndOptions) {
   const Result r = run({bin_dir() + "/shmcast", "--help"});
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(r.err, "");
-  for (const char* word : {"publish", "subscribe", "psubscribe", "pubsub", "channels", "numsub",
-                           "numpat", "--bus", "-r", "-x", "--raw", "--no-raw"}) {
+  for (const char* word :
+       {"publish", "subscribe", "psubscribe", "pubsub", "channels", "numsub", "numpat", "--bus",
+        "-r", "-i", "-x", "--raw", "--no-raw", "--count", "--timeout"}) {
     EXPECT_NE(r.out.find(word), std::string::npos) << word;
   }
-  const Result sub = run({bin_dir() + "/shmcast", "subscribe", "--help"});
-  EXPECT_EQ(sub.status, 0);
-  EXPECT_NE(sub.out.find("--count"), std::string::npos);
-  EXPECT_NE(sub.out.find("--timeout"), std::string::npos);
 }
 
 // ---- the same commands against redis-server -------------------------------------------------
-
-// What a test runs: shmcast on a bus, or redis-cli on a server. Options go before the command
-// in both; only `--count` of a subscriber exists in shmcast alone.
-struct Target {
-  std::vector<std::string> base;
-  bool redis = false;
-
-  [[nodiscard]] std::vector<std::string> argv(std::vector<std::string> args) const {
-    std::vector<std::string> all = base;
-    all.insert(all.end(), args.begin(), args.end());
-    return all;
-  }
-  /// `[options...] subscribe|psubscribe NAMES...`, ending by itself after `count` messages for
-  /// shmcast; a redis-cli subscriber is stopped by finish().
-  [[nodiscard]] std::vector<std::string> subscriber(std::vector<std::string> options,
-                                                    const std::string& command,
-                                                    const std::vector<std::string>& names,
-                                                    int count) const {
-    options.push_back(command);
-    if (!redis) {
-      options.push_back("--count");
-      options.push_back(std::to_string(count));
-    }
-    options.insert(options.end(), names.begin(), names.end());
-    return argv(options);
-  }
-  /// The subscriber's whole output, once it holds `expected_size` bytes.
-  std::string finish(Command& sub, std::size_t expected_size) const {
-    EXPECT_TRUE(sub.read_until_size(expected_size)) << sub.out();
-    if (redis) {
-      sub.signal(SIGTERM);
-      (void)sub.wait(10s);
-    } else {
-      EXPECT_EQ(sub.wait(10s), 0) << "a shmcast subscriber with --count exits 0 by itself";
-    }
-    return sub.out();
-  }
-};
-
-Target shmcast_target(const std::string& bus) {
-  return {{bin_dir() + "/shmcast", "--bus", bus}, false};
-}
-Target redis_target(const std::string& socket) {
-  return {{"redis-cli", "-s", socket}, true};
-}
-
-std::string sorted_lines(const std::string& text) {
-  std::vector<std::string> lines;
-  std::stringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  std::sort(lines.begin(), lines.end());
-  std::string out;
-  for (const auto& line : lines) out += line + "\n";
-  return out;
-}
 
 // Every command of the CLI, with subscribers in other processes, as one transcript.
 std::string pubsub_transcript(const Target& t) {
