@@ -38,9 +38,7 @@ const std::vector<std::string> kTrickyNames = {"[x]", "[]", "a[b]",   "[a,b]", "
 
 TEST(CliSubscribe, ArgumentsAfterTheCommandAreVerbatim) {
   Daemon daemon;
-  std::vector<std::string> args{"--count", "1", "subscribe"};
-  args.insert(args.end(), kTrickyNames.begin(), kTrickyNames.end());
-  Command sub(shm(daemon.bus(), args));
+  Command sub(shmcast_target(daemon.bus()).subscriber({}, "subscribe", kTrickyNames, 1));
   sub.close_stdin();
   const std::string confirmed = confirmations("subscribe", kTrickyNames);
   ASSERT_TRUE(sub.read_until_size(confirmed.size())) << sub.out() << sub.err();
@@ -57,9 +55,7 @@ TEST(CliSubscribe, ArgumentsAfterTheCommandAreVerbatim) {
 TEST(CliPsubscribe, ArgumentsAfterTheCommandAreVerbatim) {
   Daemon daemon;
   const std::vector<std::string> patterns{"[x]", "-*", "[a,b]", "--timeout", "[]*"};
-  std::vector<std::string> args{"--count", "2", "psubscribe"};
-  args.insert(args.end(), patterns.begin(), patterns.end());
-  Command psub(shm(daemon.bus(), args));
+  Command psub(shmcast_target(daemon.bus()).subscriber({}, "psubscribe", patterns, 2));
   psub.close_stdin();
   const std::string confirmed = confirmations("psubscribe", patterns);
   ASSERT_TRUE(psub.read_until_size(confirmed.size())) << psub.out() << psub.err();
@@ -71,40 +67,40 @@ TEST(CliPsubscribe, ArgumentsAfterTheCommandAreVerbatim) {
   EXPECT_EQ(psub.out(), confirmed + pmessage("[x]", "x", "one") + pmessage("-*", "-y", "--two"));
 }
 
-/// A bad option value: exit status 2, nothing on stdout, and `line` alone on stderr.
-void expect_refused(const std::vector<std::string>& args, const std::string& line) {
-  SCOPED_TRACE(join(args));
-  const Result r = run(shm(unique_bus("values"), args));
-  EXPECT_EQ(r.status, 2);
-  EXPECT_EQ(r.out, "");
-  EXPECT_EQ(r.err, "shmcast: " + line + ": see shmcast --help\n");
-}
-
 TEST(CliErrors, BadOptionValuesAreOneShortLine) {
-  expect_refused({"--count", "0", "subscribe", "news"},
-                 "--count must be a whole number >= 1, got '0'");
-  expect_refused({"--count", "-3", "subscribe", "news"},
-                 "--count must be a whole number >= 1, got '-3'");
-  expect_refused({"--count", "1.5", "psubscribe", "n*"},
-                 "--count must be a whole number >= 1, got '1.5'");
-  expect_refused({"--count", "99999999999999999999999", "subscribe", "news"},
-                 "--count must be a whole number >= 1, got '99999999999999999999999'");
-  expect_refused({"--timeout", "0", "subscribe", "news"},
-                 "--timeout must be a number of seconds > 0 and at most 1000000000, got '0'");
-  expect_refused({"--timeout", "inf", "subscribe", "news"},
-                 "--timeout must be a number of seconds > 0 and at most 1000000000, got 'inf'");
-  expect_refused({"--timeout", "1e300", "subscribe", "news"},
-                 "--timeout must be a number of seconds > 0 and at most 1000000000, got '1e300'");
-  expect_refused({"-i", "-1", "-r", "2", "publish", "a", "b"},
-                 "-i must be a number of seconds from 0 to 1000000000, got '-1'");
-  expect_refused({"-r", "twice", "publish", "a", "b"},
-                 "-r must be a whole number (negative: until interrupted), got 'twice'");
-  expect_refused({"--count", std::string(100, '9'), "subscribe", "news"},
-                 "--count must be a whole number >= 1, got '" + std::string(32, '9') + "...'");
-  expect_refused({"--count", "1", "publish", "a", "b"},
-                 "--count applies to subscribe and psubscribe only");
-  expect_refused({"--timeout", "1", "pubsub", "numpat"},
-                 "--timeout applies to subscribe and psubscribe only");
+  const std::string count = "--count must be a whole number >= 1, got ";
+  const std::string timeout =
+      "--timeout must be a number of seconds > 0 and at most 1000000000, got ";
+  struct Refusal {
+    std::vector<std::string> args;
+    std::string line;  // alone on stderr, after "shmcast: "
+  };
+  const std::vector<Refusal> refusals{
+      {{"--count", "0", "subscribe", "news"}, count + "'0'"},
+      {{"--count", "-3", "subscribe", "news"}, count + "'-3'"},
+      {{"--count", "1.5", "psubscribe", "n*"}, count + "'1.5'"},
+      {{"--count", "99999999999999999999999", "subscribe", "a"},
+       count + "'99999999999999999999999'"},
+      {{"--count", std::string(100, '9'), "subscribe", "a"},
+       count + "'" + std::string(32, '9') + "...'"},
+      {{"--timeout", "0", "subscribe", "news"}, timeout + "'0'"},
+      {{"--timeout", "inf", "subscribe", "news"}, timeout + "'inf'"},
+      {{"--timeout", "1e300", "subscribe", "news"}, timeout + "'1e300'"},
+      {{"-i", "-1", "-r", "2", "publish", "a", "b"},
+       "-i must be a number of seconds from 0 to 1000000000, got '-1'"},
+      {{"-r", "twice", "publish", "a", "b"},
+       "-r must be a whole number (negative: until interrupted), got 'twice'"},
+      {{"--count", "1", "publish", "a", "b"}, "--count applies to subscribe and psubscribe only"},
+      {{"--timeout", "1", "pubsub", "numpat"},
+       "--timeout applies to subscribe and psubscribe only"},
+  };
+  for (const auto& [args, line] : refusals) {
+    SCOPED_TRACE(join(args));
+    const Result r = run(shm(unique_bus("values"), args));
+    EXPECT_EQ(r.status, 2);
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(r.err, "shmcast: " + line + ": see shmcast --help\n");
+  }
 }
 
 // ---- random names through shmcast and redis-cli ---------------------------------------------
