@@ -378,7 +378,7 @@ struct OptionText {
 };
 
 // Longer than anyone waits, short enough that a deadline this far ahead is a valid time point.
-constexpr double kMaxSeconds = 1e9;
+constexpr long long kMaxSeconds = 1'000'000'000;
 
 template <class Number>
 std::optional<Number> parse_number(std::string_view text) {
@@ -409,7 +409,7 @@ void read_option_values(const CLI::App& app, const OptionText& text, Invocation&
   if (app.count("-i") > 0) {
     const auto interval = parse_number<double>(text.interval);
     if (!interval || *interval < 0 || *interval > kMaxSeconds) {
-      bad_value("-i", "a number of seconds from 0 to 1000000000", text.interval);
+      bad_value("-i", fmt::format("a number of seconds from 0 to {}", kMaxSeconds), text.interval);
     }
     inv.interval = *interval;
   }
@@ -421,7 +421,8 @@ void read_option_values(const CLI::App& app, const OptionText& text, Invocation&
   if (app.count("--timeout") > 0) {
     const auto timeout = parse_number<double>(text.timeout);
     if (!timeout || *timeout <= 0 || *timeout > kMaxSeconds) {
-      bad_value("--timeout", "a number of seconds > 0 and at most 1000000000", text.timeout);
+      bad_value("--timeout", fmt::format("a number of seconds > 0 and at most {}", kMaxSeconds),
+                text.timeout);
     }
     inv.timeout = *timeout;
   }
