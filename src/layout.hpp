@@ -175,26 +175,21 @@ struct Node {
 };
 static_assert(sizeof(Node) == 16);
 
-//  Frame: the payload of one ring record.
+//  Frame: the payload of one ring record, a publish. Confirmations never enter the ring: the
+//  subscriber keeps them and merges them into its stream by ring position.
 enum class FrameKind : std::uint8_t {
   message = 1,
   pmessage = 2,
-  subscribe = 3,
-  psubscribe = 4,
-  unsubscribe = 5,
-  punsubscribe = 6,
 };
-inline constexpr std::uint8_t kFrameNil = 1;  // flags: a confirmation without a name
 
 struct FrameHeader {
   std::uint8_t kind;
-  std::uint8_t flags;
+  std::uint8_t flags;  // zero
   std::uint16_t reserved;
-  std::uint32_t sid;  // the subscription that routed a message, or that a confirmation is about
-  std::uint32_t
-      name_len;  // channel (messages) or channel/pattern (confirmations) bytes that follow
+  std::uint32_t sid;       // the subscription that routed the message
+  std::uint32_t name_len;  // channel bytes that follow
   std::uint32_t reserved2;
-  std::int64_t count;  // confirmations: the client's subscriptions after the step
+  std::int64_t count;  // zero
 };
 static_assert(sizeof(FrameHeader) == 24);
 

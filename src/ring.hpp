@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 
 #include "futex.hpp"
@@ -72,6 +73,11 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 inline constexpr std::size_t kRingMinCapacity = 256;
 inline constexpr std::size_t kRingMaxCapacity = std::size_t{1} << 31;
+
+/// Is ring position `a` before `b`? Positions only grow, and wrap around 2^64.
+[[nodiscard]] constexpr bool ring_before(std::uint64_t a, std::uint64_t b) noexcept {
+  return a - b >= (std::uint64_t{1} << 63);
+}
 
 /// Bytes a ring of `capacity` data bytes needs (layout + data).
 [[nodiscard]] constexpr std::size_t ring_bytes(std::size_t capacity) noexcept {
@@ -167,12 +173,15 @@ class RingConsumer {
 
   /// Reads at most one record: calls `on_record(std::span<const std::byte>)`, then consumes it.
   /// The span is valid only during the call. Returns empty if nothing is committed yet,
-  /// stalled if a writer is still copying the next record.
+  /// stalled if a writer is still copying the next record. Given `stop`, a record that starts
+  /// at or after that position is left unread and empty returned: the caller has something to
+  /// put before it, and skipping stalled records may carry the head there within one call.
   template <class F>
-  ReadStatus try_read(F&& on_record) {
+  ReadStatus try_read(F&& on_record, std::optional<std::uint64_t> stop = std::nullopt) {
     for (;;) {
       const Next next = next_record();
       if (next.status != ReadStatus::record) return next.status;
+      if (stop && !ring_before(head_, *stop)) return ReadStatus::empty;
       if (next.padding) {
         consume(next.aligned);
         continue;

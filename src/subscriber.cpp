@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
-#include <unordered_set>
 
 #include <fmt/format.h>
 
@@ -30,7 +30,6 @@ class SubscriberState {
       : bus_(bus), link_(bus->view, bus->name, bus->options), ring_(create_ring(*bus, link_)) {
     std::byte* at = ring_.base() + kSegmentHeaderSize;
     const std::size_t bytes = ring_.size() - kSegmentHeaderSize;
-    own_ = RingProducer(at, bytes);
     StallPolicy policy;
     policy.death_count = &deaths_of;
     policy.context = bus->view.get();
@@ -53,10 +52,10 @@ class SubscriberState {
   std::size_t subscribe(std::span<const std::string> names, bool pattern) {
     check_names(names, pattern);
     auto& held = pattern ? patterns_ : channels_;
-    const FrameKind kind = pattern ? FrameKind::psubscribe : FrameKind::subscribe;
+    const Kind kind = pattern ? Kind::psubscribe : Kind::subscribe;
     for (const std::string& name : names) {
       if (held.contains(name)) {
-        confirm(kind, 0, name, false);
+        confirm(kind, 0, name, true);
         continue;
       }
       if (count() >= bus_->limits.max_subscriptions) {
@@ -66,20 +65,16 @@ class SubscriberState {
                                 bus_->limits.max_subscriptions));
       }
       const std::uint32_t sid = ++next_sid_;
-      // The confirmation goes into the stream before the registry can route anything to the
-      // new subscription, so it always comes first.
+      // A publisher claims its record after it read the registry that shows the new
+      // subscription, so every record it routes starts at or after the tail read before the
+      // request: the confirmation goes there, ahead of them all.
       held.emplace(name, sid);
-      try {
-        confirm(kind, sid, name, false);
-      } catch (...) {
-        held.erase(name);
-        throw;
-      }
+      confirm(kind, sid, name, true);
       try {
         link_.request(pattern ? Op::psubscribe : Op::subscribe, sid, name);
       } catch (...) {
         held.erase(name);
-        cancelled_.insert(sid);
+        confirmations_.pop_back();
         throw;
       }
     }
@@ -88,10 +83,10 @@ class SubscriberState {
 
   std::size_t unsubscribe(std::span<const std::string> names, bool pattern) {
     auto& held = pattern ? patterns_ : channels_;
-    const FrameKind kind = pattern ? FrameKind::punsubscribe : FrameKind::unsubscribe;
+    const Kind kind = pattern ? Kind::punsubscribe : Kind::unsubscribe;
     if (names.empty()) {
       if (held.empty()) {
-        confirm(kind, 0, {}, true);
+        confirm(kind, 0, {}, false);
         return count();
       }
       std::vector<std::string> all;
@@ -101,19 +96,22 @@ class SubscriberState {
     for (const std::string& name : names) {
       const auto it = held.find(name);
       if (it == held.end()) {
-        confirm(kind, 0, name, false);
+        confirm(kind, 0, name, true);
         continue;
       }
       const std::uint32_t sid = it->second;
       link_.request(pattern ? Op::punsubscribe : Op::unsubscribe, sid, name);
       held.erase(it);
-      // After this frame the reader drops whatever a publisher routed with the old registry.
-      confirm(kind, sid, name, false);
+      // Records claimed before the tail read now may carry the subscription and come first; a
+      // publisher that read the registry before the request may still claim after it, and the
+      // reader drops those, having retired the subscription with this confirmation.
+      confirm(kind, sid, name, true);
     }
     return count();
   }
 
-  // Hands at most one frame to `deliver(const MessageView&)`; false if none was ready.
+  // Hands at most one frame to `deliver(const MessageView&)`; false if none was ready. The gap
+  // and the confirmations are not in the ring: each waits for the head to reach its position.
   template <class F>
   bool next(F&& deliver) {
     for (;;) {
@@ -129,7 +127,11 @@ class SubscriberState {
           seen_dropped_ = dropped;  // only a writer that rewound the shared counter gets here
         }
       }
-      if (gap_pending_ && consumer_.position() - gap_at_ < (std::uint64_t{1} << 63)) {
+      const bool confirmation_due = !confirmations_.empty() && reached(confirmations_.front().at);
+      // A gap and a confirmation at one position: the gap first, as when confirmations were
+      // records of the ring.
+      if (gap_pending_ && reached(gap_at_) &&
+          !(confirmation_due && ring_before(confirmations_.front().at, gap_at_))) {
         MessageView gap;
         gap.kind = Kind::gap;
         gap.count = static_cast<std::int64_t>(gap_dropped_ - seen_dropped_);
@@ -138,15 +140,29 @@ class SubscriberState {
         deliver(gap);
         return true;
       }
+      if (confirmation_due) {
+        deliver_confirmation(deliver);
+        return true;
+      }
+      std::optional<std::uint64_t> stop;
+      if (gap_pending_) stop = gap_at_;
+      if (!confirmations_.empty() && (!stop || ring_before(confirmations_.front().at, *stop))) {
+        stop = confirmations_.front().at;
+      }
       bool delivered = false;
-      const ReadStatus status = consumer_.try_read([&](std::span<const std::byte> record) {
-        if (const auto view = parse(record)) {
-          deliver(*view);
-          delivered = true;
-        }
-      });
-      if (status != ReadStatus::record) return false;
-      if (delivered) return true;
+      const ReadStatus status = consumer_.try_read(
+          [&](std::span<const std::byte> record) {
+            if (const auto view = parse(record)) {
+              deliver(*view);
+              delivered = true;
+            }
+          },
+          stop);
+      if (status == ReadStatus::record) {
+        if (delivered) return true;
+        continue;
+      }
+      if (!stop || !reached(*stop)) return false;
     }
   }
 
@@ -204,6 +220,53 @@ class SubscriberState {
     std::string name;
   };
 
+  // A confirmation kept out of the ring, so (un)subscribing needs no room there: it enters the
+  // stream when the reader reaches `at`, the ring position it belongs at.
+  struct Confirmation {
+    std::uint64_t at;
+    Kind kind;
+    std::uint32_t sid;  // the subscription made or removed; 0 if none was
+    std::string name;
+    bool has_name;
+    std::int64_t count;
+  };
+
+  // Has the reader reached ring position `at`? A position more than a ring ahead was read from
+  // an overwritten tail: it counts as reached, or its frame would wait for ever.
+  bool reached(std::uint64_t at) const {
+    const std::uint64_t head = consumer_.position();
+    return !ring_before(head, at) || at - head > bus_->limits.ring_bytes;
+  }
+
+  // Queues the confirmation of one step at the tail claimed now: after every record claimed
+  // before it.
+  void confirm(Kind kind, std::uint32_t sid, std::string_view name, bool has_name) {
+    confirmations_.push_back(Confirmation{consumer_.claimed(), kind, sid, std::string(name),
+                                          has_name, static_cast<std::int64_t>(count())});
+  }
+
+  // Hands the first queued confirmation to `deliver` and puts its step in force for the
+  // records after it.
+  template <class F>
+  void deliver_confirmation(F&& deliver) {
+    const Confirmation& c = confirmations_.front();
+    if (c.sid != 0) {
+      if (c.kind == Kind::subscribe || c.kind == Kind::psubscribe) {
+        active_[c.sid] = Active{c.kind == Kind::psubscribe, c.name};
+      } else {
+        active_.erase(c.sid);
+        hot_ = nullptr;
+      }
+    }
+    MessageView m;
+    m.kind = c.kind;
+    m.channel = c.name;
+    m.count = c.count;
+    m.has_name = c.has_name;
+    deliver(m);
+    confirmations_.pop_front();
+  }
+
   // Waits for the ring until `deadline`; false once it has passed. Each sleep is capped, so a
   // wake-up lost to an overwritten `sleeping` flag delays the reader, never stops it.
   bool wait_until(bool forever, std::chrono::steady_clock::time_point deadline, bool spin) {
@@ -252,23 +315,6 @@ class SubscriberState {
     }
   }
 
-  void confirm(FrameKind kind, std::uint32_t sid, std::string_view name, bool nil) {
-    FrameHeader h{};
-    h.kind = static_cast<std::uint8_t>(kind);
-    h.flags = nil ? kFrameNil : 0;
-    h.sid = sid;
-    h.name_len = static_cast<std::uint32_t>(name.size());
-    h.count = static_cast<std::int64_t>(count());
-    const std::span<const std::byte> parts[] = {
-        std::as_bytes(std::span<const FrameHeader, 1>(&h, 1)),
-        std::as_bytes(std::span<const char>(name.data(), name.size()))};
-    if (own_.try_write(parts, current_pid()) != WriteStatus::ok) {
-      throw Error(
-          Errc::ring_full,
-          "the subscriber's ring is full: read its pending messages before (un)subscribing");
-    }
-  }
-
   std::optional<MessageView> parse(std::span<const std::byte> record) {
     FrameHeader h{};
     if (record.size() < sizeof h) return std::nullopt;
@@ -277,47 +323,17 @@ class SubscriberState {
     const auto* text = reinterpret_cast<const char*>(record.data()) + sizeof h;
     const std::string_view name(text, h.name_len);
     const std::string_view rest(text + h.name_len, record.size() - sizeof h - h.name_len);
+    const bool pmessage = h.kind == static_cast<std::uint8_t>(FrameKind::pmessage);
+    if (!pmessage && h.kind != static_cast<std::uint8_t>(FrameKind::message)) return std::nullopt;
+    const Active* active = find_active(h.sid);
+    // A publisher that read the registry just before an unsubscribe may still write; the
+    // subscription it names is gone from the stream, so the record is dropped here.
+    if (active == nullptr || active->pattern != pmessage) return std::nullopt;
     MessageView m;
-    switch (static_cast<FrameKind>(h.kind)) {
-      case FrameKind::message:
-      case FrameKind::pmessage: {
-        const Active* active = find_active(h.sid);
-        // A publisher that read the registry just before an unsubscribe may still write; the
-        // subscription it names is gone from the stream, so the record is dropped here.
-        if (active == nullptr ||
-            active->pattern != (h.kind == static_cast<std::uint8_t>(FrameKind::pmessage))) {
-          return std::nullopt;
-        }
-        m.kind = active->pattern ? Kind::pmessage : Kind::message;
-        if (active->pattern) m.pattern = active->name;
-        m.channel = name;
-        m.payload = rest;
-        return m;
-      }
-      case FrameKind::subscribe:
-      case FrameKind::psubscribe: {
-        const bool pattern = h.kind == static_cast<std::uint8_t>(FrameKind::psubscribe);
-        if (h.sid != 0) {
-          if (cancelled_.erase(h.sid) != 0) return std::nullopt;
-          active_[h.sid] = Active{pattern, std::string(name)};
-        }
-        m.kind = pattern ? Kind::psubscribe : Kind::subscribe;
-        break;
-      }
-      case FrameKind::unsubscribe:
-      case FrameKind::punsubscribe:
-        if (h.sid != 0) {
-          active_.erase(h.sid);
-          hot_ = nullptr;
-        }
-        m.kind = h.kind == static_cast<std::uint8_t>(FrameKind::punsubscribe) ? Kind::punsubscribe
-                                                                              : Kind::unsubscribe;
-        m.has_name = (h.flags & kFrameNil) == 0;
-        break;
-      default: return std::nullopt;
-    }
+    m.kind = active->pattern ? Kind::pmessage : Kind::message;
+    if (active->pattern) m.pattern = active->name;
     m.channel = name;
-    m.count = h.count;
+    m.payload = rest;
     return m;
   }
 
@@ -336,12 +352,11 @@ class SubscriberState {
   std::shared_ptr<BusState> bus_;
   ClientLink link_;
   Segment ring_;
-  RingProducer own_;
   RingConsumer consumer_;
   std::unordered_map<std::string, std::uint32_t> channels_;
   std::unordered_map<std::string, std::uint32_t> patterns_;
   std::unordered_map<std::uint32_t, Active> active_;  // subscriptions in force at the read position
-  std::unordered_set<std::uint32_t> cancelled_;       // confirmed in the stream, refused after
+  std::deque<Confirmation> confirmations_;            // in position order
   std::uint32_t hot_sid_ = 0;
   const Active* hot_ = nullptr;  // active_[hot_sid_], or null; erasing from active_ clears it
   std::uint32_t next_sid_ = 0;

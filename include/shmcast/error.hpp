@@ -24,7 +24,6 @@ enum class Errc {
   too_many_subscriptions,  ///< over the bus's max_subscriptions (per client) limit
   too_many_clients,        ///< the bus's client table (max_clients) is full
   registry_full,           ///< the bus's channel, pattern or subscription table is full
-  ring_full,               ///< a subscriber's own ring had no room for a confirmation frame
   system,                  ///< any other system error
 };
 

@@ -33,9 +33,9 @@ class Bus;
 /// freely. Destroying it (or the process dying) removes all its subscriptions.
 class SHMCAST_EXPORT Subscriber {
  public:
-  /// Each returns the client's channels + patterns after the call. Throws Error:
-  /// channel_too_long / pattern_too_long, too_many_subscriptions, registry_full,
-  /// coordinator_gone, ring_full.
+  /// Each returns the client's channels + patterns after the call, however full the ring is:
+  /// confirmations take no room in it. Throws Error: channel_too_long / pattern_too_long,
+  /// too_many_subscriptions, registry_full, coordinator_gone.
   std::size_t subscribe(std::span<const std::string> channels);
   std::size_t psubscribe(std::span<const std::string> patterns);
   /// With no names: everything held (one confirmation each; one nil confirmation if none).

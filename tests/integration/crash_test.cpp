@@ -87,24 +87,10 @@ int flat_out_publisher(const std::string& bus_name, int id, PublisherBoard& boar
 int victim_subscriber(const std::string& bus_name, int round, int index, Link& link) {
   Bus bus = Bus::connect(bus_name);
   Subscriber sub = bus.subscriber();
-  // The publishers fill its ring between two confirmations: read, then go on (Errc::ring_full).
-  const auto take = [&sub](const std::string& name, bool pattern) {
-    for (;;) {
-      try {
-        pattern ? sub.psubscribe({name}) : sub.subscribe({name});
-        return;
-      } catch (const Error& e) {
-        if (e.code() != Errc::ring_full) throw;
-        while (sub.try_receive()) {
-        }
-      }
-    }
-  };
-  take(fmt::format("own.{}.{}", round, index), false);
-  take(fmt::format("own.{}.*", round), true);
-  take("crash.a", false);
-  take("crash.b", false);
-  take("crash.*", true);
+  sub.subscribe({fmt::format("own.{}.{}", round, index)});
+  sub.psubscribe({fmt::format("own.{}.*", round)});
+  sub.subscribe({"crash.a", "crash.b"});
+  sub.psubscribe({"crash.*"});
   if (!link.send("ready")) return 1;
   for (;;) (void)sub.receive(10ms);
 }

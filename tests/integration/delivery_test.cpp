@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <ostream>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -569,6 +571,104 @@ TEST(DeliveryDrops, LaterDropsGetAGapOfTheirOwnAfterTheMessagesBeforeThem) {
   for (int i = 0; i < refilled; ++i) expected.push_back(fmt::format("{:06}", refilled_from + i));
   expected.push_back(fmt::format("gap {}", kLate));
   EXPECT_EQ(stream, expected);
+}
+
+// Waits up to kWait for `done`; false if it never held.
+template <class F>
+bool eventually(F&& done) {
+  const auto deadline = Clock::now() + kWait;
+  while (!done()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// As UNSUBSCRIBE in Redis, (un)subscribing works whatever the stream holds: a subscriber
+// flooded by one channel leaves it and joins another without reading first. A thread publishes
+// flat out on "flood", and on "calm" every eighth message, into a ring nobody reads.
+TEST(DeliveryDrops, SubscribeAndUnsubscribeOnARingKeptFullByAFloodingPublisher) {
+  test::Daemon daemon(test::unique_bus("fullsub"),
+                      {"--ring-bytes", "65536", "--max-payload", "1024"});
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  ASSERT_EQ(sub.subscribe({"flood"}), 1U);
+  ASSERT_TRUE(sub.receive(kWait).has_value());
+
+  std::atomic<int> calm_delivered{0};
+  std::vector<int> calm_seqs;  // the calm messages that reached the subscriber, read after join
+  // Stopped and joined on any way out of the test, a failed call included.
+  std::jthread flooder([&](const std::stop_token& stop) {
+    const std::string filler(200, 'f');
+    for (int n = 0; !stop.stop_requested(); ++n) {
+      if (n % 8 != 7) {
+        (void)bus.publish("flood", fmt::format("{:08}", n) + filler);
+      } else if (bus.publish("calm", fmt::format("{:08}", n)) == 1) {
+        calm_seqs.push_back(n);
+        calm_delivered.fetch_add(1);
+      }
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return sub.dropped() > 0; })) << "the ring never filled";
+  EXPECT_EQ(sub.subscribe({"calm"}), 2U);
+  const std::uint64_t dropped_before = sub.dropped();
+  ASSERT_TRUE(eventually([&] { return sub.dropped() > dropped_before; }))
+      << "the ring is no longer full";
+  EXPECT_EQ(sub.unsubscribe({"flood"}), 1U);
+
+  // Reading makes room, which now only calm messages take.
+  std::vector<Message> stream;
+  const auto deadline = Clock::now() + kWait;
+  while (calm_delivered.load() < 100 && Clock::now() < deadline) {
+    if (auto m = sub.receive(std::chrono::milliseconds(10))) stream.push_back(std::move(*m));
+  }
+  flooder.request_stop();
+  flooder.join();
+  while (auto m = sub.receive(kQuiet)) stream.push_back(std::move(*m));
+  ASSERT_GE(calm_delivered.load(), 100);
+
+  // Before the subscribe confirmation only flood; between the two confirmations both; after
+  // the unsubscribe confirmation only calm. Gaps anywhere, adding up to the drops.
+  int phase = 0;
+  int last_flood = -1;
+  std::vector<int> calm_seen;
+  std::uint64_t gaps = 0;
+  for (const Message& m : stream) {
+    SCOPED_TRACE(fmt::format("{} {} {}", kind_name(m.kind), m.channel, m.payload.substr(0, 8)));
+    switch (m.kind) {
+      case Kind::gap: gaps += static_cast<std::uint64_t>(m.count); break;
+      case Kind::subscribe:
+        EXPECT_EQ(phase, 0);
+        EXPECT_EQ(m.channel, "calm");
+        EXPECT_EQ(m.count, 2);
+        phase = 1;
+        break;
+      case Kind::unsubscribe:
+        EXPECT_EQ(phase, 1);
+        EXPECT_EQ(m.channel, "flood");
+        EXPECT_EQ(m.count, 1);
+        phase = 2;
+        break;
+      case Kind::message:
+        if (m.channel == "flood") {
+          EXPECT_LT(phase, 2) << "a flood message after its unsubscribe confirmation";
+          const int seq = std::stoi(m.payload.substr(0, 8));
+          EXPECT_GT(seq, last_flood);
+          last_flood = seq;
+        } else {
+          EXPECT_EQ(m.channel, "calm");
+          EXPECT_NE(phase, 0) << "a calm message before its subscribe confirmation";
+          calm_seen.push_back(std::stoi(m.payload));
+        }
+        break;
+      default: ADD_FAILURE() << "unexpected frame";
+    }
+  }
+  EXPECT_EQ(phase, 2) << "both confirmations arrived";
+  EXPECT_EQ(calm_seen, calm_seqs) << "every calm message that was delivered, in order";
+  EXPECT_EQ(gaps, sub.dropped()) << "the gaps account for every drop";
+  EXPECT_EQ(sub.subscription_count(), 1U);
+  EXPECT_EQ(numsub(bus, {"flood", "calm"}), (NumSub{{"flood", 0}, {"calm", 1}}));
 }
 
 // ---- stats() against the PUBSUB commands -----------------------------------------------------

@@ -391,6 +391,53 @@ TEST(RingStall, LiveWriterIsWaitedForUpToTheStallLimit) {
   EXPECT_EQ(c.skipped(), 1U);
 }
 
+// A reader merging frames of its own into the stream by position stops at a given one: the
+// record there stays unread however the head got there (after a padding record, after a
+// skipped record).
+TEST(RingStop, RecordAtTheStopIsLeftUnread) {
+  HeapRing r(1024);
+  RingProducer p(r.memory(), r.bytes());
+  RingConsumer c(r.memory(), r.bytes());
+  ASSERT_EQ(p.try_write(as_bytes(std::string(400, 'a')), kWriter), WriteStatus::ok);
+  ASSERT_EQ(p.try_write(as_bytes(std::string(400, 'b')), kWriter), WriteStatus::ok);
+  std::string out;
+  ASSERT_EQ(read_one(c, out), ReadStatus::record);
+  const std::uint64_t stop = c.claimed();
+  // Does not fit before the end: a padding record at `stop`, then this one at the ring's start.
+  ASSERT_EQ(p.try_write(as_bytes(std::string(300, 'c')), kWriter), WriteStatus::ok);
+  const auto read_before = [&](std::uint64_t at) {
+    return c.try_read([&](std::span<const std::byte> b) { out = as_string(b); }, at);
+  };
+  ASSERT_EQ(read_before(stop), ReadStatus::record);
+  EXPECT_EQ(out, std::string(400, 'b'));
+  EXPECT_EQ(read_before(stop), ReadStatus::empty);
+  EXPECT_EQ(c.position(), stop);
+  ASSERT_EQ(read_one(c, out), ReadStatus::record);
+  EXPECT_EQ(out, std::string(300, 'c'));
+}
+
+TEST(RingStop, SkippingADeadWritersRecordStopsAtTheStop) {
+  HeapRing r(1024);
+  RingProducer p(r.memory(), r.bytes());
+  RingConsumer c(r.memory(), r.bytes(), fast_policy());
+  const auto dead = static_cast<std::uint32_t>(dead_pid());
+  r.layout().tail.store(40);
+  reinterpret_cast<std::atomic<std::uint64_t>*>(r.data())->store((std::uint64_t{dead} << 32) |
+                                                                 static_cast<std::uint32_t>(-40));
+  ASSERT_EQ(p.try_write(as_bytes(std::string("after")), kWriter), WriteStatus::ok);
+  std::string out;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (c.skipped() == 0 && std::chrono::steady_clock::now() < end) {
+    ASSERT_NE(c.try_read([&](std::span<const std::byte> b) { out = as_string(b); }, 40),
+              ReadStatus::record);
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  EXPECT_EQ(c.skipped(), 1U);
+  EXPECT_EQ(c.position(), 40U);
+  ASSERT_EQ(read_one(c, out), ReadStatus::record);
+  EXPECT_EQ(out, "after");
+}
+
 TEST(RingCorruption, BadLengthIsReportedAndTheRingRecovers) {
   HeapRing r(1024);
   RingProducer p(r.memory(), r.bytes());
