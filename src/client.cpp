@@ -140,6 +140,24 @@ std::shared_ptr<ControlView> open_control(const std::string& bus) {
   }
 }
 
+void read_registry_within(const ControlView& view, const std::string& bus,
+                          std::chrono::milliseconds patience, const std::function<void()>& read) {
+  const auto start = std::chrono::steady_clock::now();
+  std::uint64_t version = 0;
+  while (!read_registry(view, read, version)) {
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - start);
+    if (waited >= patience) {
+      throw Error(Errc::coordinator_gone,
+                  fmt::format("the registry of bus '{}' is stuck in the middle of an update "
+                              "(waited {} ms; its coordinator died or stalled in a write): "
+                              "restart shmcastd --bus {}, which repairs it",
+                              bus, waited.count(), bus));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 bool coordinator_running(const ControlView& view) noexcept {
   const BusHeader& h = view.header();
   return process_alive(h.coordinator_pid.load(std::memory_order_acquire),
@@ -464,9 +482,8 @@ std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> pa
 
 std::vector<std::string> Bus::channels() const {
   std::vector<std::pair<std::string, std::uint32_t>> names;
-  std::uint64_t version = 0;
-  (void)detail::read_registry(
-      *state_->view, [&] { detail::collect_names(*state_->view, false, names); }, version);
+  detail::read_registry_within(*state_->view, state_->name, state_->options.request_timeout,
+                               [&] { detail::collect_names(*state_->view, false, names); });
   std::vector<std::string> out;
   for (auto& [name, count] : names) {
     if (count > 0) out.push_back(std::move(name));
@@ -484,20 +501,16 @@ std::vector<std::string> Bus::channels(std::string_view pattern) const {
 std::vector<std::pair<std::string, std::size_t>> Bus::numsub(
     std::span<const std::string> names) const {
   std::vector<std::pair<std::string, std::size_t>> out;
-  std::uint64_t version = 0;
-  (void)detail::read_registry(
-      *state_->view,
-      [&] {
-        out.clear();
-        for (const std::string& name : names) {
-          const std::int64_t i = detail::find_entry(*state_->view, false, name);
-          out.emplace_back(
-              name, i < 0 ? 0
-                          : detail::read_once(
-                                state_->view->entry(false, static_cast<std::uint32_t>(i)).count));
-        }
-      },
-      version);
+  detail::read_registry_within(*state_->view, state_->name, state_->options.request_timeout, [&] {
+    out.clear();
+    for (const std::string& name : names) {
+      const std::int64_t i = detail::find_entry(*state_->view, false, name);
+      out.emplace_back(
+          name, i < 0 ? 0
+                      : detail::read_once(
+                            state_->view->entry(false, static_cast<std::uint32_t>(i)).count));
+    }
+  });
   return out;
 }
 
@@ -520,7 +533,9 @@ bool Bus::coordinator_alive() const {
 
 namespace {
 
-BusStats snapshot(const std::string& bus, detail::ControlView& view) {
+// `patience`: how long a registry caught in the middle of an update is read again.
+BusStats snapshot(const std::string& bus, detail::ControlView& view,
+                  std::chrono::milliseconds patience) {
   BusStats st;
   st.bus = bus;
   const detail::BusHeader& h = view.header();
@@ -538,12 +553,11 @@ BusStats snapshot(const std::string& bus, detail::ControlView& view) {
   st.bytes_per_channel = view.geometry().entry_size_channel * 2;  // tables are kept half empty
   st.bytes_per_subscription = sizeof(detail::Node);
   std::vector<std::pair<std::string, std::uint32_t>> names;
-  std::uint64_t version = 0;
-  (void)detail::read_registry(
-      view, [&] { detail::collect_names(view, false, names); }, version);
+  detail::read_registry_within(view, bus, patience,
+                               [&] { detail::collect_names(view, false, names); });
   for (auto& [name, count] : names) st.channels.push_back({std::move(name), count});
-  (void)detail::read_registry(
-      view, [&] { detail::collect_names(view, true, names); }, version);
+  detail::read_registry_within(view, bus, patience,
+                               [&] { detail::collect_names(view, true, names); });
   for (auto& [name, count] : names) st.patterns.push_back({std::move(name), count});
   for (std::uint32_t i = 0; i < view.limits().max_clients; ++i) {
     const detail::ClientSlot& s = view.slot(i);
@@ -577,13 +591,14 @@ BusStats snapshot(const std::string& bus, detail::ControlView& view) {
 }  // namespace
 
 BusStats Bus::stats() const {
-  return snapshot(state_->name, *state_->view);
+  return snapshot(state_->name, *state_->view, state_->options.request_timeout);
 }
 
 BusStats inspect(std::string_view bus_name) {
   std::string bus = bus_name.empty() ? default_bus_name() : std::string(bus_name);
   auto view = detail::open_control(bus);
-  return snapshot(bus, *view);
+  // An inspector does not wait: one read, as patient as read_registry is.
+  return snapshot(bus, *view, std::chrono::milliseconds(0));
 }
 
 }  // namespace shmcast

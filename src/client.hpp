@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,6 +20,12 @@ namespace shmcast::detail {
 /// Opens the control segment of `bus`, mapping segment errors to shmcast::Error with a message
 /// that says what to do.
 [[nodiscard]] std::shared_ptr<ControlView> open_control(const std::string& bus);
+
+/// Runs `read` inside read_registry, again and again until it saw a consistent registry; throws
+/// Error(coordinator_gone) once `patience` has passed without one, rather than answer from a
+/// registry caught in the middle of an update.
+void read_registry_within(const ControlView& view, const std::string& bus,
+                          std::chrono::milliseconds patience, const std::function<void()>& read);
 
 /// Throws Error(no_coordinator) unless the coordinator recorded in the bus is running.
 void require_coordinator(const ControlView& view, const std::string& bus);
@@ -69,6 +76,5 @@ class BusState {
 /// This process's pid without a system call per use (refreshed in a forked child): the writer
 /// id of the ring records it writes.
 [[nodiscard]] std::uint32_t current_pid() noexcept;
-
 
 }  // namespace shmcast::detail

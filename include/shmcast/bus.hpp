@@ -58,6 +58,10 @@ class SHMCAST_EXPORT Bus {
   /// Creates a subscriber: a client with its own ring. See Subscriber.
   [[nodiscard]] Subscriber subscriber();
 
+  /// The registry reads below (channels, numsub, stats) never answer from a registry caught in
+  /// the middle of an update: they read it again for up to ConnectOptions::request_timeout, then
+  /// throw Error(coordinator_gone) (its coordinator died or stalled in the middle of a write).
+
   /// PUBSUB CHANNELS [pattern]: channels with at least one subscriber (matching `pattern` if
   /// given), in no particular order.
   [[nodiscard]] std::vector<std::string> channels() const;
@@ -80,8 +84,9 @@ class SHMCAST_EXPORT Bus {
   std::shared_ptr<detail::BusState> state_;
 };
 
-/// Reads a bus's state without attaching as a client (for inspection tools). Same errors as
-/// Bus::connect but never too_many_clients.
+/// Reads a bus's state without attaching as a client (for inspection tools), without waiting
+/// for a coordinator. Same errors as Bus::connect but never too_many_clients, and
+/// coordinator_gone if the registry stays in the middle of an update for a second.
 [[nodiscard]] SHMCAST_EXPORT BusStats inspect(std::string_view bus_name);
 
 }  // namespace shmcast

@@ -772,5 +772,56 @@ TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
       std::string::npos);
 }
 
+// PUBSUB and stats() read the registry as publishers do, but answer the caller: a version held
+// odd must not give an answer read in the middle of an update. They read again until the
+// request timeout, answer once the version is even again, and throw if it never is.
+TEST(Hostile, RegistryReadsNeverAnswerFromAVersionHeldOdd) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus(), ConnectOptions{300ms});
+  Bus patient = Bus::connect(daemon.bus(), ConnectOptions{5s});
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"a"});
+  const std::vector<std::string> a{"a"};
+  detail::ControlView view(detail::Segment::open(
+      detail::control_name(daemon.bus()), detail::SegmentKind::control, detail::kLayoutVersion));
+  ASSERT_TRUE(test::pause_child(daemon.pid()));
+  // Continued on any way out, so the daemon's SIGTERM lands.
+  const struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{daemon.pid()};
+  auto& version = view.header().routing_version;
+  const std::uint64_t even = version.load();
+  version.store(even | 1U);
+  const auto expect_stuck = [&](const char* what, const auto& read) {
+    SCOPED_TRACE(what);
+    const auto start = Clock::now();
+    try {
+      read();
+      ADD_FAILURE() << "answered from a registry in the middle of an update";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::coordinator_gone);
+      EXPECT_NE(std::string(e.what()).find("restart shmcastd --bus " + daemon.bus()),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_LT(Clock::now() - start, detail::kRegistryPatience + 2s);
+  };
+  expect_stuck("channels", [&] { (void)bus.channels(); });
+  expect_stuck("numsub", [&] { (void)bus.numsub(a); });
+  expect_stuck("stats", [&] { (void)bus.stats(); });
+  expect_stuck("inspect", [&] { (void)inspect(daemon.bus()); });
+
+  // Even again after the first read gave up: a patient client answers, and correctly.
+  std::jthread restore([&] {
+    std::this_thread::sleep_for(detail::kRegistryPatience + 300ms);
+    version.store(even);
+  });
+  const auto start = Clock::now();
+  EXPECT_EQ(patient.channels(), a);
+  EXPECT_GE(Clock::now() - start, detail::kRegistryPatience);
+  EXPECT_EQ(patient.numsub(a), (std::vector<std::pair<std::string, std::size_t>>{{"a", 1}}));
+}
+
 }  // namespace
 }  // namespace shmcast
