@@ -164,12 +164,44 @@ bool coordinator_running(const ControlView& view) noexcept {
                        h.coordinator_start_ticks.load(std::memory_order_acquire));
 }
 
-void require_coordinator(const ControlView& view, const std::string& bus) {
-  if (!coordinator_running(view)) {
-    throw Error(
-        Errc::no_coordinator,
-        fmt::format("the coordinator of bus '{}' (pid {}) is not running: start shmcastd --bus {}",
-                    bus, view.header().coordinator_pid.load(), bus));
+namespace {
+
+// How often a client waiting for a coordinator looks again.
+constexpr auto kCoordinatorPoll = std::chrono::milliseconds(10);
+
+}  // namespace
+
+void wait_for_coordinator(const ControlView& view, const std::string& bus,
+                          std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!coordinator_running(view)) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw Error(
+          Errc::no_coordinator,
+          fmt::format(
+              "the coordinator of bus '{}' (pid {}) is not running: start shmcastd --bus {}", bus,
+              view.header().coordinator_pid.load(), bus));
+    }
+    std::this_thread::sleep_for(kCoordinatorPoll);
+  }
+}
+
+std::shared_ptr<ControlView> open_running(const std::string& bus,
+                                          std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    try {
+      auto view = open_control(bus);
+      // A bus whose coordinator stopped may be removed and made anew by the next one: while
+      // none runs, the segment is opened afresh each time.
+      if (coordinator_running(*view) || std::chrono::steady_clock::now() >= deadline) {
+        wait_for_coordinator(*view, bus, std::chrono::milliseconds(0));
+        return view;
+      }
+    } catch (const Error& e) {
+      if (e.code() != Errc::no_coordinator || std::chrono::steady_clock::now() >= deadline) throw;
+    }
+    std::this_thread::sleep_for(kCoordinatorPoll);
   }
 }
 
@@ -178,7 +210,7 @@ void require_coordinator(const ControlView& view, const std::string& bus) {
 
 ClientLink::ClientLink(std::shared_ptr<ControlView> view, std::string bus, ConnectOptions options)
     : view_(std::move(view)), bus_(std::move(bus)), options_(options) {
-  require_coordinator(*view_, bus_);
+  wait_for_coordinator(*view_, bus_, options_.request_timeout);
   const auto me = static_cast<std::int32_t>(getpid());
   const std::uint32_t clients = view_->limits().max_clients;
   for (std::uint32_t i = 0; i < clients; ++i) {
@@ -270,7 +302,7 @@ std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name
 BusState::BusState(std::string bus, ConnectOptions opts)
     : name(std::move(bus)),
       options(opts),
-      view(open_control(name)),
+      view(open_running(name, options.request_timeout)),
       limits(to_limits(view->limits())),
       id(g_next_bus_id.fetch_add(1)) {
   link = std::make_unique<ClientLink>(view, name, options);

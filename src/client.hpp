@@ -27,13 +27,21 @@ namespace shmcast::detail {
 void read_registry_within(const ControlView& view, const std::string& bus,
                           std::chrono::milliseconds patience, const std::function<void()>& read);
 
-/// Throws Error(no_coordinator) unless the coordinator recorded in the bus is running.
-void require_coordinator(const ControlView& view, const std::string& bus);
+/// Waits up to `timeout` for the coordinator recorded in the bus to run (one restarting, as in
+/// `systemctl restart shmcastd`); throws Error(no_coordinator) if it does not.
+void wait_for_coordinator(const ControlView& view, const std::string& bus,
+                          std::chrono::milliseconds timeout);
+
+/// open_control(), once the bus exists and its coordinator runs: waits up to `timeout` for
+/// both, then throws the Error(no_coordinator) of whichever is missing.
+[[nodiscard]] std::shared_ptr<ControlView> open_running(const std::string& bus,
+                                                        std::chrono::milliseconds timeout);
 
 /// One client slot of this process in the bus's client table.
 class ClientLink {
  public:
-  /// Claims a free slot (throws Error(too_many_clients) if none).
+  /// Claims a free slot (throws Error(too_many_clients) if none), once the coordinator runs
+  /// (waited for up to the request timeout).
   ClientLink(std::shared_ptr<ControlView> view, std::string bus, ConnectOptions options);
   /// Detaches: tells the coordinator, or marks the slot for reaping if it does not answer.
   ~ClientLink();

@@ -125,6 +125,7 @@ struct Invocation {
   bool stdin_last = false;
   bool raw = false;
   bool no_raw = false;
+  double wait = 0;          // seconds to wait for the bus's coordinator; 0 = the library's default
   std::uint64_t count = 0;  // subscribe: stop after this many messages; 0 = no limit
   double timeout = 0;       // subscribe: stop after this many seconds; 0 = no limit
   Command command = Command::publish;
@@ -268,7 +269,12 @@ int run(Invocation inv) {
   const std::string bus_name = inv.bus_given ? inv.bus : shmcast::default_bus_name();
   shmcast::check_bus_name(bus_name);
   check_arity(inv);
-  shmcast::Bus bus = shmcast::Bus::connect(bus_name);
+  shmcast::ConnectOptions options;
+  if (inv.wait > 0) {
+    options.request_timeout =
+        std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double>(inv.wait));
+  }
+  shmcast::Bus bus = shmcast::Bus::connect(bus_name, options);
 
   if (inv.stdin_last) {
     // Only a message has a size limit worth stopping the read for; names are checked by the
@@ -375,6 +381,7 @@ struct OptionText {
   std::string interval;
   std::string count;
   std::string timeout;
+  std::string wait;
 };
 
 // Longer than anyone waits, short enough that a deadline this far ahead is a valid time point.
@@ -400,6 +407,14 @@ std::optional<Number> parse_number(std::string_view text) {
   throw UsageError(fmt::format("{} must be {}, got '{}'", option, allowed, shown));
 }
 
+double positive_seconds(std::string_view option, std::string_view text) {
+  const auto seconds = parse_number<double>(text);
+  if (!seconds || *seconds <= 0 || *seconds > kMaxSeconds) {
+    bad_value(option, fmt::format("a number of seconds > 0 and at most {}", kMaxSeconds), text);
+  }
+  return *seconds;
+}
+
 void read_option_values(const CLI::App& app, const OptionText& text, Invocation& inv) {
   if (app.count("-r") > 0) {
     const auto repeat = parse_number<long long>(text.repeat);
@@ -418,14 +433,8 @@ void read_option_values(const CLI::App& app, const OptionText& text, Invocation&
     if (!count || *count == 0) bad_value("--count", "a whole number >= 1", text.count);
     inv.count = *count;
   }
-  if (app.count("--timeout") > 0) {
-    const auto timeout = parse_number<double>(text.timeout);
-    if (!timeout || *timeout <= 0 || *timeout > kMaxSeconds) {
-      bad_value("--timeout", fmt::format("a number of seconds > 0 and at most {}", kMaxSeconds),
-                text.timeout);
-    }
-    inv.timeout = *timeout;
-  }
+  if (app.count("--timeout") > 0) inv.timeout = positive_seconds("--timeout", text.timeout);
+  if (app.count("--wait") > 0) inv.wait = positive_seconds("--wait", text.wait);
   const bool subscribes = inv.command == Command::subscribe || inv.command == Command::psubscribe;
   for (const char* option : {"--count", "--timeout"}) {
     if (!subscribes && app.count(option) > 0) {
@@ -457,6 +466,12 @@ int main(int argc, char** argv) {
   app.add_option("--count", text.count, "(p)subscribe: exit after N messages (N >= 1)")
       ->type_name("N");
   app.add_option("--timeout", text.timeout, "(p)subscribe: exit after SECONDS (> 0)")
+      ->type_name("SECONDS");
+  app.add_option(
+         "--wait", text.wait,
+         fmt::format(
+             "wait at most SECONDS for the bus's coordinator to start or answer (default {:g})",
+             std::chrono::duration<double>(shmcast::ConnectOptions{}.request_timeout).count()))
       ->type_name("SECONDS");
   app.add_flag("-x", inv.stdin_last,
                "read the last argument from stdin: all of it, byte for byte, newlines included");

@@ -24,9 +24,12 @@ class Subscriber;
 
 /// Options for Bus::connect.
 struct ConnectOptions {
-  /// How long a registry request (subscribe, unsubscribe, attach) waits for the coordinator
-  /// before it fails with Errc::coordinator_gone. It waits this long also while no coordinator
-  /// runs, so a coordinator restarted meanwhile answers it.
+  /// How long a client waits for the coordinator, so a restart of it (`systemctl restart
+  /// shmcastd`) goes unnoticed. Opening a Bus or a Subscriber while none runs (the stopped
+  /// coordinator removed the unused bus, or the one recorded in it is dead) waits this long for
+  /// one, then fails with Errc::no_coordinator. A registry request (subscribe, unsubscribe,
+  /// attach) waits this long for the answer, then fails with Errc::coordinator_gone; it waits
+  /// also while no coordinator runs, so a coordinator restarted meanwhile answers it.
   std::chrono::milliseconds request_timeout{5000};
 };
 
@@ -41,7 +44,8 @@ SHMCAST_EXPORT void check_bus_name(std::string_view name);
 /// Thread safety: every member may be called from any number of threads at once.
 class SHMCAST_EXPORT Bus {
  public:
-  /// Connects to the bus `name` (empty: default_bus_name()). Throws Error: invalid_bus_name,
+  /// Connects to the bus `name` (empty: default_bus_name()), waiting up to
+  /// options.request_timeout for its coordinator. Throws Error: invalid_bus_name,
   /// no_coordinator, version_mismatch, permission_denied, bad_segment, too_many_clients,
   /// coordinator_gone.
   static Bus connect(std::string_view name = {}, ConnectOptions options = {});
@@ -55,7 +59,8 @@ class SHMCAST_EXPORT Bus {
     return publish(channel, std::as_bytes(std::span<const char>(payload.data(), payload.size())));
   }
 
-  /// Creates a subscriber: a client with its own ring. See Subscriber.
+  /// Creates a subscriber: a client with its own ring, waiting for the coordinator as connect()
+  /// does. See Subscriber.
   [[nodiscard]] Subscriber subscriber();
 
   /// The registry reads below (channels, numsub, stats) never answer from a registry caught in

@@ -12,7 +12,7 @@ namespace shmcast {
 /// What went wrong. Every Error also carries a one-line message that says what to do.
 enum class Errc {
   invalid_bus_name,        ///< bus names are [A-Za-z0-9_.-]{1,64}
-  no_coordinator,          ///< no bus of that name: start shmcastd --bus NAME
+  no_coordinator,          ///< no coordinator ran within the request timeout: start shmcastd
   coordinator_running,     ///< shmcastd: another live coordinator owns the bus
   coordinator_gone,        ///< the coordinator died or did not answer within the request timeout
   version_mismatch,        ///< the bus was made by a shmcast of another layout version

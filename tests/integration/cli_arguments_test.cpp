@@ -86,6 +86,8 @@ TEST(CliErrors, BadOptionValuesAreOneShortLine) {
       {{"--timeout", "0", "subscribe", "news"}, timeout + "'0'"},
       {{"--timeout", "inf", "subscribe", "news"}, timeout + "'inf'"},
       {{"--timeout", "1e300", "subscribe", "news"}, timeout + "'1e300'"},
+      {{"--wait", "0", "publish", "a", "b"},
+       "--wait must be a number of seconds > 0 and at most 1000000000, got '0'"},
       {{"-i", "-1", "-r", "2", "publish", "a", "b"},
        "-i must be a number of seconds from 0 to 1000000000, got '-1'"},
       {{"-r", "twice", "publish", "a", "b"},

@@ -298,7 +298,7 @@ TEST(CliErrors, InvalidBusNameIsRefused) {
   expect_error_line(run(shm("a\nb", {"publish", "a", "b"})), 1, {"invalid bus name 'a\\x0ab'"});
   // 64 characters is a valid name: the error is about the missing coordinator instead.
   const std::string longest(64, 'a');
-  expect_error_line(run(shm(longest, {"publish", "a", "b"})), 1,
+  expect_error_line(run(shm(longest, {"--wait", "0.1", "publish", "a", "b"})), 1,
                     {"start shmcastd --bus " + longest});
 }
 
@@ -315,12 +315,18 @@ TEST(CliBus, DefaultsToShmcastBusFromTheEnvironment) {
   EXPECT_EQ(r.out, "env\n1\n");
 }
 
+// After waiting for one to start: --wait SECONDS, 5 by default.
 TEST(CliErrors, NoCoordinatorSaysHowToStartOne) {
   const std::string bus = unique_bus("none");
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"publish", "a", "b"}, {"subscribe", "a"}, {"pubsub", "numpat"}}) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"--wait", "0.3", "publish", "a", "b"},
+                                             {"--wait", "0.3", "subscribe", "a"},
+                                             {"pubsub", "numpat"}}) {
     SCOPED_TRACE(join(args));
+    const auto start = std::chrono::steady_clock::now();
     expect_error_line(run(shm(bus, args)), 1, {"start shmcastd --bus " + bus});
+    EXPECT_GE(std::chrono::steady_clock::now() - start,
+              std::chrono::milliseconds(args[0] == "--wait" ? 300 : 5000));
   }
 }
 

@@ -1,11 +1,17 @@
 // shmcastd as a process: one coordinator per bus, what SIGTERM leaves behind, adoption of a
 // bus by a restarted coordinator, and refusals of bad settings.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <exception>
 #include <filesystem>
+#include <memory>
 #include <optional>
+#include <string>
+#include <thread>
 
 #include "control.hpp"
 #include "integration/bus_fixture.hpp"
@@ -333,6 +339,103 @@ TEST(DaemonRestart, RequestsFailClearlyWhileNoCoordinatorRuns) {
   daemon = std::make_unique<Daemon>(name);
   EXPECT_EQ(sub.subscribe({"x"}), 1U);
 }
+
+// `systemctl restart shmcastd` while a client starts: the stopped coordinator removed the unused
+// bus (SIGTERM) or left it with a dead pid (SIGKILL). A new Bus, and a new Subscriber of a Bus
+// that stays, wait for the coordinator started 300 ms later, as a request would, and work.
+class RestartGap : public ::testing::TestWithParam<int> {
+ protected:
+  using Clock = std::chrono::steady_clock;
+
+  void stop(Daemon& daemon) const {
+    GetParam() == SIGKILL ? daemon.kill_now() : (void)daemon.terminate();
+  }
+
+  // Runs `open` in a thread while this one starts the next coordinator 300 ms later (from this
+  // thread: a child's parent-death signal follows the thread that forked it). Returns how long
+  // `open` took; rethrows what it threw.
+  template <class F>
+  Clock::duration open_while_restarting(std::unique_ptr<Daemon>& daemon, F&& open) {
+    const std::string name = daemon->bus();
+    Clock::duration took{};
+    std::exception_ptr failure;
+    {
+      std::jthread client([&] {
+        const auto start = Clock::now();
+        try {
+          open();
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        took = Clock::now() - start;
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      daemon = std::make_unique<Daemon>(name);
+    }
+    if (failure) std::rethrow_exception(failure);
+    return took;
+  }
+};
+
+TEST_P(RestartGap, NewBusAndSubscriberWaitForTheRestartedCoordinator) {
+  const std::string name = unique_bus("gap");
+  const test::RemoveSegments cleanup{name};  // a killed coordinator leaves them
+  auto daemon = std::make_unique<Daemon>(name);
+
+  stop(*daemon);
+  EXPECT_EQ(exists(control_path(name)), GetParam() == SIGKILL) << "SIGTERM removes an unused bus";
+  std::optional<Bus> bus;
+  EXPECT_GE(open_while_restarting(daemon, [&] { bus = Bus::connect(name); }),
+            std::chrono::milliseconds(250))
+      << "connected to no coordinator";
+  EXPECT_TRUE(bus->coordinator_alive());
+
+  stop(*daemon);
+  EXPECT_TRUE(exists(control_path(name))) << "a bus with a client stays";
+  std::optional<Subscriber> sub;
+  EXPECT_GE(open_while_restarting(daemon, [&] { sub = bus->subscriber(); }),
+            std::chrono::milliseconds(250))
+      << "attached to no coordinator";
+  EXPECT_EQ(sub->subscribe({"after"}), 1U);
+  EXPECT_EQ(bus->publish("after", "restart"), 1U);
+  const auto m = next_message(*sub);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->payload, "restart");
+}
+
+// With no coordinator coming back, the same clients fail after the request timeout, with the
+// error they got at once before.
+TEST_P(RestartGap, NewBusAndSubscriberFailAfterTheTimeoutWithoutOne) {
+  const std::string name = unique_bus("nogap");
+  const test::RemoveSegments cleanup{name};
+  const ConnectOptions soon{std::chrono::milliseconds(300)};
+  auto daemon = std::make_unique<Daemon>(name);
+  Bus bus = Bus::connect(name, soon);
+  const auto expect_no_coordinator = [&](const char* what, const auto& open) {
+    SCOPED_TRACE(what);
+    const auto start = Clock::now();
+    try {
+      open();
+      ADD_FAILURE() << "opened without a coordinator";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::no_coordinator);
+      EXPECT_NE(std::string(e.what()).find("start shmcastd --bus " + name), std::string::npos)
+          << e.what();
+    }
+    const auto took = Clock::now() - start;
+    EXPECT_GE(took, soon.request_timeout);
+    EXPECT_LT(took, soon.request_timeout + std::chrono::seconds(2));
+  };
+  stop(*daemon);
+  expect_no_coordinator("subscriber", [&] { (void)bus.subscriber(); });
+  expect_no_coordinator("bus", [&] { (void)Bus::connect(name, soon); });
+  expect_no_coordinator("bus never made", [&] { (void)Bus::connect(name + "-none", soon); });
+}
+
+INSTANTIATE_TEST_SUITE_P(, RestartGap, ::testing::Values(SIGTERM, SIGKILL),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(info.param == SIGKILL ? "Sigkill" : "Sigterm");
+                         });
 
 // Clients can write the whole control segment. A subscription list turned into a loop must
 // neither hang nor crash the coordinator: its walks are bounded and checked.
