@@ -3,6 +3,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -78,6 +79,21 @@ inline int stop(pid_t pid, int sig = SIGTERM) {
   int status = 0;
   waitpid(pid, &status, 0);
   return status;
+}
+
+/// Calls `call`, which must throw Error(code) with `needle` in its message; returns how long
+/// it took.
+template <class F>
+std::chrono::steady_clock::duration expect_error(Errc code, const std::string& needle, F&& call) {
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    call();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+  return std::chrono::steady_clock::now() - start;
 }
 
 /// The whole content of a file ("" if it cannot be read).
