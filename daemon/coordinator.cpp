@@ -684,6 +684,10 @@ void Coordinator::handle(std::uint32_t slot) {
     status = Status::not_attached;
   } else if (op == Op::detach) {
     removed = true;
+  } else if (op == Op::add_ring) {
+    status = add_ring(slot);
+  } else if (op == Op::release_ring) {
+    value = release_ring(slot);
   } else if (op == Op::subscribe || op == Op::psubscribe || op == Op::unsubscribe ||
              op == Op::punsubscribe) {
     const bool pattern = op == Op::psubscribe || op == Op::punsubscribe;
@@ -717,14 +721,7 @@ Status Coordinator::attach(std::uint32_t slot) {
   const std::uint64_t ticks = s.start_ticks.load();
   if (pid <= 0 || !detail::process_alive(pid, ticks)) return Status::bad_request;
   const bool has_ring = s.has_ring.load() != 0;
-  // A client names its ring by the generation it read when it claimed the slot; if that was
-  // overwritten, the ring publishers would look for is not its ring.
-  if (has_ring && !Segment::exists(detail::ring_name(options_.bus, slot, c.generation))) {
-    log_repair("attach", fmt::format("client slot {} (pid {}): no ring under generation {}; "
-                                     "attach refused",
-                                     slot, pid, c.generation));
-    return Status::bad_request;
-  }
+  if (has_ring && !ring_found(slot, pid, "attach")) return Status::bad_request;
   const int fd = pidfd_open(pid);
   if (fd < 0 || !detail::process_alive(pid, ticks)) {  // checked again: the pid may be reused
     if (fd >= 0) ::close(fd);
@@ -737,6 +734,39 @@ Status Coordinator::attach(std::uint32_t slot) {
   s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
   s.state.store(state_of(SlotState::live), std::memory_order_release);
   return Status::ok;
+}
+
+bool Coordinator::ring_found(std::uint32_t slot, pid_t pid, std::string_view request) {
+  const std::uint32_t generation = clients_[slot].generation;
+  // A client names its ring by the generation it read when it claimed the slot (or that a ring
+  // release answered); if that was overwritten, the ring publishers would look for is not its
+  // ring.
+  if (Segment::exists(detail::ring_name(options_.bus, slot, generation))) return true;
+  log_repair(request, fmt::format("client slot {} (pid {}): no ring under generation {}; {} "
+                                  "refused",
+                                  slot, pid, generation, request));
+  return false;
+}
+
+Status Coordinator::add_ring(std::uint32_t slot) {
+  Client& c = clients_[slot];
+  if (!ring_found(slot, c.pid, "add_ring")) return Status::bad_request;
+  c.has_ring = true;
+  ClientSlot& s = view_->slot(slot);
+  s.ring_bytes.store(view_->limits().ring_bytes);
+  s.has_ring.store(1, std::memory_order_release);
+  return Status::ok;
+}
+
+std::uint32_t Coordinator::release_ring(std::uint32_t slot) {
+  const std::uint32_t generation = clients_[slot].generation;
+  begin_write();
+  const std::uint32_t dropped = clear_slot(slot);
+  end_write();
+  Segment::remove(detail::ring_name(options_.bus, slot, generation));
+  log(options_.bus, fmt::format("client {} (pid {}) released its ring: {} subscriptions removed",
+                                slot, clients_[slot].pid, dropped));
+  return clients_[slot].generation;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -914,24 +944,32 @@ Status Coordinator::unsubscribe(std::uint32_t slot, bool pattern, std::string_vi
 // ---------------------------------------------------------------------------------------------
 // Clients leaving
 
-void Coordinator::remove_client(std::uint32_t slot, const char* why) {
+std::uint32_t Coordinator::clear_slot(std::uint32_t slot) {
   ClientSlot& s = view_->slot(slot);
   Client& c = clients_[slot];
-  const pid_t pid = c.pidfd >= 0 ? c.pid : s.pid.load();
-  const std::uint32_t generation = c.generation;
   std::uint32_t dropped = 0;
-  begin_write();
   while (!c.nodes.empty()) {
     const std::uint32_t node = c.nodes.back();
     c.nodes.pop_back();
     unlink_node(node);
     ++dropped;
   }
-  c.generation = generation + 1;
+  ++c.generation;
+  c.has_ring = false;
   s.subscriptions.store(0);
   s.has_ring.store(0);
   s.ring_bytes.store(0);
   s.generation.store(c.generation, std::memory_order_relaxed);
+  return dropped;
+}
+
+void Coordinator::remove_client(std::uint32_t slot, const char* why) {
+  ClientSlot& s = view_->slot(slot);
+  Client& c = clients_[slot];
+  const pid_t pid = c.pidfd >= 0 ? c.pid : s.pid.load();
+  const std::uint32_t generation = c.generation;
+  begin_write();
+  const std::uint32_t dropped = clear_slot(slot);
   s.state.store(state_of(SlotState::free), std::memory_order_release);
   end_write();
   s.pid.store(0, std::memory_order_release);  // last: clearing the pid frees the slot for a claim
@@ -942,7 +980,6 @@ void Coordinator::remove_client(std::uint32_t slot, const char* why) {
   c.pidfd = -1;
   c.pid = 0;
   c.start_ticks = 0;
-  c.has_ring = false;
   if (std::strcmp(why, "detached") != 0) {
     ++deaths_;
     view_->header().deaths.store(deaths_, std::memory_order_release);

@@ -100,6 +100,14 @@ class Coordinator {
   void index_nodes();
   void handle(std::uint32_t slot);
   detail::Status attach(std::uint32_t slot);
+  // False, logged, if the slot's ring is missing under its generation.
+  bool ring_found(std::uint32_t slot, pid_t pid, std::string_view request);
+  detail::Status add_ring(std::uint32_t slot);
+  // Returns the slot's new generation, which names its next ring.
+  std::uint32_t release_ring(std::uint32_t slot);
+  // Unlinks the slot's subscriptions and moves it to its next generation, so that publishers
+  // look for a new ring; inside a registry write. Returns how many subscriptions it held.
+  std::uint32_t clear_slot(std::uint32_t slot);
   detail::Status subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
                            std::string_view name);
   detail::Status unsubscribe(std::uint32_t slot, bool pattern, std::string_view name);

@@ -228,6 +228,7 @@ ClientLink::ClientLink(std::shared_ptr<ControlView> view, std::string bus, Conne
     s.has_ring.store(0, std::memory_order_relaxed);
     s.ring_bytes.store(0, std::memory_order_relaxed);
     s.state.store(static_cast<std::uint32_t>(SlotState::claimed), std::memory_order_release);
+    owner_ = me;
     slot_ = i;
     generation_ = s.generation.load(std::memory_order_acquire);
     return;
@@ -277,9 +278,11 @@ std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name
       next_check = now + std::chrono::milliseconds(100);
       const bool running = coordinator_running(*view_);
       // A restarted coordinator answers the pending request, so a dead one is waited for up to
-      // the timeout too; only a detach, which destructors make, gives up at once.
+      // the timeout too; only a detach or a ring release, which destructors make, gives up at
+      // once.
       const bool late = now - start > options_.request_timeout;
-      if (!late && (running || op != Op::detach)) continue;
+      const bool leaving = op == Op::detach || op == Op::release_ring;
+      if (!late && (running || !leaving)) continue;
       // Given up: void the request, or a coordinator that comes back would still carry it out
       // behind this client's back.
       s.op.store(static_cast<std::uint32_t>(Op::none), std::memory_order_relaxed);
@@ -296,7 +299,10 @@ std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name
   if (status != Status::ok) throw status_error(status, op, name, view_->limits());
   if (op == Op::attach) attached_ = true;
   if (op == Op::detach) attached_ = false;
-  return s.value.load(std::memory_order_relaxed);
+  const std::int64_t value = s.value.load(std::memory_order_relaxed);
+  // The slot's next ring is named by the generation the release moved it to.
+  if (op == Op::release_ring) generation_ = static_cast<std::uint32_t>(value);
+  return value;
 }
 
 BusState::BusState(std::string bus, ConnectOptions opts)

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -53,16 +54,23 @@ class ClientLink {
   /// matching Error for a refusal.
   std::int64_t request(Op op, std::uint32_t sid, std::string_view name);
 
+  /// Leaves the slot for the coordinator to reap, without asking it: for when it did not
+  /// answer already.
+  void abandon() noexcept { attached_ = false; }
+
   [[nodiscard]] std::uint32_t slot() const noexcept { return slot_; }
   [[nodiscard]] std::uint32_t generation() const noexcept { return generation_; }
   [[nodiscard]] ClientSlot& state() const noexcept { return view_->slot(slot_); }
   [[nodiscard]] const std::shared_ptr<ControlView>& view() const noexcept { return view_; }
   [[nodiscard]] const std::string& bus() const noexcept { return bus_; }
+  /// The process that claimed the slot (a child forked since is another client).
+  [[nodiscard]] pid_t owner() const noexcept { return owner_; }
 
  private:
   std::shared_ptr<ControlView> view_;
   std::string bus_;
   ConnectOptions options_;
+  pid_t owner_ = 0;
   std::uint32_t slot_ = 0;
   std::uint32_t generation_ = 0;
   bool attached_ = false;
@@ -73,12 +81,46 @@ class BusState {
  public:
   BusState(std::string name, ConnectOptions options);
 
+  /// Lends the Bus's slot to a Subscriber to hold its ring in, so that a process with one Bus
+  /// and one Subscriber takes one slot; null if another Subscriber holds it.
+  ClientLink* lend_slot();
+  /// Takes the lent slot back. `released`: its ring was released; otherwise the coordinator
+  /// did not answer, and the slot is left for it to reap with the ring it still holds.
+  void return_slot(bool released);
+
   std::string name;
   ConnectOptions options;
   std::shared_ptr<ControlView> view;
   Limits limits;
   std::unique_ptr<ClientLink> link;  // the publisher's own slot, so its death is counted
   std::uint64_t id;                  // unique in this process, keys per-thread caches
+
+ private:
+  std::mutex slot_mutex_;  // Bus::subscriber() may run on several threads at once
+  bool slot_lent_ = false;
+};
+
+/// The client slot a Subscriber holds its ring in: its Bus's slot while no other Subscriber of
+/// the Bus holds it, else a slot of its own. Only the Subscriber uses the slot's mailbox while it
+/// holds it (the Bus makes no request between its attach and its detach).
+class SubscriberSlot {
+ public:
+  /// Throws as ClientLink does when a slot of its own is needed and none is free.
+  explicit SubscriberSlot(const std::shared_ptr<BusState>& bus);
+  /// A slot of its own is detached (the coordinator removes the ring); the Bus's slot is asked
+  /// to release the ring and subscriptions, and stays the Bus's.
+  ~SubscriberSlot();
+  SubscriberSlot(const SubscriberSlot&) = delete;
+  SubscriberSlot& operator=(const SubscriberSlot&) = delete;
+
+  [[nodiscard]] ClientLink& link() const noexcept { return *link_; }
+  /// Tells the coordinator the slot has a ring of `ring_bytes`, created under its generation.
+  void attach_ring(std::uint64_t ring_bytes);
+
+ private:
+  BusState& bus_;
+  std::unique_ptr<ClientLink> own_;
+  ClientLink* link_ = nullptr;
 };
 
 /// This process's pid without a system call per use (refreshed in a forked child): the writer

@@ -16,7 +16,7 @@
 namespace shmcast::detail {
 
 /// Bumped on every change of any struct below, of the ring layout, or of the frame format.
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;
 
 //  Control segment:
 //
@@ -107,6 +107,9 @@ enum class Op : std::uint32_t {
   unsubscribe = 4,
   punsubscribe = 5,
   detach = 6,
+  // A Subscriber holds its ring in the slot of its Bus (one slot per subscribing process):
+  add_ring = 7,      // the slot, attached, now has a ring under its generation
+  release_ring = 8,  // that Subscriber left: its subscriptions and ring go, the slot stays
 };
 
 enum class Status : std::uint32_t {

@@ -27,25 +27,22 @@ std::uint64_t deaths_of(void* view) {
 class SubscriberState {
  public:
   explicit SubscriberState(const std::shared_ptr<BusState>& bus)
-      : bus_(bus), link_(bus->view, bus->name, bus->options), ring_(create_ring(*bus, link_)) {
+      : bus_(bus), slot_(bus), link_(slot_.link()), ring_(create_ring(*bus, link_)) {
     std::byte* at = ring_.base() + kSegmentHeaderSize;
     const std::size_t bytes = ring_.size() - kSegmentHeaderSize;
     StallPolicy policy;
     policy.death_count = &deaths_of;
     policy.context = bus->view.get();
     consumer_ = RingConsumer(at, bytes, policy);
-    ClientSlot& slot = link_.state();
-    slot.ring_bytes.store(bus->limits.ring_bytes, std::memory_order_relaxed);
-    slot.has_ring.store(1, std::memory_order_release);
     try {
-      link_.request(Op::attach, 0, {});
+      slot_.attach_ring(bus->limits.ring_bytes);
     } catch (...) {
       Segment::remove(ring_.name());
       throw;
     }
   }
 
-  ~SubscriberState() = default;  // the coordinator removes the ring on detach
+  ~SubscriberState() = default;  // the coordinator removes the ring as the slot lets it go
 
   std::size_t count() const { return channels_.size() + patterns_.size(); }
 
@@ -350,7 +347,8 @@ class SubscriberState {
   }
 
   std::shared_ptr<BusState> bus_;
-  ClientLink link_;
+  SubscriberSlot slot_;
+  ClientLink& link_;
   Segment ring_;
   RingConsumer consumer_;
   std::unordered_map<std::string, std::uint32_t> channels_;

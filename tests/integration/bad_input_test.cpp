@@ -82,7 +82,9 @@ TEST(BadInputClients, FullClientTableIsRefusedAndOthersCarryOn) {
   test::Daemon daemon(test::unique_bus("full"), {"--max-clients", "3"});
   Bus bus = Bus::connect(daemon.bus());  // a slot for its publishes
   wait_for_clients(bus, 1);
-  Subscriber first = bus.subscriber();
+  Subscriber first = bus.subscriber();  // holds its ring in the Bus's slot
+  ASSERT_EQ(clients_in_stats(bus), 1U);
+  Subscriber other = bus.subscriber();
   auto second = std::make_unique<Subscriber>(bus.subscriber());
   ASSERT_EQ(clients_in_stats(bus), 3U);
 
