@@ -12,6 +12,7 @@
 #include <climits>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -122,26 +123,8 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
                                           "never world access, setuid, setgid or sticky bits",
                                           options_.mode));
   }
-  // One coordinator per bus: an open-file-description lock, which the kernel drops when its
-  // holder dies, so a crashed coordinator never blocks its successor.
   lock_path_ = "/dev/shm/" + detail::lock_name(options_.bus);
-  lock_fd_ =
-      ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, options_.mode & 0660);
-  if (lock_fd_ < 0) {
-    throw Error(errno == EACCES ? Errc::permission_denied : Errc::system,
-                fmt::format("cannot open {}: {}", lock_path_, std::strerror(errno)));
-  }
-  struct flock fl {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  if (fcntl(lock_fd_, F_OFD_SETLK, &fl) != 0) {
-    ::close(lock_fd_);
-    lock_fd_ = -1;
-    throw Error(
-        Errc::coordinator_running,
-        fmt::format("bus '{}' already has a live coordinator: stop it first, or use another --bus",
-                    options_.bus));
-  }
+  take_lock();
   try {
     create_or_adopt();
   } catch (...) {
@@ -151,6 +134,41 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
     lock_fd_ = -1;
     throw;
   }
+}
+
+// One coordinator per bus: an open-file-description lock, which the kernel drops when its
+// holder dies, so a crashed coordinator never blocks its successor. A coordinator that stops
+// and `shm-stat --remove-dead` unlink the lock file while they hold the lock: a lock taken on a
+// file that lost its name meanwhile locks nothing, so the name is checked once locked. The
+// removal holds the lock for a moment only, so it is waited for.
+void Coordinator::take_lock() {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  for (;;) {
+    lock_fd_ =
+        ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, options_.mode & 0660);
+    if (lock_fd_ < 0) {
+      throw Error(errno == EACCES ? Errc::permission_denied : Errc::system,
+                  fmt::format("cannot open {}: {}", lock_path_, std::strerror(errno)));
+    }
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    struct stat held {};
+    struct stat named {};
+    const bool locked = fcntl(lock_fd_, F_OFD_SETLK, &fl) == 0;
+    if (locked && ::fstat(lock_fd_, &held) == 0 && ::lstat(lock_path_.c_str(), &named) == 0 &&
+        held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+      return;
+    }
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    if (std::chrono::steady_clock::now() > deadline) break;
+    if (!locked) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  throw Error(
+      Errc::coordinator_running,
+      fmt::format("bus '{}' already has a live coordinator: stop it first, or use another --bus",
+                  options_.bus));
 }
 
 Coordinator::~Coordinator() {

@@ -94,6 +94,7 @@ class Coordinator {
     std::vector<std::uint32_t> nodes;
   };
 
+  void take_lock();
   void create_or_adopt();
   void adopt();
   void rebuild_registry(const std::vector<bool>& may_subscribe);

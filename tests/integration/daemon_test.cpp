@@ -1,8 +1,10 @@
 // shmcastd as a process: one coordinator per bus, what SIGTERM leaves behind, adoption of a
 // bus by a restarted coordinator, and refusals of bad settings.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -47,6 +49,47 @@ TEST(DaemonStart, SecondCoordinatorOnTheSameBusIsRefused) {
   EXPECT_NE(out.find("already has a live coordinator"), std::string::npos) << out;
   // The first one still serves.
   EXPECT_TRUE(Bus::connect(daemon.bus()).coordinator_alive());
+}
+
+// A coordinator that starts while `shm-stat --remove-dead` holds the bus's lock (and then
+// unlinks the lock file) waits for it, and locks the file that has the name afterwards.
+TEST(DaemonStart, WaitsOutAShortHoldOfItsLockAndTakesTheLockUnderTheName) {
+  const std::string bus = unique_bus("race");
+  const test::RemoveSegments cleanup{bus};
+  const std::string lock = "/dev/shm/shmcast." + bus + ".lock";
+  const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  ASSERT_EQ(::fcntl(fd, F_OFD_SETLK, &fl), 0);
+  const std::string log = "/tmp/shmcastd-" + bus + ".log";
+  const pid_t coordinator = spawn("shmcastd", {"--bus", bus}, log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // it runs into the lock meanwhile
+  ::unlink(lock.c_str());
+  ::close(fd);
+
+  bool started = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!started && std::chrono::steady_clock::now() < deadline) {
+    try {
+      started = Bus::connect(bus).coordinator_alive();
+    } catch (const Error&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  EXPECT_TRUE(started) << test::read_file(log);
+  // Its lock is the file under the name, so that a second coordinator is refused.
+  const int named = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(named, 0) << "no lock file under the name";
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  EXPECT_EQ(::fcntl(named, F_OFD_GETLK, &probe), 0);
+  EXPECT_NE(probe.l_type, F_UNLCK) << "nobody holds the lock under the name";
+  if (named >= 0) ::close(named);
+  EXPECT_EQ(test::stop(coordinator), 0);
+  ::unlink(log.c_str());
 }
 
 TEST(DaemonStart, BadSettingsAreRefusedWithTheSettingNamed) {
