@@ -170,14 +170,21 @@ TEST(Slots, SubscribersMadeOnManyThreadsShareOneBusSlotAtMost) {
   Daemon daemon(unique_bus("threads"), {"--max-clients", std::to_string(kThreads)});
   Bus bus = Bus::connect(daemon.bus());
   std::vector<std::optional<Subscriber>> subs(kThreads);
+  std::vector<std::string> errors(kThreads);
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      subs[t].emplace(bus.subscriber());
-      subs[t]->subscribe({fmt::format("t{}", t)});
+      try {
+        subs[t].emplace(bus.subscriber());
+        subs[t]->subscribe({fmt::format("t{}", t)});
+      } catch (const Error& e) {
+        errors[t] = e.what();
+      }
     });
   }
   for (auto& t : threads) t.join();
+  EXPECT_EQ(errors, std::vector<std::string>(kThreads));
+  ASSERT_TRUE(std::all_of(subs.begin(), subs.end(), [](const auto& s) { return s.has_value(); }));
   EXPECT_EQ(bus.stats().clients.size(), static_cast<std::size_t>(kThreads));
   for (int t = 0; t < kThreads; ++t) {
     EXPECT_EQ(bus.publish(fmt::format("t{}", t), "m"), 1U);
