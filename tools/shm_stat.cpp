@@ -1,12 +1,14 @@
 // shm-stat: what a bus holds right now (coordinator, limits, registry, clients), read from its
 // control segment with shmcast::inspect(), which does not attach as a client: looking at a
-// full or sick bus neither takes a slot nor changes what is looked at.
+// full or sick bus neither takes a slot nor changes what is looked at. --all lists every bus on
+// the host (shmcast::host_buses()), and --remove-dead removes those nothing uses any more.
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <string_view>
@@ -190,20 +192,136 @@ std::string format_table(const shmcast::BusStats& s) {
   return out;
 }
 
-int run(const std::string& bus, bool json, double watch) {
+// ---- every bus on the host (--all, --remove-dead) -------------------------------------------
+
+void append_json_strings(std::string& out, const std::vector<std::string>& strings) {
+  out += '[';
+  for (std::size_t i = 0; i < strings.size(); ++i) {
+    if (i > 0) out += ',';
+    append_json_string(out, strings[i]);
+  }
+  out += ']';
+}
+
+std::string format_host_json(const std::vector<shmcast::HostBus>& buses) {
+  std::string out = "{\"buses\":[";
+  auto it = std::back_inserter(out);
+  for (std::size_t i = 0; i < buses.size(); ++i) {
+    const auto& b = buses[i];
+    out += i > 0 ? ",{\"bus\":" : "{\"bus\":";
+    append_json_string(out, b.bus);
+    fmt::format_to(it,
+                   ",\"state\":\"{}\",\"coordinator\":{{\"pid\":{},\"alive\":{}}},"
+                   "\"clients\":{{\"alive\":{},\"dead\":{}}},\"bytes\":{},\"objects\":",
+                   shmcast::health_name(b.health), b.coordinator_pid, b.coordinator_alive,
+                   b.clients_alive, b.clients_dead, b.bytes);
+    append_json_strings(out, b.objects);
+    out += ",\"problem\":";
+    if (b.problem.empty()) {
+      out += "null";
+    } else {
+      append_json_string(out, b.problem);
+    }
+    out += '}';
+  }
+  out += "]}\n";
+  return out;
+}
+
+std::string format_host_table(const std::vector<shmcast::HostBus>& buses) {
+  std::string out;
+  auto it = std::back_inserter(out);
+  fmt::format_to(it, "buses: {}\n", buses.size());
+  if (buses.empty()) return out;
+  std::size_t width = 3;
+  for (const auto& b : buses) width = std::max(width, b.bus.size());
+  const auto row = [&](std::string_view bus, std::string_view state, std::string_view coordinator,
+                       std::string_view alive, std::string_view dead, std::string_view bytes) {
+    fmt::format_to(it, "  {:<{}}  {:<13} {:>16} {:>13} {:>12} {:>12}", bus, width, state,
+                   coordinator, alive, dead, bytes);
+  };
+  row("BUS", "STATE", "COORDINATOR", "CLIENTS ALIVE", "CLIENTS DEAD", "BYTES");
+  out += '\n';
+  std::size_t dead = 0;
+  std::size_t orphaned = 0;
+  for (const auto& b : buses) {
+    dead += b.health == shmcast::BusHealth::dead ? 1 : 0;
+    orphaned += b.health == shmcast::BusHealth::orphaned ? 1 : 0;
+    // Only a control segment this shmcast reads tells its coordinator's pid and its clients.
+    const bool read = b.health == shmcast::BusHealth::live ||
+                      b.health == shmcast::BusHealth::orphaned ||
+                      b.health == shmcast::BusHealth::dead;
+    const std::string liveness = b.coordinator_alive ? "alive" : "dead";
+    row(b.bus, shmcast::health_name(b.health),
+        read ? fmt::format("{} {}", b.coordinator_pid, liveness)
+        : b.health == shmcast::BusHealth::other_version ? liveness
+                                                        : "-",
+        read ? fmt::format("{}", b.clients_alive) : "-",
+        read ? fmt::format("{}", b.clients_dead) : "-", fmt::format("{}", b.bytes));
+    if (!b.problem.empty()) fmt::format_to(it, "  {}", one_line(b.problem));
+    out += '\n';
+  }
+  if (orphaned > 0) {
+    out +=
+        "\norphaned: its coordinator died and a client still runs; start shmcastd --bus NAME to "
+        "adopt it\n";
+  }
+  if (dead > 0) {
+    out += "\ndead: nothing uses it; shm-stat --remove-dead [--bus NAME] removes it\n";
+  }
+  return out;
+}
+
+std::string format_removals_json(const std::vector<shmcast::BusRemoval>& removals) {
+  std::string out = "{\"buses\":[";
+  auto it = std::back_inserter(out);
+  for (std::size_t i = 0; i < removals.size(); ++i) {
+    const auto& r = removals[i];
+    out += i > 0 ? ",{\"bus\":" : "{\"bus\":";
+    append_json_string(out, r.bus);
+    fmt::format_to(it, ",\"removed\":{},\"bytes\":{},\"objects\":", r.removed, r.bytes);
+    append_json_strings(out, r.objects);
+    out += ",\"kept\":";
+    append_json_strings(out, r.kept);
+    out += '}';
+  }
+  out += "]}\n";
+  return out;
+}
+
+std::string format_removals(const std::vector<shmcast::BusRemoval>& removals) {
+  std::string out;
+  auto it = std::back_inserter(out);
+  std::size_t removed = 0;
+  std::uint64_t bytes = 0;
+  for (const auto& r : removals) {
+    if (r.removed) {
+      ++removed;
+      fmt::format_to(it, "removed {}: {} objects, {} bytes\n", r.bus, r.objects.size(), r.bytes);
+    }
+    bytes += r.bytes;
+    for (const auto& why : r.kept) fmt::format_to(it, "kept {}: {}\n", r.bus, one_line(why));
+  }
+  fmt::format_to(it, "{} dead bus{} removed, {} bytes freed\n", removed, removed == 1 ? "" : "es",
+                 bytes);
+  return out;
+}
+
+// ---- output ----------------------------------------------------------------------------------
+
+// Prints `snapshot()` once, or every `watch` seconds until SIGINT/SIGTERM.
+int run(const std::function<std::string()>& snapshot, bool json, double watch) {
   // On a terminal, --watch redraws in place like watch(1); into a pipe or file, snapshots follow
   // one another, a blank line apart.
   const bool redraw = watch > 0 && !json && ::isatty(STDOUT_FILENO) == 1;
   for (bool first = true; !stop_requested(); first = false) {
-    shmcast::BusStats snapshot = shmcast::inspect(bus);
-    sort_snapshot(snapshot);
     std::string text;
     if (redraw) {
       text = "\x1b[H\x1b[2J";
     } else if (!first && !json) {
       text = "\n";
     }
-    text += json ? format_json(snapshot) : format_table(snapshot);
+    text += snapshot();
     write_stdout(text);
     if (watch <= 0) break;
     sleep_unless_stopped(std::chrono::duration<double>(watch));
@@ -216,23 +334,59 @@ int run(const std::string& bus, bool json, double watch) {
 int main(int argc, char** argv) {
   std::string bus;
   bool json = false;
+  bool all = false;
+  bool remove_dead = false;
   double watch = 0;
   CLI::App app{
       "Shows a shmcast bus: its coordinator, limits, channels, patterns and clients.\n"
-      "It reads the bus's shared memory without attaching as a client.",
+      "It reads the bus's shared memory without attaching as a client.\n"
+      "--all lists every bus on the host; --remove-dead removes those nothing uses.",
       "shm-stat"};
-  auto* bus_option =
-      app.add_option("--bus", bus, "the bus to show (default: $SHMCAST_BUS, else 'default')");
+  auto* bus_option = app.add_option(
+      "--bus", bus,
+      "the bus to show (default: $SHMCAST_BUS, else 'default'); with --all or --remove-dead, "
+      "only this bus");
   app.add_flag("--json", json, "print one JSON object per snapshot, on one line");
-  app.add_option("--watch", watch, "print a snapshot every SECONDS until Ctrl-C")
-      ->type_name("SECONDS")
-      ->check(CLI::PositiveNumber);
+  auto* all_flag = app.add_flag(
+      "--all", all,
+      "list every bus on this host: its state, coordinator, clients alive and dead, bytes held");
+  auto* watch_option =
+      app.add_option("--watch", watch, "print a snapshot every SECONDS until Ctrl-C")
+          ->type_name("SECONDS")
+          ->check(CLI::PositiveNumber);
+  app.add_flag("--remove-dead", remove_dead,
+               "remove every bus whose coordinator and clients are all dead, and print what it "
+               "removed and kept")
+      ->excludes(all_flag)
+      ->excludes(watch_option);
   if (const auto status = parse_command_line(app, argc, argv)) return *status;
 
   install_signal_handlers();
   return run_main("shm-stat", [&] {
+    // --all and --remove-dead look at every bus unless one is named on the command line.
+    const std::string only = bus_option->count() > 0 ? bus : std::string();
+    if (bus_option->count() > 0) shmcast::check_bus_name(bus);
+    if (remove_dead) {
+      const auto removals = shmcast::remove_dead_buses(only);
+      write_stdout(json ? format_removals_json(removals) : format_removals(removals));
+      return 0;
+    }
+    if (all) {
+      return run(
+          [&] {
+            const auto buses = shmcast::host_buses(only);
+            return json ? format_host_json(buses) : format_host_table(buses);
+          },
+          json, watch);
+    }
     const std::string name = bus_option->count() > 0 ? bus : shmcast::default_bus_name();
     shmcast::check_bus_name(name);
-    return run(name, json, watch);
+    return run(
+        [&] {
+          shmcast::BusStats snapshot = shmcast::inspect(name);
+          sort_snapshot(snapshot);
+          return json ? format_json(snapshot) : format_table(snapshot);
+        },
+        json, watch);
   });
 }

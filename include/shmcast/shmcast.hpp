@@ -3,6 +3,7 @@
 
 #include "shmcast/bus.hpp"
 #include "shmcast/error.hpp"
+#include "shmcast/host.hpp"
 #include "shmcast/limits.hpp"
 #include "shmcast/message.hpp"
 #include "shmcast/stats.hpp"
