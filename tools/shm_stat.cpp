@@ -203,14 +203,23 @@ void append_json_strings(std::string& out, const std::vector<std::string>& strin
   out += ']';
 }
 
-std::string format_host_json(const std::vector<shmcast::HostBus>& buses) {
+// {"buses":[...]} on one line: each bus's name, then the members `members` appends.
+template <class Item, class F>
+std::string format_buses_json(const std::vector<Item>& buses, F&& members) {
   std::string out = "{\"buses\":[";
-  auto it = std::back_inserter(out);
   for (std::size_t i = 0; i < buses.size(); ++i) {
-    const auto& b = buses[i];
     out += i > 0 ? ",{\"bus\":" : "{\"bus\":";
-    append_json_string(out, b.bus);
-    fmt::format_to(it,
+    append_json_string(out, buses[i].bus);
+    members(out, buses[i]);
+    out += '}';
+  }
+  out += "]}\n";
+  return out;
+}
+
+std::string format_host_json(const std::vector<shmcast::HostBus>& buses) {
+  return format_buses_json(buses, [](std::string& out, const shmcast::HostBus& b) {
+    fmt::format_to(std::back_inserter(out),
                    ",\"state\":\"{}\",\"coordinator\":{{\"pid\":{},\"alive\":{}}},"
                    "\"clients\":{{\"alive\":{},\"dead\":{}}},\"bytes\":{},\"objects\":",
                    shmcast::health_name(b.health), b.coordinator_pid, b.coordinator_alive,
@@ -222,10 +231,7 @@ std::string format_host_json(const std::vector<shmcast::HostBus>& buses) {
     } else {
       append_json_string(out, b.problem);
     }
-    out += '}';
-  }
-  out += "]}\n";
-  return out;
+  });
 }
 
 std::string format_host_table(const std::vector<shmcast::HostBus>& buses) {
@@ -273,20 +279,13 @@ std::string format_host_table(const std::vector<shmcast::HostBus>& buses) {
 }
 
 std::string format_removals_json(const std::vector<shmcast::BusRemoval>& removals) {
-  std::string out = "{\"buses\":[";
-  auto it = std::back_inserter(out);
-  for (std::size_t i = 0; i < removals.size(); ++i) {
-    const auto& r = removals[i];
-    out += i > 0 ? ",{\"bus\":" : "{\"bus\":";
-    append_json_string(out, r.bus);
-    fmt::format_to(it, ",\"removed\":{},\"bytes\":{},\"objects\":", r.removed, r.bytes);
+  return format_buses_json(removals, [](std::string& out, const shmcast::BusRemoval& r) {
+    fmt::format_to(std::back_inserter(out), ",\"removed\":{},\"bytes\":{},\"objects\":", r.removed,
+                   r.bytes);
     append_json_strings(out, r.objects);
     out += ",\"kept\":";
     append_json_strings(out, r.kept);
-    out += '}';
-  }
-  out += "]}\n";
-  return out;
+  });
 }
 
 std::string format_removals(const std::vector<shmcast::BusRemoval>& removals) {
