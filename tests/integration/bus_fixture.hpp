@@ -133,6 +133,18 @@ inline std::pair<int, std::string> run_daemon(const std::vector<std::string>& ar
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+/// Waits up to 5 s until `bus` has `n` clients; true if it has. The coordinator frees a slot
+/// just after answering its detach, so the slot of Daemon's start-up check may outlive the
+/// constructor a moment.
+inline bool wait_for_clients(const std::string& bus, std::size_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (inspect(bus).clients.size() != n) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 /// A coordinator for one test: started in the constructor (waits until the bus accepts
 /// clients), stopped with SIGTERM in the destructor.
 class Daemon {

@@ -64,6 +64,7 @@ std::unique_ptr<Command> subscribe_process(const std::string& bus, const std::st
 TEST(Slots, EachSubscribeProcessTakesOneSlot) {
   constexpr std::size_t kProcesses = 6;
   Daemon daemon(unique_bus("oneslot"), {"--max-clients", std::to_string(kProcesses)});
+  ASSERT_TRUE(wait_for_clients(daemon.bus(), 0));
   std::vector<std::unique_ptr<Command>> subscribers;
   for (std::size_t i = 0; i < kProcesses; ++i) {
     subscribers.push_back(subscribe_process(daemon.bus(), "all"));
@@ -112,6 +113,7 @@ TEST(Slots, EachSubscribeProcessTakesOneSlot) {
 TEST(Slots, SubscriberOfABusHoldsItsRingInTheBusSlot) {
   Daemon daemon(unique_bus("lent"), {"--max-clients", "2"});
   const RemoveSegments cleanup{daemon.bus()};
+  ASSERT_TRUE(wait_for_clients(daemon.bus(), 0));
   Bus bus = Bus::connect(daemon.bus());
   const pid_t me = getpid();
   EXPECT_EQ(clients(bus.stats()), (std::vector<std::pair<pid_t, bool>>{{me, false}}));
@@ -168,6 +170,7 @@ TEST(Slots, SubscriberOfABusHoldsItsRingInTheBusSlot) {
 TEST(Slots, SubscribersMadeOnManyThreadsShareOneBusSlotAtMost) {
   constexpr int kThreads = 4;
   Daemon daemon(unique_bus("threads"), {"--max-clients", std::to_string(kThreads)});
+  ASSERT_TRUE(wait_for_clients(daemon.bus(), 0));
   Bus bus = Bus::connect(daemon.bus());
   std::vector<std::optional<Subscriber>> subs(kThreads);
   std::vector<std::string> errors(kThreads);
@@ -220,7 +223,7 @@ TEST(Slots, SubscriberLeavingWhileTheCoordinatorIsDownIsReapedOnAdoption) {
   EXPECT_EQ(numsub_of(bus, "x"), 0U);
   EXPECT_EQ(ring_files(name), std::set<std::string>{});
   EXPECT_EQ(bus.publish("x", "after"), 0U);
-  EXPECT_TRUE(bus.stats().clients.empty());
+  EXPECT_TRUE(wait_for_clients(name, 0)) << "the Bus's slot was reaped with the ring";
 
   Subscriber next = bus.subscriber();
   EXPECT_EQ(next.subscribe({"x"}), 1U);

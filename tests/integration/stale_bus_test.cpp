@@ -100,6 +100,8 @@ pid_t leave_dead_bus(const std::string& bus, int clients) {
   Daemon daemon(bus);
   std::vector<std::unique_ptr<Command>> subscribers;
   for (int i = 0; i < clients; ++i) subscribers.push_back(subscriber(bus));
+  // Else this process, whose start-up check took a slot, could count as a live client.
+  EXPECT_TRUE(wait_for_clients(bus, static_cast<std::size_t>(clients))) << bus;
   const pid_t coordinator = daemon.pid();
   daemon.kill_now();
   for (auto& s : subscribers) kill_now(*s);
@@ -164,6 +166,8 @@ TEST(StaleBuses, LiveAndOrphanedBusesAreListedAndKept) {
   const auto live_client = subscriber(live_bus);
   auto orphaned = std::make_unique<Daemon>(orphaned_bus);
   const auto orphan_client = subscriber(orphaned_bus);
+  ASSERT_TRUE(wait_for_clients(live_bus, 1));
+  ASSERT_TRUE(wait_for_clients(orphaned_bus, 1));
   const pid_t orphaned_coordinator = orphaned->pid();
   orphaned->kill_now();
 
@@ -240,7 +244,8 @@ TEST(StaleBuses, ForeignObjectsAreReportedNotRemoved) {
     std::ofstream out(foreign_ctl);
     out << std::string(4096, 'x');
   }
-  const Json& f = entry_of(all_json({"--bus", foreign_bus}), foreign_bus);
+  const Json foreign = all_json({"--bus", foreign_bus});
+  const Json& f = entry_of(foreign, foreign_bus);
   EXPECT_EQ(f["state"].str(), "foreign");
   EXPECT_EQ(f["bytes"].u64(), 4096U);
   EXPECT_NE(f["problem"].str().find("not a shmcast segment"), std::string::npos);
