@@ -31,6 +31,14 @@ SubscriberSlot::SubscriberSlot(const std::shared_ptr<BusState>& bus)
   if (link_ == nullptr) {
     own_ = std::make_unique<ClientLink>(bus->view, bus->name, bus->options);
     link_ = own_.get();
+    return;
+  }
+  // Waits for a coordinator, and is refused, as a slot of its own would be.
+  try {
+    wait_for_coordinator(*bus->view, bus->name, bus->options.request_timeout);
+  } catch (...) {
+    bus_.return_slot(true);
+    throw;
   }
 }
 

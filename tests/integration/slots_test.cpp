@@ -198,6 +198,32 @@ TEST(Slots, SubscribersMadeOnManyThreadsShareOneBusSlotAtMost) {
   }
 }
 
+// A Subscriber refused while no coordinator runs gives the Bus's slot back: the next one, once a
+// coordinator runs again, holds its ring there.
+TEST(Slots, SubscriberRefusedWhileNoCoordinatorRunsLeavesTheBusSlotFree) {
+  const std::string name = unique_bus("refused");
+  const RemoveSegments cleanup{name};
+  auto daemon = std::make_unique<Daemon>(name);
+  ASSERT_TRUE(wait_for_clients(name, 0));
+  ConnectOptions options;
+  options.request_timeout = 300ms;
+  Bus bus = Bus::connect(name, options);
+  daemon->terminate();  // the bus stays: the Bus is attached
+
+  const auto refused = error_of([&] { (void)bus.subscriber(); });
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->code(), Errc::no_coordinator) << refused->what();
+  EXPECT_EQ(ring_files(name), std::set<std::string>{});
+
+  daemon.reset();
+  Daemon second(name);
+  ASSERT_TRUE(wait_for_clients(name, 1));
+  Subscriber sub = bus.subscriber();
+  EXPECT_EQ(sub.subscribe({"x"}), 1U);
+  EXPECT_EQ(bus.publish("x", "back"), 1U);
+  EXPECT_EQ(clients(bus.stats()), (std::vector<std::pair<pid_t, bool>>{{getpid(), true}}));
+}
+
 // Destroyed while no coordinator runs, the Subscriber cannot release its ring: the slot is left
 // for the next coordinator to reap with it, and the Bus carries on without a slot.
 TEST(Slots, SubscriberLeavingWhileTheCoordinatorIsDownIsReapedOnAdoption) {
