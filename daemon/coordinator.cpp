@@ -724,6 +724,10 @@ void Coordinator::handle(std::uint32_t slot) {
                                       "refused",
                                       slot, clients_[slot].pid, raw_op));
   }
+  // A detach is marked in the slot before it is answered: a coordinator that dies between the
+  // answer and the removal leaves a slot the next one reaps, not one that counts as live for as
+  // long as the client's process runs on.
+  if (removed) s.state.store(state_of(SlotState::detached), std::memory_order_release);
   s.status.store(static_cast<std::uint32_t>(status), std::memory_order_relaxed);
   s.value.store(value, std::memory_order_relaxed);
   s.resp_seq.store(seq, std::memory_order_release);
