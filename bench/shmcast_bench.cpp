@@ -89,7 +89,13 @@ struct Scenario {
   std::size_t channels = 1;      // spread over the subscribers, one subscriber each
   int stopped = 0;               // extra subscriber processes, SIGSTOPped once subscribed
   bool compare_stopped = false;  // run again without the stopped ones and print the ratio
+  // Subscribe/unsubscribe pairs per second that one more process makes on a channel nobody
+  // publishes to; the run is repeated without them and the ratio printed.
+  int churn = 0;
 };
+
+// The channel the churning process subscribes to and leaves.
+constexpr const char* kChurnChannel = "churn";
 
 std::optional<Scenario> preset(const std::string& name) {
   Scenario s;
@@ -109,6 +115,10 @@ std::optional<Scenario> preset(const std::string& name) {
   }
   if (name == "patterns-10000" || name == "patterns-0") {
     s.patterns = name == "patterns-0" ? 0 : 10'000;
+    return s;
+  }
+  if (name == "churn") {
+    s.churn = 1000;
     return s;
   }
   if (name == "no-subscribers") {
@@ -152,6 +162,7 @@ struct alignas(kCacheLine) ChildResult {
   std::uint64_t received = 0;    // messages read that were published in the window
   std::uint64_t dropped = 0;     // the subscriber's dropped() at the end (whole run)
   std::uint64_t samples = 0;     // latency samples written
+  std::uint64_t churned = 0;     // subscribe/unsubscribe pairs completed in the window
 };
 
 // The region every process shares, all fields written by one side and read by the other.
@@ -209,6 +220,8 @@ struct Options {
   std::optional<int> publishers;
   std::optional<int> subscribers;
   std::optional<std::string> wait;
+  std::optional<std::size_t> patterns;
+  std::optional<int> churn;
   bool json = false;
 };
 
@@ -343,6 +356,26 @@ void run_publisher(const Options& opt, const Scenario& sc, Slot& slot, int index
     ++sent;
     while (slot.control.consumed.load(std::memory_order_acquire) < sent && !slot.stopped())
       cpu_relax();
+  }
+}
+
+// Subscribes to and leaves kChurnChannel sc.churn times a second, evenly spaced, from `go`
+// until the end of the run.
+void run_churner(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd) {
+  auto bus = shmcast::Bus::connect(opt.bus, connect_options());
+  auto sub = bus.subscriber();
+  signal_ready(ready_fd);
+  wait_for_go(slot.control);
+  const auto period = std::chrono::nanoseconds(1'000'000'000 / sc.churn);
+  auto next = std::chrono::steady_clock::now();
+  while (!slot.stopped()) {
+    sub.subscribe({kChurnChannel});
+    sub.unsubscribe({kChurnChannel});
+    drain_confirmations(sub);
+    if (slot.in_window(now_ns()) && slot.control.window_end.load(std::memory_order_acquire) == 0)
+      ++slot.result.churned;
+    next += period;
+    std::this_thread::sleep_until(next);
   }
 }
 
@@ -561,6 +594,7 @@ struct Report {
   std::uint64_t deliveries = 0;
   std::uint64_t received = 0;
   std::uint64_t dropped = 0;
+  std::uint64_t churned = 0;
   std::vector<std::uint64_t> latencies;
 };
 
@@ -589,6 +623,9 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
       }
       for (int i = 0; i < sc.publishers; ++i) {
         senders.push_back([&, i](Slot& s, int fd) { run_publisher(opt, sc, s, i, fd); });
+      }
+      if (sc.churn > 0) {
+        senders.push_back([&](Slot& s, int fd) { run_churner(opt, sc, s, fd); });
       }
       break;
     case Kind::pingpong:
@@ -659,6 +696,7 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
     report.deliveries += r.deliveries;
     report.received += r.received;
     report.dropped += r.dropped;
+    report.churned += r.churned;
     const std::uint64_t* s = shared.samples(i);
     report.latencies.insert(report.latencies.end(), s, s + r.samples);
   }
@@ -680,16 +718,18 @@ void print(const Options& opt, const Scenario& sc, const Report& r) {
   const double pubs = static_cast<double>(r.publishes) / r.window_s;
   const double dels = static_cast<double>(r.deliveries) / r.window_s;
   const double recv = static_cast<double>(r.received) / r.window_s;
+  const double churn = static_cast<double>(r.churned) / r.window_s;
   const char* wait = sc.wait == Wait::spin ? "spin" : "block";
   if (opt.json) {
     fmt::print(
         "{{\"scenario\":\"{}\",\"publishers\":{},\"subscribers\":{},\"payload\":{},\"wait\":\"{}\","
         "\"seconds\":{:.3f},\"publishes_per_s\":{:.0f},\"deliveries_per_s\":{:.0f},"
         "\"received_per_s\":{:.0f},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},"
-        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{}}}\n",
+        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{},\"churn_per_s\":{:.0f}}}"
+        "\n",
         sc.name, sc.publishers, sc.subscribers, opt.payload, wait, r.window_s, pubs, dels, recv,
         percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999), l.empty() ? 0 : l.back(),
-        mean, l.size(), r.dropped);
+        mean, l.size(), r.dropped, sc.patterns, churn);
     return;
   }
   const bool round_trip = sc.kind != Kind::throughput && sc.kind != Kind::lockstep;
@@ -706,6 +746,10 @@ void print(const Options& opt, const Scenario& sc, const Report& r) {
              percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999),
              l.empty() ? 0 : l.back(), mean, l.size(), how);
   fmt::print("dropped      {}\n", r.dropped);
+  if (sc.patterns > 0) fmt::print("patterns     {} (held by an idle subscriber)\n", sc.patterns);
+  if (sc.churn > 0) {
+    fmt::print("churn        {:.0f} subscribe/unsubscribe pairs/s on '{}'\n", churn, kChurnChannel);
+  }
 }
 
 }  // namespace
@@ -721,7 +765,7 @@ int main(int argc, char** argv) {
   app.add_option("--scenario", opt.scenario,
                  "single, fanout-10, fanout-100, fanout-1000, latency-spin, latency-block, "
                  "patterns-10000, patterns-0, no-subscribers, channels-100k, pingpong-spin, "
-                 "pingpong-block, floor-spin, floor-block, stopped-subscriber")
+                 "pingpong-block, floor-spin, floor-block, stopped-subscriber, churn")
       ->capture_default_str();
   app.add_option("--seconds", opt.seconds, "Measured window, after a 0.5 s warm-up")
       ->capture_default_str()
@@ -735,6 +779,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 4096));
   app.add_option("--wait", opt.wait, "How subscribers wait: spin (busy-poll) or block (futex)")
       ->check(CLI::IsMember({"spin", "block"}));
+  app.add_option("--patterns", opt.patterns,
+                 "Patterns an idle subscriber holds, none of them matching the published channel "
+                 "(throughput scenarios)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 24));
+  app.add_option("--churn", opt.churn,
+                 "Subscribe/unsubscribe pairs per second on an unrelated channel (churn)")
+      ->check(CLI::Range(1, 1'000'000));
   app.add_flag("--json", opt.json, "Print one JSON object");
   CLI11_PARSE(app, argc, argv);
 
@@ -759,6 +810,16 @@ int main(int argc, char** argv) {
     }
     sc->wait = w;
   }
+  if (fixed_roles && opt.patterns) {
+    fmt::print(stderr, "shmcast-bench: {} holds no patterns; drop --patterns\n", sc->name);
+    return 2;
+  }
+  if (opt.churn && sc->churn == 0) {
+    fmt::print(stderr, "shmcast-bench: --churn is for the churn scenario\n");
+    return 2;
+  }
+  if (opt.patterns) sc->patterns = *opt.patterns;
+  if (opt.churn) sc->churn = *opt.churn;
   if (opt.publishers) sc->publishers = *opt.publishers;
   if (opt.subscribers) sc->subscribers = *opt.subscribers;
   if (sc->channels > 1 && sc->subscribers == 0) {
@@ -794,11 +855,12 @@ int main(int argc, char** argv) {
       return 1;
     }
     print(opt, *sc, *report);
-    if (sc->compare_stopped) {
-      // The same run without the stopped subscriber, on a fresh bus.
+    if (sc->compare_stopped || sc->churn > 0) {
+      // The same run without the stopped subscriber or the churn, on a fresh bus.
       Scenario without = *sc;
       without.name = sc->name + "-baseline";
       without.stopped = 0;
+      without.churn = 0;
       Options base = opt;
       if (!bus_given) {
         base.bus = fmt::format("bench-{}-baseline", getpid());
@@ -812,6 +874,33 @@ int main(int argc, char** argv) {
         return 1;
       }
       print(base, without, *baseline);
+      if (sc->churn > 0) {
+        // Both rates: a publish that finds the subscriber's ring full is cheaper, so a
+        // subscriber slowed by the churn can raise publishes/s while deliveries/s falls.
+        const auto rate = [](std::uint64_t n, const Report& r) {
+          return static_cast<double>(n) / r.window_s;
+        };
+        const auto ratio = [](double with, double alone) { return alone > 0 ? with / alone : 0; };
+        const double pubs = rate(report->publishes, *report);
+        const double pubs_alone = rate(baseline->publishes, *baseline);
+        const double dels = rate(report->deliveries, *report);
+        const double dels_alone = rate(baseline->deliveries, *baseline);
+        if (opt.json) {
+          fmt::print(
+              "{{\"scenario\":\"{}\",\"patterns\":{},\"publishes_per_s\":{:.0f},"
+              "\"baseline_publishes_per_s\":{:.0f},\"ratio\":{:.3f},\"deliveries_per_s\":{:.0f},"
+              "\"baseline_deliveries_per_s\":{:.0f},\"deliveries_ratio\":{:.3f}}}\n",
+              sc->name, sc->patterns, pubs, pubs_alone, ratio(pubs, pubs_alone), dels, dels_alone,
+              ratio(dels, dels_alone));
+        } else {
+          fmt::print(
+              "with {} patterns, churn against none: publishes/s {:.0f} vs {:.0f}, ratio "
+              "{:.3f}; deliveries/s {:.0f} vs {:.0f}, ratio {:.3f}\n",
+              sc->patterns, pubs, pubs_alone, ratio(pubs, pubs_alone), dels, dels_alone,
+              ratio(dels, dels_alone));
+        }
+        return 0;
+      }
       const double with = per_subscriber(*sc, *report);
       const double alone = per_subscriber(without, *baseline);
       const double ratio = alone > 0 ? with / alone : 0;
