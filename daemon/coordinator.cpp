@@ -238,6 +238,8 @@ void Coordinator::create_or_adopt() {
   h->channel_slots = g.channel_slots;
   h->pattern_slots = g.pattern_slots;
   h->node_count = g.node_count;
+  h->route_versions_offset = g.route_versions_offset;
+  h->route_buckets = g.route_buckets;
   created_ns_ = detail::realtime_ns();
   h->created_ns = created_ns_;
   auto* nodes = reinterpret_cast<Node*>(segment.base() + g.nodes_offset);
@@ -247,6 +249,7 @@ void Coordinator::create_or_adopt() {
   image_.assign(g.total - g.channels_offset, std::byte{0});
   std::memcpy(image_.data(), shared_tables(), image_.size());
   mine_ = std::make_unique<detail::Tables>(image_.data(), limits, record_geometry(g));
+  route_versions_.assign(g.route_buckets, 0);
   clients_.assign(limits.max_clients, Client{});
   index_nodes();
   BusHeader& header = view_->header();
@@ -286,6 +289,7 @@ void Coordinator::adopt() {
   std::memcpy(image_.data(), shared_tables(), image_.size());
   mine_ = std::make_unique<detail::Tables>(image_.data(), view_->limits(), record_geometry(g));
   begin_write();
+  restart_route_versions();
   rebuild_registry(may_subscribe);
   std::memcpy(shared_tables(), image_.data(), image_.size());
   store_counts();
@@ -531,8 +535,11 @@ void Coordinator::audit_header() {
   }
   const std::uint64_t version = h.routing_version.load(std::memory_order_relaxed);
   if (version != version_) {
-    // Past both values, so a publisher that cached a route under either one re-reads it.
+    // Past both values, even: a closed seqlock that moved on for any reader under way.
     version_ = (std::max(version, version_) | 1U) + 1;
+    // A publisher may have resolved a route while the seqlock did not guard the registry.
+    all_routes_moved_ = true;
+    store_route_versions();
     h.routing_version.store(version_, std::memory_order_release);
     log_repair("version", fmt::format("repaired routing version: found {}; set to {}, so every "
                                       "publisher re-reads the registry",
@@ -552,7 +559,32 @@ void Coordinator::audit_header() {
                            channels, patterns, nodes, deaths, channels_, patterns_, used, deaths_));
     begin_write();
     store_counts();
+    // A pattern count of 0 lets a resolve skip the pattern table.
+    all_routes_moved_ = true;
     end_write();
+  }
+  audit_route_versions();
+}
+
+// A route version set back to a value a publisher cached for an older route keeps that
+// publisher on the older route, and one set to a value the coordinator will store next makes
+// the next change invisible to it. Each word that differs from the record is raised past both
+// values in this pass, so such a route lasts until the next pass (20 ms at most); values set
+// ahead of the record only cost publishers a resolve.
+void Coordinator::audit_route_versions() {
+  std::uint32_t repaired = 0;
+  std::int64_t first = -1;
+  for (std::uint32_t b = 0; b < route_versions_.size(); ++b) {
+    if (view_->route_version(b).load(std::memory_order_relaxed) == route_versions_[b]) continue;
+    raise_route_version(b);
+    if (first < 0) first = b;
+    ++repaired;
+  }
+  if (repaired > 0) {
+    log_repair("route versions",
+               fmt::format("repaired {} route versions overwritten in shared memory (first: bucket "
+                           "{}); publishers of their channels re-read the registry",
+                           repaired, first));
   }
 }
 
@@ -562,9 +594,11 @@ void Coordinator::audit_slot(std::uint32_t slot) {
   std::string found;  // each field is read once, so this shows the values that failed the check
   if (const std::uint32_t generation = s.generation.load(); generation != c.generation) {
     found += fmt::format(" generation {}", generation);
-    // Publishers name rings by the generation they read from the registry.
+    // Publishers name rings by the generation they read from the registry, so any route
+    // resolved meanwhile may miss this client's ring.
     begin_write();
     s.generation.store(c.generation);
+    all_routes_moved_ = true;
     end_write();
   }
   const std::uint32_t state = s.state.load(std::memory_order_acquire);
@@ -617,9 +651,11 @@ void Coordinator::audit_tables() {
   std::byte* shared = shared_tables();
   if (std::memcmp(shared + lo, image_.data() + lo, hi - lo) == 0) return;
   bool writing = false;
+  // Whatever a publisher resolved from the overwritten part may be wrong, for any channel.
   const auto write = [&] {
     if (!writing) begin_write();
     writing = true;
+    all_routes_moved_ = true;
   };
   // The indices of the `count` items of `size` bytes from `offset` in the record that overlap
   // the slice.
@@ -801,8 +837,60 @@ void Coordinator::begin_write() {
 }
 
 void Coordinator::end_write() {
+  // Before the seqlock closes: a publisher that sees a version moved re-reads the registry and
+  // waits for this write to end, and one that resolved without seeing it resolves again.
+  store_route_versions();
   ++version_;
   view_->header().routing_version.store(version_, std::memory_order_release);
+}
+
+void Coordinator::routes_moved(bool pattern, std::uint32_t hash) {
+  if (pattern) {
+    all_routes_moved_ = true;
+  } else {
+    moved_buckets_.push_back(detail::route_bucket(hash, view_->geometry().route_buckets));
+  }
+}
+
+// Only ever raised, past the record and past whatever the shared word holds, so no value a
+// publisher may have recorded is stored again.
+void Coordinator::raise_route_version(std::uint32_t bucket) {
+  std::atomic<std::uint64_t>& shared = view_->route_version(bucket);
+  const std::uint64_t next =
+      std::max(route_versions_[bucket], shared.load(std::memory_order_relaxed)) + 1;
+  route_versions_[bucket] = next;
+  shared.store(next, std::memory_order_release);
+}
+
+void Coordinator::store_route_versions() {
+  if (all_routes_moved_) {
+    for (std::uint32_t b = 0; b < route_versions_.size(); ++b) raise_route_version(b);
+  } else {
+    // Once per write, however many of its subscriptions a leaving client had in a bucket.
+    std::sort(moved_buckets_.begin(), moved_buckets_.end());
+    moved_buckets_.erase(std::unique(moved_buckets_.begin(), moved_buckets_.end()),
+                         moved_buckets_.end());
+    for (const std::uint32_t b : moved_buckets_) raise_route_version(b);
+  }
+  all_routes_moved_ = false;
+  moved_buckets_.clear();
+}
+
+// An adopted bus's route versions are whatever the previous coordinator left, maybe overwritten
+// since. A coordinator raises a version by one per registry write or audit pass at most, from 0
+// or from a restart's clock reading, so the values it stores stay below the monotonic clock:
+// every word goes past the clock and past every word the segment holds, to a value no publisher
+// can have recorded.
+void Coordinator::restart_route_versions() {
+  std::uint64_t next = detail::monotonic_ns();
+  const std::uint32_t buckets = view_->geometry().route_buckets;
+  for (std::uint32_t b = 0; b < buckets; ++b) {
+    next = std::max(next, view_->route_version(b).load(std::memory_order_relaxed) + 1);
+  }
+  route_versions_.assign(buckets, next);
+  for (std::uint32_t b = 0; b < buckets; ++b) {
+    view_->route_version(b).store(next, std::memory_order_release);
+  }
 }
 
 void Coordinator::store_entry(bool pattern, std::uint32_t index) {
@@ -887,6 +975,7 @@ void Coordinator::unlink_node(std::uint32_t index) {
   store_node(index);
   free_nodes_.push_back(index);
   Entry& e = mine_->entry(pattern, entry_index);
+  routes_moved(pattern, e.hash);
   if (e.first == index + 1) {
     e.first = next;
   } else {
@@ -938,6 +1027,7 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
   e.first = node_index + 1;
   ++e.count;
   store_entry(pattern, entry_index);
+  routes_moved(pattern, e.hash);
   c.nodes.push_back(node_index);
   store_counts();
   view_->slot(slot).subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));

@@ -116,6 +116,13 @@ class Coordinator {
   void reap_dead();
   void begin_write();
   void end_write();
+  // Records that the routes of `hash`'s bucket (of every channel, for a pattern) may change in
+  // the current write; end_write raises their route versions.
+  void routes_moved(bool pattern, std::uint32_t hash);
+  void raise_route_version(std::uint32_t bucket);
+  void store_route_versions();
+  void restart_route_versions();
+  void audit_route_versions();
   std::int64_t insert_entry(bool pattern, std::string_view name);
   void erase_entry(bool pattern, std::uint32_t index);
   void unlink_node(std::uint32_t node);
@@ -143,6 +150,10 @@ class Coordinator {
   // The segment header and the fixed part of the bus header, as created or adopted.
   std::vector<std::byte> fixed_header_;
   std::uint64_t version_ = 0;
+  // The route versions as this coordinator stored them, and those the write under way moves.
+  std::vector<std::uint64_t> route_versions_;
+  std::vector<std::uint32_t> moved_buckets_;
+  bool all_routes_moved_ = false;
   std::uint32_t channels_ = 0;
   std::uint32_t patterns_ = 0;
   std::uint64_t deaths_ = 0;

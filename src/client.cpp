@@ -333,7 +333,10 @@ struct RouteTarget {
 };
 
 struct Route {
-  std::uint64_t version = ~std::uint64_t{0};
+  // The route version of the channel's bucket, read before the registry was: the targets are
+  // current while it stays there.
+  const std::atomic<std::uint64_t>* bucket = nullptr;
+  std::uint64_t version = 0;
   std::vector<RouteTarget> targets;
 };
 
@@ -364,6 +367,7 @@ thread_local std::unordered_map<std::uint64_t, PublisherCache> t_publishers;
 // The cache last used by this thread, so a thread publishing on one bus skips the lookup.
 thread_local std::uint64_t t_last_id = 0;
 thread_local PublisherCache* t_last_cache = nullptr;
+thread_local std::uint64_t t_resolved = 0;
 
 // Routes a thread keeps at most: every channel the bus can hold twice over (channels that
 // nobody holds are cached as empty routes too), and never fewer than this.
@@ -418,19 +422,21 @@ RingHandle* ring_for(PublisherCache& cache, const Target& target, bool& replaced
 }
 
 Route& resolve(PublisherCache& cache, std::string_view channel) {
-  std::uint64_t version = 0;
+  ++t_resolved;
+  const std::atomic<std::uint64_t>& bucket = cache.view->route_version_of(name_hash(channel));
+  // Read before the registry: a change the read may miss moves the version past this value.
+  const std::uint64_t version = bucket.load(std::memory_order_acquire);
+  std::uint64_t seq = 0;
   const bool consistent = read_registry(
-      *cache.view, [&] { collect_targets(*cache.view, channel, cache.globs, cache.scratch); },
-      version);
+      *cache.view, [&] { collect_targets(*cache.view, channel, cache.globs, cache.scratch); }, seq);
   auto it = cache.routes.find(channel);
-  // The routing version that read_registry gave up on (the coordinator died or stopped in the
-  // middle of an update): routes are kept under it, so further publishes do not wait again until
-  // it moves on.
-  std::uint64_t stuck = 0;
+  // read_registry gave up (the coordinator died or stopped in the middle of an update): the
+  // route is kept under the version read, so further publishes do not wait again until a
+  // coordinator moves it on.
   if (!consistent) {
-    stuck = cache.view->header().routing_version.load(std::memory_order_acquire);
     if (it != cache.routes.end()) {
-      it->second.version = stuck;
+      it->second.bucket = &bucket;
+      it->second.version = version;
       return it->second;
     }
     cache.scratch.clear();
@@ -451,7 +457,8 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
   }
   const auto slot = cache.routes.try_emplace(std::string(channel)).first;
   Route& route = slot->second;
-  route.version = consistent ? version : stuck;
+  route.bucket = &bucket;
+  route.version = version;
   route.targets = std::move(targets);
   cache.last_name = &slot->first;
   cache.last_route = &route;
@@ -492,6 +499,10 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
 
 }  // namespace
 
+std::uint64_t resolved_routes() noexcept {
+  return t_resolved;
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
@@ -509,10 +520,9 @@ std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> pa
     detail::refuse_publish(s.limits, channel.size(), payload.size());
   }
   detail::PublisherCache& cache = detail::publisher_cache(state_);
-  const std::uint64_t version =
-      cache.view->header().routing_version.load(std::memory_order_acquire);
   detail::Route* route = detail::cached_route(cache, channel);
-  if (route == nullptr || route->version != version) route = &detail::resolve(cache, channel);
+  if (route == nullptr || route->bucket->load(std::memory_order_acquire) != route->version)
+    route = &detail::resolve(cache, channel);
 
   if (route->targets.empty()) return 0;
   return detail::deliver(*route, channel, payload);

@@ -127,4 +127,8 @@ class SubscriberSlot {
 /// id of the ring records it writes.
 [[nodiscard]] std::uint32_t current_pid() noexcept;
 
+/// Routes this thread resolved from the registry, on any bus: what tests count to see which
+/// changes make a publisher resolve again.
+[[nodiscard]] std::uint64_t resolved_routes() noexcept;
+
 }  // namespace shmcast::detail

@@ -36,6 +36,8 @@ ControlView::ControlView(Segment&& segment, const BusLimits& limits)
   const BusHeader& h = header();
   if (h.slot_size != geometry_.slot_size || h.channel_slots != geometry_.channel_slots ||
       h.pattern_slots != geometry_.pattern_slots || h.node_count != geometry_.node_count ||
+      h.route_buckets != geometry_.route_buckets ||
+      h.route_versions_offset != geometry_.route_versions_offset ||
       h.clients_offset != geometry_.clients_offset ||
       h.channels_offset != geometry_.channels_offset ||
       h.patterns_offset != geometry_.patterns_offset || h.nodes_offset != geometry_.nodes_offset ||

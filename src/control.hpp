@@ -82,6 +82,15 @@ class ControlView : public Tables {
     return *reinterpret_cast<BusHeader*>(base_ + kBusHeaderOffset);
   }
   [[nodiscard]] Segment& segment() noexcept { return segment_; }
+  /// The route version of a bucket; `bucket` is below geometry().route_buckets.
+  [[nodiscard]] std::atomic<std::uint64_t>& route_version(std::uint32_t bucket) const noexcept {
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(base_ +
+                                                         geometry_.route_versions_offset)[bucket];
+  }
+  /// The route version a publish on a channel of this name hash checks.
+  [[nodiscard]] std::atomic<std::uint64_t>& route_version_of(std::uint32_t hash) const noexcept {
+    return route_version(route_bucket(hash, geometry_.route_buckets));
+  }
   /// Mode and group for the bus's ring segments, as read when the view was made; the mode
   /// keeps owner and group bits only, whatever the segment holds.
   [[nodiscard]] mode_t segment_mode() const noexcept { return segment_mode_; }

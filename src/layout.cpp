@@ -1,5 +1,6 @@
 #include "layout.hpp"
 
+#include <algorithm>
 #include <bit>
 
 #include <fmt/format.h>
@@ -49,7 +50,11 @@ ControlGeometry control_geometry(const BusLimits& l) {
   g.channel_slots = std::bit_ceil(std::max<std::uint32_t>(16, l.max_channels * 2));
   g.pattern_slots = std::bit_ceil(std::max<std::uint32_t>(16, l.max_patterns * 2));
   g.node_count = l.max_total_subscriptions;
-  g.clients_offset = round_up(kBusHeaderOffset + sizeof(BusHeader), kCacheLine);
+  // About one bucket per channel the bus can hold, so a change rarely moves another's route.
+  g.route_buckets = std::bit_ceil(std::clamp(l.max_channels, kRouteBucketsMin, kRouteBucketsMax));
+  g.route_versions_offset = round_up(kBusHeaderOffset + sizeof(BusHeader), kCacheLine);
+  g.clients_offset = round_up(
+      g.route_versions_offset + sizeof(std::uint64_t) * std::uint64_t{g.route_buckets}, kCacheLine);
   g.channels_offset =
       round_up(g.clients_offset + std::uint64_t{g.slot_size} * l.max_clients, kCacheLine);
   g.patterns_offset = round_up(

@@ -21,7 +21,8 @@ inline constexpr std::uint32_t kLayoutVersion = 2;
 //  Control segment:
 //
 //   0      SegmentHeader                      magic, layout version (written last), size
-//   64     BusHeader                          limits, table offsets, coordinator, versions
+//   64     BusHeader                          limits, table offsets, coordinator, seqlock
+//   448    uint64 versions[route_buckets]     route versions, by hash of the channel name
 //   ...    ClientSlot[max_clients]            slot_size bytes each: identity, mailbox, name
 //   ...    Entry channels[channel_slots]      open addressing, linear probing
 //   ...    Entry patterns[pattern_slots]
@@ -46,27 +47,30 @@ static_assert(sizeof(BusLimits) == 48);
 
 struct BusHeader {
   // Written once at creation.
-  BusLimits limits;                  // 0
-  std::uint32_t slot_size;           // 48
-  std::uint32_t entry_size_channel;  // 52
-  std::uint32_t entry_size_pattern;  // 56
-  std::uint32_t segment_mode;        // 60: mode of the bus's segments (rings follow it)
-  std::uint64_t clients_offset;      // 64
-  std::uint64_t channels_offset;     // 72
-  std::uint64_t patterns_offset;     // 80
-  std::uint64_t nodes_offset;        // 88
-  std::uint32_t channel_slots;       // 96: power of two
-  std::uint32_t pattern_slots;       // 100: power of two
-  std::uint32_t node_count;          // 104
-  std::int32_t segment_gid;          // 108: -1: none
-  std::uint8_t reserved0[16];        // 112
+  BusLimits limits;                     // 0
+  std::uint32_t slot_size;              // 48
+  std::uint32_t entry_size_channel;     // 52
+  std::uint32_t entry_size_pattern;     // 56
+  std::uint32_t segment_mode;           // 60: mode of the bus's segments (rings follow it)
+  std::uint64_t clients_offset;         // 64
+  std::uint64_t channels_offset;        // 72
+  std::uint64_t patterns_offset;        // 80
+  std::uint64_t nodes_offset;           // 88
+  std::uint32_t channel_slots;          // 96: power of two
+  std::uint32_t pattern_slots;          // 100: power of two
+  std::uint32_t node_count;             // 104
+  std::int32_t segment_gid;             // 108: -1: none
+  std::uint64_t route_versions_offset;  // 112
+  std::uint32_t route_buckets;          // 120: power of two
+  std::uint32_t reserved0;              // 124
   // The coordinator now running (rewritten by a coordinator that adopts the bus).
   alignas(kCacheLine) std::atomic<std::int32_t> coordinator_pid;  // 128
   std::atomic<std::uint64_t> coordinator_start_ticks;             // 136: /proc start time
   std::atomic<std::uint64_t> coordinator_started_ns;              // 144: CLOCK_REALTIME
   std::atomic<std::uint64_t> created_ns;                          // 152
   // Seqlock over the registry (channels, patterns, nodes, slot generations): odd while the
-  // coordinator writes. Publishers read it on every publish, so nothing else shares the line.
+  // coordinator writes. Publishers read it only to resolve a route: a cached route is kept while
+  // the route version of its channel's bucket stays where it was (see kRouteBucketsMax).
   alignas(kCacheLine) std::atomic<std::uint64_t> routing_version;  // 192
   alignas(kCacheLine) std::atomic<std::uint64_t> heartbeat_ns;     // 256: CLOCK_MONOTONIC
   std::atomic<std::uint64_t> deaths;                               // 264: clients reaped
@@ -81,6 +85,8 @@ static_assert(offsetof(BusHeader, slot_size) == 48);
 static_assert(offsetof(BusHeader, clients_offset) == 64);
 static_assert(offsetof(BusHeader, channel_slots) == 96);
 static_assert(offsetof(BusHeader, segment_gid) == 108);
+static_assert(offsetof(BusHeader, route_versions_offset) == 112);
+static_assert(offsetof(BusHeader, route_buckets) == 120);
 static_assert(offsetof(BusHeader, coordinator_pid) == 128);
 static_assert(offsetof(BusHeader, coordinator_start_ticks) == 136);
 static_assert(offsetof(BusHeader, routing_version) == 192);
@@ -91,6 +97,24 @@ static_assert(offsetof(BusHeader, doorbell) == 320);
 static_assert(sizeof(BusHeader) == 384);
 
 inline constexpr std::size_t kBusHeaderOffset = kSegmentHeaderSize;
+
+//  Route versions: one word per bucket of channel names, which the coordinator moves (inside the
+//  registry write, before the seqlock closes) whenever a route in the bucket may change: the
+//  channel's own subscribers, or a slot generation they are named by. A change that may touch
+//  every route (a pattern, a repair) moves every bucket. A publisher records its bucket's
+//  version before it resolves a route and resolves again once it moved, so it reads one shared
+//  word per publish and a subscribe elsewhere costs it nothing, but for the channels whose names
+//  share the bucket. Each word only grows, and is read with acquire, written with release.
+inline constexpr std::uint32_t kRouteBucketsMin = 64;
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8 &&
+              std::atomic<std::uint64_t>::is_always_lock_free);
+inline constexpr std::uint32_t kRouteBucketsMax = 4096;
+
+/// The route-version bucket of a channel name's hash; `buckets` is a power of two.
+[[nodiscard]] constexpr std::uint32_t route_bucket(std::uint32_t hash,
+                                                   std::uint32_t buckets) noexcept {
+  return hash & (buckets - 1);
+}
 
 enum class SlotState : std::uint32_t {
   free = 0,
@@ -208,8 +232,9 @@ static_assert(sizeof(FrameHeader) == 24);
 /// The computed geometry of a control segment for given limits.
 struct ControlGeometry {
   std::uint32_t slot_size, entry_size_channel, entry_size_pattern;
-  std::uint32_t channel_slots, pattern_slots, node_count;
-  std::uint64_t clients_offset, channels_offset, patterns_offset, nodes_offset, total;
+  std::uint32_t channel_slots, pattern_slots, node_count, route_buckets;
+  std::uint64_t route_versions_offset, clients_offset, channels_offset, patterns_offset,
+      nodes_offset, total;
 };
 [[nodiscard]] ControlGeometry control_geometry(const BusLimits& limits);
 

@@ -25,6 +25,7 @@
 
 #include <fmt/format.h>
 
+#include "client.hpp"
 #include "control.hpp"
 #include "coordinator.hpp"
 #include "integration/bus_fixture.hpp"
@@ -279,6 +280,7 @@ class Vandal {
   enum Kind {
     kFixedHeader,
     kVersion,
+    kRouteVersion,
     kCounters,
     kIdentity,
     kEntry,
@@ -298,6 +300,7 @@ class Vandal {
     switch (kind) {
       case kFixedHeader: return "repaired bus header: the segment header, limits or table";
       case kVersion: return "repaired routing version";
+      case kRouteVersion: return "route versions overwritten in shared memory";
       case kCounters: return "repaired registry counters";
       case kIdentity: return "repaired bus header: the coordinator's pid and start time";
       case kEntry: return "table entries overwritten in shared memory";
@@ -324,6 +327,16 @@ class Vandal {
         const std::uint64_t v = h.routing_version.load() | 1U;
         h.routing_version.store(v);
         return fmt::format("control: routing version := {} (odd: a write that never ends)", v);
+      }
+      case kRouteVersion: {
+        const auto bucket = static_cast<std::uint32_t>(pick(view_.geometry().route_buckets));
+        auto& version = view_.route_version(bucket);
+        // Often back to a value a publisher may have recorded.
+        const std::uint64_t was = version.load();
+        std::uint64_t v = pick(2) == 0 && was > 0 ? was - 1 - pick(was) : garbage64();
+        if (v == was) ++v;
+        version.store(v);
+        return fmt::format("control: route version {} := {} (was {})", bucket, v, was);
       }
       case kCounters:
         h.channel_count.store(garbage32());
@@ -730,9 +743,10 @@ TEST(Hostile, RepairsOfAFieldOverwrittenOverAndOverAreLoggedWithinABudget) {
                                                        << log;
 }
 
-// A routing version held odd looks like a registry write that never ends. With the coordinator
-// stopped (alive, so not reaped, but unable to repair), a publisher must not wait for it
-// forever: it gives up after kRegistryPatience, once, and keeps the route it had.
+// A routing version held odd looks like a registry write that never ends; with the route version
+// of the channel moved too, a publisher reads the registry again. With the coordinator stopped
+// (alive, so not reaped, but unable to repair), it must not wait for it forever: it gives up
+// after kRegistryPatience, once, and keeps the route it had.
 TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
   Daemon daemon;
   Bus bus = Bus::connect(daemon.bus());
@@ -744,6 +758,8 @@ TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
   ASSERT_TRUE(test::pause_child(daemon.pid()));
   auto& version = view.header().routing_version;
   version.store(version.load() | 1U);
+  auto& route_version = view.route_version_of(detail::name_hash("a"));
+  route_version.fetch_add(1);
   const auto start = Clock::now();
   EXPECT_EQ(bus.publish("a", "while odd"), 1U) << "the route it had";
   const auto took = Clock::now() - start;
@@ -759,7 +775,9 @@ TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
   const auto deadline = Clock::now() + 5s;
   while ((version.load() & 1U) != 0 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(version.load() & 1U, 0U) << "the coordinator put an even version back";
+  const std::uint64_t resolved = detail::resolved_routes();
   EXPECT_EQ(bus.publish("a", "after"), 1U);
+  EXPECT_EQ(detail::resolved_routes(), resolved + 1) << "the repair moved the route version on";
   std::vector<std::string> payloads;
   while (auto m = sub.receive(1s)) {
     if (m->kind == Kind::message) payloads.push_back(m->payload);
