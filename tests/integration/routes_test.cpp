@@ -7,7 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -126,6 +126,32 @@ TEST_F(WarmRoute, ChurnOnAChannelOfTheSameBucketResolvesAgainAndStaysRight) {
   ASSERT_EQ(churner.unsubscribe({neighbour}), 0U);
   EXPECT_EQ(bus_.publish(neighbour, "to nobody"), 0U);
   EXPECT_EQ(bus_.publish("a", "after"), 2U);
+}
+
+// A coordinator that adopts a bus lays the registry out afresh and drops what fails its checks;
+// a route cached before must be resolved again, though no request changed anything.
+TEST(AdoptedRoutes, ARouteCachedBeforeTheRestartIsResolvedAgain) {
+  const std::string name = test::unique_bus("adopted-routes");
+  test::RemoveSegments cleanup{name};
+  auto daemon = std::make_unique<test::Daemon>(name);
+  Bus bus = Bus::connect(name);
+  Subscriber sub = bus.subscriber();
+  ASSERT_EQ(sub.subscribe({"a"}), 1U);
+  ASSERT_EQ(bus.publish("a", "before"), 1U);
+  daemon->kill_now();
+  daemon.reset();
+  {
+    // The subscription now names a client slot nobody attached: the next coordinator drops it.
+    detail::ControlView view(detail::Segment::open(
+        detail::control_name(name), detail::SegmentKind::control, detail::kLayoutVersion));
+    const std::int64_t a = detail::find_entry(view, false, "a");
+    ASSERT_GE(a, 0);
+    const std::uint32_t first = view.entry(false, static_cast<std::uint32_t>(a)).first;
+    ASSERT_NE(first, detail::kNoNode);
+    view.node(first - 1).client = view.limits().max_clients - 1;
+  }
+  daemon = std::make_unique<test::Daemon>(name);
+  EXPECT_EQ(bus.publish("a", "after"), 0U);
 }
 
 }  // namespace
