@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -152,6 +153,34 @@ TEST(AdoptedRoutes, ARouteCachedBeforeTheRestartIsResolvedAgain) {
   }
   daemon = std::make_unique<test::Daemon>(name);
   EXPECT_EQ(bus.publish("a", "after"), 0U);
+}
+
+// Publishers index the route versions with their own copy of the geometry, made from the
+// limits: a header that places them elsewhere is refused, not followed.
+TEST(RouteVersionsHeader, ABusThatPlacesThemOtherwiseIsRefused) {
+  test::Daemon daemon(test::unique_bus("route-header"));
+  detail::ControlView view(detail::Segment::open(
+      detail::control_name(daemon.bus()), detail::SegmentKind::control, detail::kLayoutVersion));
+  detail::BusHeader& h = view.header();
+  ASSERT_TRUE(test::pause_child(daemon.pid()));  // or it repairs the header at once
+  const std::vector<std::function<void(bool)>> overwrites = {
+      [&h, was = h.route_buckets](bool on) { h.route_buckets = on ? was * 2 : was; },
+      [&h, was = h.route_versions_offset](bool on) {
+        h.route_versions_offset = on ? was + 64 : was;
+      },
+  };
+  for (const auto& overwrite : overwrites) {
+    overwrite(true);
+    try {
+      (void)Bus::connect(daemon.bus());
+      ADD_FAILURE() << "connected to a bus with misplaced route versions";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::bad_segment) << e.what();
+    }
+    overwrite(false);
+  }
+  ASSERT_EQ(::kill(daemon.pid(), SIGCONT), 0);
+  EXPECT_NO_THROW((void)Bus::connect(daemon.bus()));
 }
 
 }  // namespace
