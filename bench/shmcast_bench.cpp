@@ -90,12 +90,16 @@ struct Scenario {
   int stopped = 0;               // extra subscriber processes, SIGSTOPped once subscribed
   bool compare_stopped = false;  // run again without the stopped ones and print the ratio
   // Subscribe/unsubscribe pairs per second that one more process makes on a channel nobody
-  // publishes to; the run is repeated without them and the ratio printed.
+  // publishes to, in every other phase of the window; the publish rate is counted per phase.
   int churn = 0;
 };
 
 // The channel the churning process subscribes to and leaves.
 constexpr const char* kChurnChannel = "churn";
+// The window of a churn run alternates quiet and churning phases of this length, so both rates
+// come from the same processes on the same cores: this machine's run-to-run spread (a factor of
+// two, with the placement of its vCPUs) does not enter the ratio.
+constexpr auto kChurnPhase = 100ms;
 
 std::optional<Scenario> preset(const std::string& name) {
   Scenario s;
@@ -157,12 +161,14 @@ std::optional<Scenario> preset(const std::string& name) {
 // What one child process leaves for the parent. A line of its own: a publisher and a
 // subscriber counting side by side would otherwise make every message a cache miss for both.
 struct alignas(kCacheLine) ChildResult {
-  std::uint64_t publishes = 0;   // in the measured window
-  std::uint64_t deliveries = 0;  // sum of publish() results in the window
-  std::uint64_t received = 0;    // messages read that were published in the window
-  std::uint64_t dropped = 0;     // the subscriber's dropped() at the end (whole run)
-  std::uint64_t samples = 0;     // latency samples written
-  std::uint64_t churned = 0;     // subscribe/unsubscribe pairs completed in the window
+  std::uint64_t publishes = 0;            // in the measured window
+  std::uint64_t deliveries = 0;           // sum of publish() results in the window
+  std::uint64_t received = 0;             // messages read that were published in the window
+  std::uint64_t dropped = 0;              // the subscriber's dropped() at the end (whole run)
+  std::uint64_t samples = 0;              // latency samples written
+  std::uint64_t churned = 0;              // subscribe/unsubscribe pairs completed in the window
+  std::uint64_t publishes_churning = 0;   // publishes and deliveries in the churning phases
+  std::uint64_t deliveries_churning = 0;  // (the two above count the others)
 };
 
 // The region every process shares, all fields written by one side and read by the other.
@@ -188,8 +194,10 @@ struct Control {
   // floor-block: futex words, one per direction.
   alignas(kCacheLine) std::atomic<std::uint32_t> ping{0};
   alignas(kCacheLine) std::atomic<std::uint32_t> pong{0};
+  // churn: 1 while the churning process churns.
+  alignas(kCacheLine) std::atomic<std::uint32_t> churning{0};
 };
-static_assert(sizeof(Control) == 8 * kCacheLine);
+static_assert(sizeof(Control) == 9 * kCacheLine);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 using Shared = bench_support::SharedRegion<Control, ChildResult>;
@@ -338,19 +346,21 @@ void run_publisher(const Options& opt, const Scenario& sc, Slot& slot, int index
   const std::uint64_t clock_every = lockstep ? 1 : 16;
   std::uint64_t stamp = 0;
   bool counted = false;
+  bool churning = false;
   std::uint64_t sent = 0;
   for (std::uint64_t n = 0;; ++n) {
     if (n % clock_every == 0) {
       if (slot.stopped()) break;
       stamp = now_ns();
       counted = slot.in_window(stamp);
+      churning = slot.control.churning.load(std::memory_order_relaxed) != 0;
     }
     set_stamp(payload, stamp);
     const std::size_t delivered = bus.publish(names[next], payload);
     if (++next == sc.channels) next = 0;
     if (counted) {
-      ++slot.result.publishes;
-      slot.result.deliveries += delivered;
+      ++(churning ? slot.result.publishes_churning : slot.result.publishes);
+      (churning ? slot.result.deliveries_churning : slot.result.deliveries) += delivered;
     }
     if (!lockstep || delivered == 0) continue;
     ++sent;
@@ -359,8 +369,8 @@ void run_publisher(const Options& opt, const Scenario& sc, Slot& slot, int index
   }
 }
 
-// Subscribes to and leaves kChurnChannel sc.churn times a second, evenly spaced, from `go`
-// until the end of the run.
+// Subscribes to and leaves kChurnChannel sc.churn times a second, evenly spaced, while the
+// parent says so.
 void run_churner(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd) {
   auto bus = shmcast::Bus::connect(opt.bus, connect_options());
   auto sub = bus.subscriber();
@@ -369,6 +379,11 @@ void run_churner(const Options& opt, const Scenario& sc, Slot& slot, int ready_f
   const auto period = std::chrono::nanoseconds(1'000'000'000 / sc.churn);
   auto next = std::chrono::steady_clock::now();
   while (!slot.stopped()) {
+    if (slot.control.churning.load(std::memory_order_acquire) == 0) {
+      std::this_thread::sleep_for(100us);
+      next = std::chrono::steady_clock::now();
+      continue;
+    }
     sub.subscribe({kChurnChannel});
     sub.unsubscribe({kChurnChannel});
     drain_confirmations(sub);
@@ -595,6 +610,9 @@ struct Report {
   std::uint64_t received = 0;
   std::uint64_t dropped = 0;
   std::uint64_t churned = 0;
+  double churning_s = 0;  // of window_s
+  std::uint64_t publishes_churning = 0;
+  std::uint64_t deliveries_churning = 0;
   std::vector<std::uint64_t> latencies;
 };
 
@@ -677,8 +695,24 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
     sleep_unless_interrupted(kWarmUp);
     const std::uint64_t start = now_ns();
     control.window_start.store(start, std::memory_order_release);
-    sleep_unless_interrupted(std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::chrono::duration<double>(opt.seconds)));
+    const auto window = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::duration<double>(opt.seconds));
+    if (sc.churn == 0) {
+      sleep_unless_interrupted(window);
+    } else {
+      const std::uint64_t until = start + static_cast<std::uint64_t>(window.count());
+      bool churning = false;
+      for (std::uint64_t phase = start; phase < until && !g_interrupted.load();) {
+        sleep_unless_interrupted(std::min<std::chrono::nanoseconds>(
+            kChurnPhase, std::chrono::nanoseconds(until - phase)));
+        const std::uint64_t next = now_ns();
+        if (churning) report.churning_s += static_cast<double>(next - phase) / 1e9;
+        churning = !churning;
+        control.churning.store(churning ? 1 : 0, std::memory_order_release);
+        phase = next;
+      }
+      control.churning.store(0, std::memory_order_release);
+    }
     const std::uint64_t end = now_ns();
     control.window_end.store(end, std::memory_order_release);
     report.window_s = static_cast<double>(end - start) / 1e9;
@@ -697,6 +731,8 @@ std::optional<Report> run(const Options& opt, const Scenario& sc) {
     report.received += r.received;
     report.dropped += r.dropped;
     report.churned += r.churned;
+    report.publishes_churning += r.publishes_churning;
+    report.deliveries_churning += r.deliveries_churning;
     const std::uint64_t* s = shared.samples(i);
     report.latencies.insert(report.latencies.end(), s, s + r.samples);
   }
@@ -715,21 +751,33 @@ void print(const Options& opt, const Scenario& sc, const Report& r) {
       l.empty() ? 0.0
                 : static_cast<double>(std::accumulate(l.begin(), l.end(), std::uint64_t{0})) /
                       static_cast<double>(l.size());
-  const double pubs = static_cast<double>(r.publishes) / r.window_s;
-  const double dels = static_cast<double>(r.deliveries) / r.window_s;
+  // Without churn the quiet phase is the whole window.
+  const double quiet_s = r.window_s - r.churning_s;
+  const double pubs = static_cast<double>(r.publishes) / quiet_s;
+  const double dels = static_cast<double>(r.deliveries) / quiet_s;
   const double recv = static_cast<double>(r.received) / r.window_s;
-  const double churn = static_cast<double>(r.churned) / r.window_s;
+  const double churning_s = std::max(r.churning_s, 1e-9);
+  const double churn = static_cast<double>(r.churned) / churning_s;
+  const double pubs_churning = static_cast<double>(r.publishes_churning) / churning_s;
+  const double dels_churning = static_cast<double>(r.deliveries_churning) / churning_s;
+  const double ratio = pubs > 0 ? pubs_churning / pubs : 0;
   const char* wait = sc.wait == Wait::spin ? "spin" : "block";
   if (opt.json) {
     fmt::print(
         "{{\"scenario\":\"{}\",\"publishers\":{},\"subscribers\":{},\"payload\":{},\"wait\":\"{}\","
         "\"seconds\":{:.3f},\"publishes_per_s\":{:.0f},\"deliveries_per_s\":{:.0f},"
         "\"received_per_s\":{:.0f},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},"
-        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{},\"churn_per_s\":{:.0f}}}"
-        "\n",
+        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{}",
         sc.name, sc.publishers, sc.subscribers, opt.payload, wait, r.window_s, pubs, dels, recv,
         percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999), l.empty() ? 0 : l.back(),
-        mean, l.size(), r.dropped, sc.patterns, churn);
+        mean, l.size(), r.dropped, sc.patterns);
+    if (sc.churn > 0) {
+      fmt::print(
+          ",\"churn_per_s\":{:.0f},\"publishes_per_s_churning\":{:.0f},"
+          "\"deliveries_per_s_churning\":{:.0f},\"ratio\":{:.3f}",
+          churn, pubs_churning, dels_churning, ratio);
+    }
+    fmt::print("}}\n");
     return;
   }
   const bool round_trip = sc.kind != Kind::throughput && sc.kind != Kind::lockstep;
@@ -748,7 +796,12 @@ void print(const Options& opt, const Scenario& sc, const Report& r) {
   fmt::print("dropped      {}\n", r.dropped);
   if (sc.patterns > 0) fmt::print("patterns     {} (held by an idle subscriber)\n", sc.patterns);
   if (sc.churn > 0) {
-    fmt::print("churn        {:.0f} subscribe/unsubscribe pairs/s on '{}'\n", churn, kChurnChannel);
+    fmt::print("churn        {:.0f} subscribe/unsubscribe pairs/s on '{}', every other {} ms\n",
+               churn, kChurnChannel, kChurnPhase.count());
+    fmt::print(
+        "with churn   publishes/s {:.0f}, deliveries/s {:.0f} (the rates above are without); "
+        "publishes ratio {:.3f}\n",
+        pubs_churning, dels_churning, ratio);
   }
 }
 
@@ -855,12 +908,11 @@ int main(int argc, char** argv) {
       return 1;
     }
     print(opt, *sc, *report);
-    if (sc->compare_stopped || sc->churn > 0) {
-      // The same run without the stopped subscriber or the churn, on a fresh bus.
+    if (sc->compare_stopped) {
+      // The same run without the stopped subscriber, on a fresh bus.
       Scenario without = *sc;
       without.name = sc->name + "-baseline";
       without.stopped = 0;
-      without.churn = 0;
       Options base = opt;
       if (!bus_given) {
         base.bus = fmt::format("bench-{}-baseline", getpid());
@@ -874,33 +926,6 @@ int main(int argc, char** argv) {
         return 1;
       }
       print(base, without, *baseline);
-      if (sc->churn > 0) {
-        // Both rates: a publish that finds the subscriber's ring full is cheaper, so a
-        // subscriber slowed by the churn can raise publishes/s while deliveries/s falls.
-        const auto rate = [](std::uint64_t n, const Report& r) {
-          return static_cast<double>(n) / r.window_s;
-        };
-        const auto ratio = [](double with, double alone) { return alone > 0 ? with / alone : 0; };
-        const double pubs = rate(report->publishes, *report);
-        const double pubs_alone = rate(baseline->publishes, *baseline);
-        const double dels = rate(report->deliveries, *report);
-        const double dels_alone = rate(baseline->deliveries, *baseline);
-        if (opt.json) {
-          fmt::print(
-              "{{\"scenario\":\"{}\",\"patterns\":{},\"publishes_per_s\":{:.0f},"
-              "\"baseline_publishes_per_s\":{:.0f},\"ratio\":{:.3f},\"deliveries_per_s\":{:.0f},"
-              "\"baseline_deliveries_per_s\":{:.0f},\"deliveries_ratio\":{:.3f}}}\n",
-              sc->name, sc->patterns, pubs, pubs_alone, ratio(pubs, pubs_alone), dels, dels_alone,
-              ratio(dels, dels_alone));
-        } else {
-          fmt::print(
-              "with {} patterns, churn against none: publishes/s {:.0f} vs {:.0f}, ratio "
-              "{:.3f}; deliveries/s {:.0f} vs {:.0f}, ratio {:.3f}\n",
-              sc->patterns, pubs, pubs_alone, ratio(pubs, pubs_alone), dels, dels_alone,
-              ratio(dels, dels_alone));
-        }
-        return 0;
-      }
       const double with = per_subscriber(*sc, *report);
       const double alone = per_subscriber(without, *baseline);
       const double ratio = alone > 0 ? with / alone : 0;
