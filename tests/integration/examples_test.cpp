@@ -74,6 +74,19 @@ void expect_success(const ExampleRun& run, const std::string& expected_line) {
       << run.output;
 }
 
+// The README's example: its bus comes from $SHMCAST_BUS, as the README says.
+TEST(Examples, HelloReadsWhatItPublished) {
+  Daemon daemon(unique_bus("hello"));
+  ASSERT_EQ(setenv("SHMCAST_BUS", daemon.bus().c_str(), 1), 0);
+  const std::string log = fmt::format("/tmp/example-{}.log", daemon.bus());
+  const pid_t pid = spawn("example-hello", {}, log);
+  unsetenv("SHMCAST_BUS");
+  const ExampleRun run{wait_exit(pid, seconds(60)), read_file(log)};
+  ::unlink(log.c_str());
+  expect_success(run,
+                 "subscribe news \npsubscribe user:* \nmessage news hello\npmessage user:42 hi\n");
+}
+
 TEST(Examples, NotificationsReachOnlyTheirUser) {
   Daemon daemon(unique_bus("notif"));
   const ExampleRun run = run_example("notifications", daemon.bus());
