@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A live demo on the bus `demo`: starts a coordinator (or uses the running one), two
 # subscribers, publishes a few messages, shows shm-stat, and leaves the coordinator running.
+# SHMCAST_DEMO_BUS and SHMCAST_DEMO_BIN choose another bus and another build's programs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=build/bin
+bin=${SHMCAST_DEMO_BIN:-build/bin}
 bus=${SHMCAST_DEMO_BUS:-demo}
 
 if ! "$bin/shm-stat" --bus "$bus" >/dev/null 2>&1; then
@@ -20,7 +21,13 @@ echo "== two subscribers: one on 'news' (until 2 messages), one on the pattern '
 sub1=$!
 "$bin/shmcast" --bus "$bus" --count 1 --timeout 10 psubscribe 'user:*:alerts' >"$out/alerts" &
 sub2=$!
-sleep 0.5
+# Publishing starts once both subscriptions are in force, however slow the machine is.
+for _ in $(seq 200); do
+  news=$("$bin/shmcast" --bus "$bus" pubsub numsub news | sed -n 2p)
+  patterns=$("$bin/shmcast" --bus "$bus" pubsub numpat)
+  [ "${news:-0}" -ge 1 ] && [ "${patterns:-0}" -ge 1 ] && break
+  sleep 0.05
+done
 
 publish() {
   printf '  shmcast publish %-15s %-20s -> ' "$1" "\"$2\""
