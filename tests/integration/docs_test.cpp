@@ -217,6 +217,8 @@ const std::map<std::string, std::string> kReadmeCommands{
      "tools/deps.sh, the build every test needs, then tools/demo.sh "
      "(TheDemoPrintsWhatTheReadmeShows)"},
     {"tools/check.sh", "the script that runs this suite"},
+    {"build/bin/shmcastd --bus app &", "every Daemon of the integration tests"},
+    {"SHMCAST_BUS=app build/bin/example-hello", "Examples.HelloReadsWhatItPublished"},
 };
 
 TEST(Docs, TheReadmeShowsOnlyCommandsTheSuiteRuns) {
