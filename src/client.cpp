@@ -337,6 +337,11 @@ struct Route {
   // current while it stays there.
   const std::atomic<std::uint64_t>* bucket = nullptr;
   std::uint64_t version = 0;
+  // A route resolved from a registry read that gave up (its writer stopped in the middle of an
+  // update), or without a ring that could not be mapped, may lack a subscriber whose bucket
+  // never moves again: it is resolved anew once the routing version leaves `recheck_seq`.
+  bool recheck = false;
+  std::uint64_t recheck_seq = 0;
   std::vector<RouteTarget> targets;
 };
 
@@ -431,22 +436,28 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
       *cache.view, [&] { collect_targets(*cache.view, channel, cache.globs, cache.scratch); }, seq);
   auto it = cache.routes.find(channel);
   // read_registry gave up (the coordinator died or stopped in the middle of an update): the
-  // route is kept under the version read, so further publishes do not wait again until a
-  // coordinator moves it on.
+  // route is kept, to be resolved again once the routing version moves on, so further
+  // publishes do not wait again until a coordinator finishes or replaces that update.
   if (!consistent) {
+    seq = cache.view->header().routing_version.load(std::memory_order_acquire);
     if (it != cache.routes.end()) {
       it->second.bucket = &bucket;
       it->second.version = version;
+      it->second.recheck = true;
+      it->second.recheck_seq = seq;
       return it->second;
     }
     cache.scratch.clear();
   }
   bool replaced = false;
+  bool complete = consistent;
   std::vector<RouteTarget> targets;
   targets.reserve(cache.scratch.size());
   for (const Target& t : cache.scratch) {
     if (RingHandle* ring = ring_for(cache, t, replaced)) {
       targets.push_back({ring, t.pattern ? FrameKind::pmessage : FrameKind::message, t.sid});
+    } else {
+      complete = false;
     }
   }
   // A replaced mapping may be referenced by other cached routes: forget them all. So does a
@@ -459,6 +470,8 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
   Route& route = slot->second;
   route.bucket = &bucket;
   route.version = version;
+  route.recheck = !complete;
+  route.recheck_seq = seq;
   route.targets = std::move(targets);
   cache.last_name = &slot->first;
   cache.last_route = &route;
@@ -521,8 +534,11 @@ std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> pa
   }
   detail::PublisherCache& cache = detail::publisher_cache(state_);
   detail::Route* route = detail::cached_route(cache, channel);
-  if (route == nullptr || route->bucket->load(std::memory_order_acquire) != route->version)
+  if (route == nullptr || route->bucket->load(std::memory_order_acquire) != route->version ||
+      (route->recheck && cache.view->header().routing_version.load(std::memory_order_acquire) !=
+                             route->recheck_seq)) [[unlikely]] {
     route = &detail::resolve(cache, channel);
+  }
 
   if (route->targets.empty()) return 0;
   return detail::deliver(*route, channel, payload);

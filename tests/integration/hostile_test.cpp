@@ -790,6 +790,32 @@ TEST(Hostile, PublishGivesUpOnAVersionHeldOddAndTheCoordinatorRepairsIt) {
       std::string::npos);
 }
 
+// A route resolved while the registry stayed in the middle of an update may miss a subscriber
+// whose bucket then never moves again: it is resolved anew once the update ends, even though
+// the bucket's version stays where it was.
+TEST(Hostile, ARouteReadMidUpdateIsResolvedAgainOnceTheUpdateEnds) {
+  Daemon daemon;
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber first = bus.subscriber();
+  Subscriber second = bus.subscriber();
+  first.subscribe({"a"});
+  ASSERT_EQ(bus.publish("a", "warm"), 1U);
+  second.subscribe({"a"});  // moves the bucket of "a" past the warm route's version
+  detail::ControlView view(detail::Segment::open(
+      detail::control_name(daemon.bus()), detail::SegmentKind::control, detail::kLayoutVersion));
+  ASSERT_TRUE(test::pause_child(daemon.pid()));  // no audit repairs the version behind the test
+  const struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{daemon.pid()};
+  auto& version = view.header().routing_version;
+  const std::uint64_t odd = version.load() | 1U;
+  version.store(odd);
+  EXPECT_EQ(bus.publish("a", "mid-update"), 1U) << "the route it had, kept";
+  version.store(odd + 1);  // the update ends, and touched no bucket
+  EXPECT_EQ(bus.publish("a", "after"), 2U) << "the subscriber the kept route lacked";
+}
+
 // PUBSUB and stats() read the registry as publishers do, but answer the caller: a version held
 // odd must not give an answer read in the middle of an update. They read again until the
 // request timeout, answer once the version is even again, and throw if it never is.
