@@ -240,6 +240,8 @@ ClientLink::ClientLink(std::shared_ptr<ControlView> view, std::string bus, Conne
 }
 
 ClientLink::~ClientLink() {
+  // A child forked since the claim holds a copy of this object: the slot is still the parent's.
+  if (owner_ != getpid()) return;
   try {
     if (attached_) {
       request(Op::detach, 0, {});

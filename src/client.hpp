@@ -54,10 +54,6 @@ class ClientLink {
   /// matching Error for a refusal.
   std::int64_t request(Op op, std::uint32_t sid, std::string_view name);
 
-  /// Leaves the slot for the coordinator to reap, without asking it: for when it did not
-  /// answer already.
-  void abandon() noexcept { attached_ = false; }
-
   [[nodiscard]] std::uint32_t slot() const noexcept { return slot_; }
   [[nodiscard]] std::uint32_t generation() const noexcept { return generation_; }
   [[nodiscard]] ClientSlot& state() const noexcept { return view_->slot(slot_); }
@@ -85,7 +81,8 @@ class BusState {
   /// and one Subscriber takes one slot; null if another Subscriber holds it.
   ClientLink* lend_slot();
   /// Takes the lent slot back. `released`: its ring was released; otherwise the coordinator
-  /// did not answer, and the slot is left for it to reap with the ring it still holds.
+  /// did not answer, the slot still holds the ring and its subscriptions, and stays the Bus's:
+  /// the release is asked for again before the slot is lent again.
   void return_slot(bool released);
 
   std::string name;
@@ -98,6 +95,7 @@ class BusState {
  private:
   std::mutex slot_mutex_;  // Bus::subscriber() may run on several threads at once
   bool slot_lent_ = false;
+  bool release_owed_ = false;  // the slot came back with a ring the coordinator did not release
 };
 
 /// The client slot a Subscriber holds its ring in: its Bus's slot while no other Subscriber of

@@ -11,6 +11,17 @@ ClientLink* BusState::lend_slot() {
   // A child forked since the Bus connected is a client of its own: its ring, and its death,
   // belong to a slot that names it.
   if (slot_lent_ || !link || link->owner() != getpid()) return nullptr;
+  if (release_owed_) {
+    // Until a coordinator releases the ring the slot still holds, a Subscriber takes a slot of
+    // its own.
+    if (!coordinator_running(*view)) return nullptr;
+    try {
+      link->request(Op::release_ring, 0, {});
+    } catch (const Error&) {
+      return nullptr;
+    }
+    release_owed_ = false;
+  }
   slot_lent_ = true;
   return link.get();
 }
@@ -18,12 +29,9 @@ ClientLink* BusState::lend_slot() {
 void BusState::return_slot(bool released) {
   const std::lock_guard lock(slot_mutex_);
   slot_lent_ = false;
-  if (released) return;
-  // Only the coordinator can remove the ring and subscriptions the slot still holds: detached,
-  // the slot is reaped with them when the coordinator is back. The Bus goes on without a slot
-  // (a later Subscriber takes one of its own), as a client whose coordinator is gone.
-  link->abandon();
-  link.reset();
+  // Not released: the slot stays attached, so this process still counts as a client (the
+  // coordinator must not remove the bus under it, and its death is still counted).
+  release_owed_ = !released;
 }
 
 SubscriberSlot::SubscriberSlot(const std::shared_ptr<BusState>& bus)
@@ -44,11 +52,15 @@ SubscriberSlot::SubscriberSlot(const std::shared_ptr<BusState>& bus)
 
 SubscriberSlot::~SubscriberSlot() {
   if (own_) return;  // its ClientLink detaches, and the coordinator removes the ring with it
-  bool released = true;
-  try {
-    link_->request(Op::release_ring, 0, {});
-  } catch (const Error&) {
-    released = false;
+  bool released = false;
+  // A child forked since holds a copy of this Subscriber: the slot and its ring are the parent's.
+  if (link_->owner() == getpid()) {
+    try {
+      link_->request(Op::release_ring, 0, {});
+      released = true;
+    } catch (const Error&) {
+      // No coordinator answered: the Bus asks again before it lends the slot again.
+    }
   }
   bus_.return_slot(released);
 }

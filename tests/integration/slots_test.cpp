@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <filesystem>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -224,9 +226,11 @@ TEST(Slots, SubscriberRefusedWhileNoCoordinatorRunsLeavesTheBusSlotFree) {
   EXPECT_EQ(clients(bus.stats()), (std::vector<std::pair<pid_t, bool>>{{getpid(), true}}));
 }
 
-// Destroyed while no coordinator runs, the Subscriber cannot release its ring: the slot is left
-// for the next coordinator to reap with it, and the Bus carries on without a slot.
-TEST(Slots, SubscriberLeavingWhileTheCoordinatorIsDownIsReapedOnAdoption) {
+// Destroyed while no coordinator runs, the Subscriber cannot release its ring. The slot stays
+// the Bus's, ring and subscriptions included, so the process still counts as a client: a
+// stopping coordinator keeps the bus for it, and its death is still counted. The Bus asks for
+// the release again before it lends the slot to its next Subscriber.
+TEST(Slots, SubscriberLeavingWhileTheCoordinatorIsDownIsReleasedBeforeTheSlotIsLentAgain) {
   const std::string name = unique_bus("down");
   const RemoveSegments cleanup{name};
   auto daemon = std::make_unique<Daemon>(name);
@@ -238,23 +242,26 @@ TEST(Slots, SubscriberLeavingWhileTheCoordinatorIsDownIsReapedOnAdoption) {
   const auto leaving = Clock::now();
   sub.reset();
   EXPECT_LT(Clock::now() - leaving, 1s) << "waited for a coordinator that is not running";
-  EXPECT_EQ(bus.publish("x", "while down"), 1U) << "still registered until a coordinator reaps";
+  EXPECT_EQ(bus.publish("x", "while down"), 1U) << "still registered until released";
 
-  daemon.reset();
-  Daemon second(name);
-  const auto deadline = Clock::now() + 5s;
-  while ((numsub_of(bus, "x") != 0 || !ring_files(name).empty()) && Clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-  }
-  EXPECT_EQ(numsub_of(bus, "x"), 0U);
-  EXPECT_EQ(ring_files(name), std::set<std::string>{});
-  EXPECT_EQ(bus.publish("x", "after"), 0U);
-  EXPECT_TRUE(wait_for_clients(name, 0)) << "the Bus's slot was reaped with the ring";
+  const pid_t me = getpid();
+  daemon = std::make_unique<Daemon>(name);
+  ASSERT_TRUE(wait_for_clients(name, 1));
+  EXPECT_EQ(clients(bus.stats()), (std::vector<std::pair<pid_t, bool>>{{me, true}}))
+      << "the Bus keeps its slot, with the ring it could not release";
+  daemon->terminate();
+  EXPECT_TRUE(std::filesystem::exists("/dev/shm/shmcast." + name + ".ctl"))
+      << "a stopping coordinator keeps the bus of a live Bus";
 
+  daemon = std::make_unique<Daemon>(name);
   Subscriber next = bus.subscriber();
+  EXPECT_EQ(numsub_of(bus, "x"), 0U) << "released before the slot was lent again";
+  EXPECT_EQ(ring_files(name).size(), 1U) << "the new Subscriber's ring only";
   EXPECT_EQ(next.subscribe({"x"}), 1U);
   EXPECT_EQ(bus.publish("x", "again"), 1U);
-  EXPECT_EQ(bus.stats().clients.size(), 1U);
+  ASSERT_TRUE(wait_for_clients(name, 1));
+  EXPECT_EQ(clients(bus.stats()), (std::vector<std::pair<pid_t, bool>>{{me, true}}))
+      << "one slot in all";
 }
 
 }  // namespace
