@@ -817,11 +817,11 @@ Status Coordinator::add_ring(std::uint32_t slot) {
 }
 
 std::uint32_t Coordinator::release_ring(std::uint32_t slot) {
-  const std::uint32_t generation = clients_[slot].generation;
+  // Removed first, as in remove_client.
+  Segment::remove(detail::ring_name(options_.bus, slot, clients_[slot].generation));
   begin_write();
   const std::uint32_t dropped = clear_slot(slot);
   end_write();
-  Segment::remove(detail::ring_name(options_.bus, slot, generation));
   log(options_.bus, fmt::format("client {} (pid {}) released its ring: {} subscriptions removed",
                                 slot, clients_[slot].pid, dropped));
   return clients_[slot].generation;
@@ -1079,15 +1079,16 @@ void Coordinator::remove_client(std::uint32_t slot, const char* why) {
   ClientSlot& s = view_->slot(slot);
   Client& c = clients_[slot];
   const pid_t pid = c.pidfd >= 0 ? c.pid : s.pid.load();
-  const std::uint32_t generation = c.generation;
+  // Whether or not the slot says it has a ring: a client killed between creating its ring and
+  // saying so (or inside the creation) leaves the segment all the same, and only it used the name.
+  // Removed before the slot moves to its next generation, so a coordinator that dies in between
+  // leaves no ring under a generation the slot no longer names.
+  Segment::remove(detail::ring_name(options_.bus, slot, c.generation));
   begin_write();
   const std::uint32_t dropped = clear_slot(slot);
   s.state.store(state_of(SlotState::free), std::memory_order_release);
   end_write();
   s.pid.store(0, std::memory_order_release);  // last: clearing the pid frees the slot for a claim
-  // Whether or not the slot says it has a ring: a client killed between creating its ring and
-  // saying so (or inside the creation) leaves the segment all the same, and only it used the name.
-  Segment::remove(detail::ring_name(options_.bus, slot, generation));
   if (c.pidfd >= 0) ::close(c.pidfd);
   c.pidfd = -1;
   c.pid = 0;
