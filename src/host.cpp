@@ -225,6 +225,17 @@ class Removal {
     for (const auto& [name, kind] : found->second.names) {
       if (kind == ObjectKind::ring && ring_is_ours(name)) remove(name);
     }
+    // A ring that could not be removed keeps the control segment, so the bus stays listed
+    // rather than its rings staying behind unseen.
+    const auto left = scan(result_.bus);
+    if (const auto again = left.find(result_.bus); again != left.end()) {
+      for (const auto& [name, kind] : again->second.names) {
+        if (kind != ObjectKind::ring) continue;
+        keep(fmt::format("{} remains, so the control segment is kept", name));
+        if (created_) ::unlink(lock_path_.c_str());
+        return std::move(result_);
+      }
+    }
     result_.removed = remove(control_name(result_.bus));
     if (result_.removed || created_) remove(lock_name(result_.bus));
     return std::move(result_);

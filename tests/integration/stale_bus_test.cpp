@@ -254,7 +254,8 @@ TEST(StaleBuses, ForeignObjectsAreReportedNotRemoved) {
   EXPECT_NE(kept.out.find("kept " + foreign_bus + ": "), std::string::npos) << kept.out;
   EXPECT_EQ(objects_of(foreign_bus), std::set<std::string>{"shmcast." + foreign_bus + ".ctl"});
 
-  // A dead bus goes, but for a file under one of its ring names that is not a ring.
+  // A file under one of a dead bus's ring names that is not a ring is kept, and so is the
+  // control segment, so the bus stays listed instead of the file staying behind unseen.
   const std::string dead_bus = unique_bus("mixed");
   const RemoveSegments dead_cleanup{dead_bus};
   leave_dead_bus(dead_bus, 1);
@@ -268,11 +269,13 @@ TEST(StaleBuses, ForeignObjectsAreReportedNotRemoved) {
   const Json removal = JsonParser::parse(r.out);
   ASSERT_EQ(removal["buses"].items.size(), 1U) << r.out;
   const Json& b = removal["buses"].items[0];
-  EXPECT_TRUE(b["removed"].flag());
-  EXPECT_EQ(b["objects"].items.size(), 3U) << r.out;
-  ASSERT_EQ(b["kept"].items.size(), 1U) << r.out;
-  EXPECT_NE(b["kept"].items[0].str().find(stray), std::string::npos) << r.out;
-  EXPECT_EQ(objects_of(dead_bus), std::set<std::string>{stray});
+  EXPECT_FALSE(b["removed"].flag());
+  EXPECT_EQ(b["objects"].items.size(), 1U) << "the dead client's ring: " << r.out;
+  ASSERT_EQ(b["kept"].items.size(), 2U) << r.out;
+  EXPECT_NE(b["kept"].items[1].str().find(stray + " remains"), std::string::npos) << r.out;
+  EXPECT_EQ(objects_of(dead_bus), (std::set<std::string>{"shmcast." + dead_bus + ".ctl",
+                                                         "shmcast." + dead_bus + ".lock", stray}));
+  EXPECT_EQ(entry_of(all_json({"--bus", dead_bus}), dead_bus)["state"].str(), "dead");
 }
 
 // A dead bus this user may not read is reported, and kept.
