@@ -20,7 +20,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "client.hpp"
+#include "client_link.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
 #include "integration/fault_support.hpp"

@@ -25,11 +25,11 @@
 
 #include <fmt/format.h>
 
-#include "client.hpp"
 #include "control.hpp"
 #include "coordinator.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
+#include "publish.hpp"
 
 namespace shmcast {
 namespace {

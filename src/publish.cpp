@@ -1,0 +1,260 @@
+// The publish path. A publish looks up its route in this thread's cache and, while the route
+// version of the channel's bucket has not moved, writes straight into the subscribers' rings:
+// no lock, no system call. Only a cold or moved route reads the registry (resolve()) and maps
+// rings (ring_for()).
+#include "publish.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "client.hpp"
+#include "ring.hpp"
+
+namespace shmcast {
+
+namespace detail {
+
+namespace {
+
+std::atomic<std::uint32_t> g_pid{0};
+
+// This process's pid without a system call per use (refreshed in a forked child): the writer
+// id of the ring records it writes.
+std::uint32_t current_pid() noexcept {
+  std::uint32_t pid = g_pid.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    static std::once_flag once;
+    std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { g_pid.store(0); }); });
+    pid = static_cast<std::uint32_t>(getpid());
+    g_pid.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
+}
+
+struct RingHandle {
+  std::uint32_t generation;
+  Segment segment;
+  RingProducer producer;
+};
+
+struct RouteTarget {
+  RingHandle* ring;
+  FrameKind kind;
+  std::uint32_t sid;
+};
+
+struct Route {
+  // The route version of the channel's bucket, read before the registry was: the targets are
+  // current while it stays there.
+  const std::atomic<std::uint64_t>* bucket = nullptr;
+  std::uint64_t version = 0;
+  // A route resolved from a registry read that gave up (its writer stopped in the middle of an
+  // update), or without a ring that could not be mapped, may lack a subscriber whose bucket
+  // never moves again: it is resolved anew once the routing version leaves `recheck_seq`.
+  bool recheck = false;
+  std::uint64_t recheck_seq = 0;
+  std::vector<RouteTarget> targets;
+};
+
+// Lets routes be found by string_view: no allocation on the publish path.
+struct NameHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+
+struct PublisherCache {
+  std::weak_ptr<const BusState> owner;  // expired once every copy of its Bus is gone
+  std::shared_ptr<ControlView> view;    // keeps the mapping alive as long as the cache
+  std::string bus;
+  std::unordered_map<std::string, Route, NameHash, std::equal_to<>> routes;
+  std::vector<std::unique_ptr<RingHandle>> rings;  // by client slot
+  GlobCache globs;
+  std::vector<Target> scratch;
+  std::size_t route_limit = 0;  // routes are forgotten all at once when this many are cached
+  // The route last published to, found without hashing when the next publish names the same
+  // channel (map nodes do not move; cleared with the map).
+  const std::string* last_name = nullptr;
+  Route* last_route = nullptr;
+};
+
+thread_local std::unordered_map<std::uint64_t, PublisherCache> t_publishers;
+// The cache last used by this thread, so a thread publishing on one bus skips the lookup.
+thread_local std::uint64_t t_last_id = 0;
+thread_local PublisherCache* t_last_cache = nullptr;
+thread_local std::uint64_t t_resolved = 0;
+
+// Routes a thread keeps at most: every channel the bus can hold twice over (channels that
+// nobody holds are cached as empty routes too), and never fewer than this.
+constexpr std::size_t kMinCachedRoutes = 65536;
+
+PublisherCache& publisher_cache(const std::shared_ptr<BusState>& owner) {
+  const BusState& state = *owner;
+  if (t_last_cache != nullptr && t_last_id == state.id) [[likely]]
+    return *t_last_cache;
+  auto it = t_publishers.find(state.id);
+  if (it == t_publishers.end()) {
+    // The caches of buses closed since are dropped here, with their ring mappings: a thread
+    // that opens a Bus per task does not keep every bus it ever used mapped.
+    std::erase_if(t_publishers, [](const auto& entry) { return entry.second.owner.expired(); });
+    it = t_publishers.try_emplace(state.id).first;
+    it->second.owner = owner;
+    it->second.view = state.view;
+    it->second.bus = state.name;
+    it->second.rings.resize(state.view->limits().max_clients);
+    it->second.route_limit =
+        std::max<std::size_t>(kMinCachedRoutes, 2 * std::size_t{state.limits.max_channels});
+  }
+  t_last_id = state.id;
+  t_last_cache = &it->second;
+  return it->second;
+}
+
+Route* cached_route(PublisherCache& cache, std::string_view channel) {
+  if (cache.last_route != nullptr && *cache.last_name == channel) return cache.last_route;
+  const auto it = cache.routes.find(channel);
+  if (it == cache.routes.end()) return nullptr;
+  cache.last_name = &it->first;
+  cache.last_route = &it->second;
+  return &it->second;
+}
+
+// The ring of `target`, mapped once per thread; null if it is gone (its client just left).
+RingHandle* ring_for(PublisherCache& cache, const Target& target, bool& replaced) {
+  auto& handle = cache.rings[target.slot];
+  if (handle && handle->generation == target.generation) return handle.get();
+  try {
+    Segment segment = Segment::open(ring_name(cache.bus, target.slot, target.generation),
+                                    SegmentKind::ring, kLayoutVersion);
+    RingProducer producer(segment.base() + kSegmentHeaderSize, segment.size() - kSegmentHeaderSize);
+    replaced = replaced || handle != nullptr;
+    handle =
+        std::make_unique<RingHandle>(RingHandle{target.generation, std::move(segment), producer});
+    return handle.get();
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+Route& resolve(PublisherCache& cache, std::string_view channel) {
+  ++t_resolved;
+  const std::atomic<std::uint64_t>& bucket = cache.view->route_version_of(name_hash(channel));
+  // Read before the registry: a change the read may miss moves the version past this value.
+  const std::uint64_t version = bucket.load(std::memory_order_acquire);
+  std::uint64_t seq = 0;
+  const bool consistent = read_registry(
+      *cache.view, [&] { collect_targets(*cache.view, channel, cache.globs, cache.scratch); }, seq);
+  auto it = cache.routes.find(channel);
+  // read_registry gave up (the coordinator died or stopped in the middle of an update): the
+  // route is kept, to be resolved again once the routing version moves on, so further
+  // publishes do not wait again until a coordinator finishes or replaces that update.
+  if (!consistent) {
+    seq = cache.view->header().routing_version.load(std::memory_order_acquire);
+    if (it != cache.routes.end()) {
+      it->second.bucket = &bucket;
+      it->second.version = version;
+      it->second.recheck = true;
+      it->second.recheck_seq = seq;
+      return it->second;
+    }
+    cache.scratch.clear();
+  }
+  bool replaced = false;
+  bool complete = consistent;
+  std::vector<RouteTarget> targets;
+  targets.reserve(cache.scratch.size());
+  for (const Target& t : cache.scratch) {
+    if (RingHandle* ring = ring_for(cache, t, replaced)) {
+      targets.push_back({ring, t.pattern ? FrameKind::pmessage : FrameKind::message, t.sid});
+    } else {
+      complete = false;
+    }
+  }
+  // A replaced mapping may be referenced by other cached routes: forget them all. So does a
+  // cache grown past its bound, so a publisher over endless channel names stays small.
+  if (replaced || cache.routes.size() >= cache.route_limit) {
+    cache.routes.clear();
+    cache.last_route = nullptr;
+  }
+  const auto slot = cache.routes.try_emplace(std::string(channel)).first;
+  Route& route = slot->second;
+  route.bucket = &bucket;
+  route.version = version;
+  route.recheck = !complete;
+  route.recheck_seq = seq;
+  route.targets = std::move(targets);
+  cache.last_name = &slot->first;
+  cache.last_route = &route;
+  return route;
+}
+
+[[noreturn, gnu::cold]] void refuse_publish(const Limits& limits, std::size_t channel,
+                                            std::size_t payload) {
+  if (channel > limits.max_channel) {
+    throw Error(
+        Errc::channel_too_long,
+        fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
+                    channel, limits.max_channel));
+  }
+  throw Error(
+      Errc::payload_too_large,
+      fmt::format("payload of {} bytes is over the bus limit of {} (shmcastd --max-payload)",
+                  payload, limits.max_payload));
+}
+
+// Writes one frame per target; out of line, so a publish that reaches nobody stays short.
+[[gnu::noinline]] std::size_t deliver(const Route& route, std::string_view channel,
+                                      std::span<const std::byte> payload) {
+  FrameHeader header{};
+  header.name_len = static_cast<std::uint32_t>(channel.size());
+  const std::span<const std::byte> parts[] = {
+      std::as_bytes(std::span<const FrameHeader, 1>(&header, 1)),
+      std::as_bytes(std::span<const char>(channel.data(), channel.size())), payload};
+  const std::uint32_t writer = current_pid();
+  std::size_t delivered = 0;
+  for (const RouteTarget& t : route.targets) {
+    header.kind = static_cast<std::uint8_t>(t.kind);
+    header.sid = t.sid;
+    if (t.ring->producer.try_write(parts, writer) == WriteStatus::ok) ++delivered;
+  }
+  return delivered;
+}
+
+}  // namespace
+
+std::uint64_t resolved_routes() noexcept {
+  return t_resolved;
+}
+
+}  // namespace detail
+
+std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> payload) {
+  const detail::BusState& s = *state_;
+  if (channel.size() > s.limits.max_channel || payload.size() > s.limits.max_payload) [[unlikely]] {
+    detail::refuse_publish(s.limits, channel.size(), payload.size());
+  }
+  detail::PublisherCache& cache = detail::publisher_cache(state_);
+  detail::Route* route = detail::cached_route(cache, channel);
+  if (route == nullptr || route->bucket->load(std::memory_order_acquire) != route->version ||
+      (route->recheck && cache.view->header().routing_version.load(std::memory_order_acquire) !=
+                             route->recheck_seq)) [[unlikely]] {
+    route = &detail::resolve(cache, channel);
+  }
+
+  if (route->targets.empty()) return 0;
+  return detail::deliver(*route, channel, payload);
+}
+
+}  // namespace shmcast
