@@ -33,12 +33,8 @@ Error status_error(Status status, Op op, std::string_view name, const BusLimits&
   switch (status) {
     case Status::name_too_long:
       return op == Op::psubscribe || op == Op::punsubscribe
-                 ? Error(Errc::pattern_too_long, fmt::format("pattern of {} bytes is over the bus "
-                                                             "limit of {} (shmcastd --max-pattern)",
-                                                             name.size(), l.max_pattern))
-                 : Error(Errc::channel_too_long, fmt::format("channel of {} bytes is over the bus "
-                                                             "limit of {} (shmcastd --max-channel)",
-                                                             name.size(), l.max_channel));
+                 ? over_limit(Bounded::pattern, name.size(), l.max_pattern)
+                 : over_limit(Bounded::channel, name.size(), l.max_channel);
     case Status::too_many_subscriptions:
       return Error(
           Errc::too_many_subscriptions,
@@ -63,6 +59,19 @@ std::uint64_t self_start_ticks() {
 }
 
 }  // namespace
+
+Error over_limit(Bounded what, std::size_t bytes, std::size_t limit) {
+  // By Bounded: the error, and the noun that names the size and its shmcastd setting.
+  static constexpr struct {
+    Errc code;
+    const char* noun;
+  } kBounded[] = {{Errc::channel_too_long, "channel"},
+                  {Errc::pattern_too_long, "pattern"},
+                  {Errc::payload_too_large, "payload"}};
+  const auto& [code, noun] = kBounded[static_cast<std::size_t>(what)];
+  return Error(code, fmt::format("{} of {} bytes is over the bus limit of {} (shmcastd --max-{})",
+                                 noun, bytes, limit, noun));
+}
 
 std::shared_ptr<ControlView> open_control(const std::string& bus) {
   check_bus_name(bus);

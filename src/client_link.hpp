@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -16,6 +17,13 @@
 #include "shmcast/error.hpp"
 
 namespace shmcast::detail {
+
+/// A size the bus refuses: what it is the size of, named as the shmcastd setting that bounds it.
+enum class Bounded { channel, pattern, payload };
+
+/// The error for `bytes` of `what` over the bus's `limit`: channel_too_long, pattern_too_long or
+/// payload_too_large, with the shmcastd setting that raises the limit.
+[[nodiscard]] Error over_limit(Bounded what, std::size_t bytes, std::size_t limit);
 
 /// Opens the control segment of `bus`, mapping segment errors to shmcast::Error with a message
 /// that says what to do.

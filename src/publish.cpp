@@ -16,8 +16,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include <fmt/format.h>
-
 #include "client.hpp"
 #include "ring.hpp"
 
@@ -202,16 +200,8 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
 
 [[noreturn, gnu::cold]] void refuse_publish(const Limits& limits, std::size_t channel,
                                             std::size_t payload) {
-  if (channel > limits.max_channel) {
-    throw Error(
-        Errc::channel_too_long,
-        fmt::format("channel of {} bytes is over the bus limit of {} (shmcastd --max-channel)",
-                    channel, limits.max_channel));
-  }
-  throw Error(
-      Errc::payload_too_large,
-      fmt::format("payload of {} bytes is over the bus limit of {} (shmcastd --max-payload)",
-                  payload, limits.max_payload));
+  if (channel > limits.max_channel) throw over_limit(Bounded::channel, channel, limits.max_channel);
+  throw over_limit(Bounded::payload, payload, limits.max_payload);
 }
 
 // Writes one frame per target; out of line, so a publish that reaches nobody stays short.

@@ -304,10 +304,7 @@ class SubscriberState {
     const std::uint32_t limit = pattern ? bus_->limits.max_pattern : bus_->limits.max_channel;
     for (const std::string& name : names) {
       if (name.size() > limit) {
-        throw Error(pattern ? Errc::pattern_too_long : Errc::channel_too_long,
-                    fmt::format("{} of {} bytes is over the bus limit of {} (shmcastd --max-{})",
-                                pattern ? "pattern" : "channel", name.size(), limit,
-                                pattern ? "pattern" : "channel"));
+        throw over_limit(pattern ? Bounded::pattern : Bounded::channel, name.size(), limit);
       }
     }
   }
