@@ -76,14 +76,12 @@ enum class Kind {
   floor_futex,  // the same ping-pong over two bare futex words
 };
 
-enum class Wait { spin, block };
-
 struct Scenario {
   std::string name;
   Kind kind = Kind::throughput;
   int publishers = 1;
   int subscribers = 1;
-  Wait wait = Wait::spin;
+  shmcast::Wait wait = shmcast::Wait::spin;
   bool wait_fixed = false;       // the scenario's name says how to wait; --wait may not change it
   std::size_t patterns = 0;      // held by one extra, idle subscriber process
   std::size_t channels = 1;      // spread over the subscribers, one subscriber each
@@ -108,12 +106,12 @@ std::optional<Scenario> preset(const std::string& name) {
   if (name == "fanout-10" || name == "fanout-100" || name == "fanout-1000") {
     s.subscribers = std::stoi(name.substr(7));
     // Many spinning subscribers would share two cores with the publisher and starve it.
-    s.wait = Wait::block;
+    s.wait = shmcast::Wait::sleep;
     return s;
   }
   if (name == "latency-spin" || name == "latency-block") {
     s.kind = Kind::lockstep;
-    s.wait = name == "latency-spin" ? Wait::spin : Wait::block;
+    s.wait = name == "latency-spin" ? shmcast::Wait::spin : shmcast::Wait::sleep;
     s.wait_fixed = true;
     return s;
   }
@@ -134,24 +132,24 @@ std::optional<Scenario> preset(const std::string& name) {
     s.subscribers = 4;
     s.stopped = 1;
     s.compare_stopped = true;
-    s.wait = Wait::block;
+    s.wait = shmcast::Wait::sleep;
     return s;
   }
   if (name == "channels-100k") {
     s.channels = 100'000;
     s.subscribers = 10;
-    s.wait = Wait::block;
+    s.wait = shmcast::Wait::sleep;
     return s;
   }
   if (name == "pingpong-spin" || name == "pingpong-block") {
     s.kind = Kind::pingpong;
-    s.wait = name == "pingpong-spin" ? Wait::spin : Wait::block;
+    s.wait = name == "pingpong-spin" ? shmcast::Wait::spin : shmcast::Wait::sleep;
     s.wait_fixed = true;
     return s;
   }
   if (name == "floor-spin" || name == "floor-block") {
     s.kind = name == "floor-spin" ? Kind::floor_spin : Kind::floor_futex;
-    s.wait = name == "floor-spin" ? Wait::spin : Wait::block;
+    s.wait = name == "floor-spin" ? shmcast::Wait::spin : shmcast::Wait::sleep;
     s.wait_fixed = true;
     return s;
   }
@@ -279,7 +277,6 @@ void run_subscriber(const Options& opt, const Scenario& sc, Slot& slot, int inde
   subscribe_all(sub, names, false);
   signal_ready(ready_fd);
 
-  const bool spin = sc.wait == Wait::spin;
   const bool lockstep = sc.kind == Kind::lockstep;
   const std::uint64_t every = lockstep ? 1 : kThroughputSampleEvery;
   std::uint64_t read = 0;
@@ -298,7 +295,7 @@ void run_subscriber(const Options& opt, const Scenario& sc, Slot& slot, int inde
     }
     return !slot.stopped();
   };
-  while (!slot.stopped()) sub.listen(on_frame, kPollInterval, spin);
+  while (!slot.stopped()) sub.listen(on_frame, kPollInterval, sc.wait);
   slot.result.dropped = sub.dropped();
 }
 
@@ -310,7 +307,7 @@ void run_stopped_subscriber(const Options& opt, Slot& slot, int ready_fd) {
   sub.subscribe({channel_name(0, 1)});
   drain_confirmations(sub);
   signal_ready(ready_fd);
-  while (!slot.stopped()) (void)sub.receive(kPollInterval, false);
+  while (!slot.stopped()) (void)sub.receive(kPollInterval);
   slot.result.dropped = sub.dropped();
 }
 
@@ -323,7 +320,7 @@ void run_pattern_holder(const Options& opt, const Scenario& sc, Slot& slot, int 
   for (std::size_t i = 0; i < sc.patterns; ++i) patterns.push_back(fmt::format("idle:{}:*", i));
   subscribe_all(sub, patterns, true);
   signal_ready(ready_fd);
-  while (!slot.stopped()) (void)sub.receive(kPollInterval, false);
+  while (!slot.stopped()) (void)sub.receive(kPollInterval);
   slot.result.dropped = sub.dropped();
 }
 
@@ -402,13 +399,12 @@ void run_echo(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd) 
   sub.subscribe({"ping"});
   drain_confirmations(sub);
   signal_ready(ready_fd);
-  const bool spin = sc.wait == Wait::spin;
   // Answers from inside the callback, with the frame still in place: no copy on the way back.
   const auto answer = [&](const shmcast::MessageView& m) {
     if (m.kind == shmcast::Kind::message) (void)bus.publish("pong", m.payload);
     return !slot.stopped();
   };
-  while (!slot.stopped()) sub.listen(answer, kPollInterval, spin);
+  while (!slot.stopped()) sub.listen(answer, kPollInterval, sc.wait);
   slot.result.dropped = sub.dropped();
 }
 
@@ -420,7 +416,6 @@ void run_pinger(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd
   std::vector<std::byte> payload(opt.payload);
   signal_ready(ready_fd);
   wait_for_go(slot.control);
-  const bool spin = sc.wait == Wait::spin;
   while (!slot.stopped()) {
     const std::uint64_t start = now_ns();
     set_stamp(payload, start);
@@ -431,7 +426,7 @@ void run_pinger(const Options& opt, const Scenario& sc, Slot& slot, int ready_fd
       return !answered && !slot.stopped();
     };
     while (delivered > 0 && !answered && !slot.stopped())
-      sub.listen(is_answer, kPollInterval, spin);
+      sub.listen(is_answer, kPollInterval, sc.wait);
     const std::uint64_t end = now_ns();
     if (!answered || !slot.in_window(start)) continue;
     // Both publishes of the round trip: the echo's answer arrived, so it delivered one.
@@ -761,7 +756,7 @@ void print(const Options& opt, const Scenario& sc, const Report& r) {
   const double pubs_churning = static_cast<double>(r.publishes_churning) / churning_s;
   const double dels_churning = static_cast<double>(r.deliveries_churning) / churning_s;
   const double ratio = pubs > 0 ? pubs_churning / pubs : 0;
-  const char* wait = sc.wait == Wait::spin ? "spin" : "block";
+  const char* wait = sc.wait == shmcast::Wait::spin ? "spin" : "block";
   if (opt.json) {
     fmt::print(
         "{{\"scenario\":\"{}\",\"publishers\":{},\"subscribers\":{},\"payload\":{},\"wait\":\"{}\","
@@ -856,7 +851,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (opt.wait) {
-    const Wait w = *opt.wait == "spin" ? Wait::spin : Wait::block;
+    const shmcast::Wait w = *opt.wait == "spin" ? shmcast::Wait::spin : shmcast::Wait::sleep;
     if (sc->wait_fixed && w != sc->wait) {
       fmt::print(stderr, "shmcast-bench: {} fixes the wait in its name; drop --wait\n", sc->name);
       return 2;

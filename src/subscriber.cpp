@@ -176,18 +176,18 @@ class SubscriberState {
     return out;
   }
 
-  std::optional<Message> receive(std::chrono::nanoseconds timeout, bool spin) {
+  std::optional<Message> receive(std::chrono::nanoseconds timeout, Wait wait) {
     const bool forever = timeout.count() < 0;
     const auto deadline =
         std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
     for (;;) {
       if (auto m = try_receive()) return m;
-      if (!wait_until(forever, deadline, spin)) return std::nullopt;
+      if (!wait_until(forever, deadline, wait)) return std::nullopt;
     }
   }
 
   std::size_t listen(const std::function<bool(const MessageView&)>& handler,
-                     std::chrono::nanoseconds timeout, bool spin) {
+                     std::chrono::nanoseconds timeout, Wait wait) {
     const bool forever = timeout.count() < 0;
     std::size_t handled = 0;
     bool go_on = true;
@@ -204,7 +204,7 @@ class SubscriberState {
       }
       if (fresh && !forever) deadline = std::chrono::steady_clock::now() + timeout;
       fresh = false;
-      if (!wait_until(forever, deadline, spin)) break;
+      if (!wait_until(forever, deadline, wait)) break;
     }
     return handled;
   }
@@ -266,17 +266,21 @@ class SubscriberState {
 
   // Waits for the ring until `deadline`; false once it has passed. Each sleep is capped, so a
   // wake-up lost to an overwritten `sleeping` flag delays the reader, never stops it.
-  bool wait_until(bool forever, std::chrono::steady_clock::time_point deadline, bool spin) {
+  bool wait_until(bool forever, std::chrono::steady_clock::time_point deadline, Wait wait) {
     const auto now = std::chrono::steady_clock::now();
     if (!forever && now >= deadline) return false;
-    if (spin) {
-      // Polls the head's header only, which costs no shared line of the producers'; next()
-      // looks at the tail between rounds, for a record whose writer stalled.
-      for (int n = 0; n < 256 && !consumer_.ready(); ++n) cpu_relax();
-    } else {
-      constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::milliseconds(100);
-      consumer_.wait(forever ? kLongestSleep
-                             : std::min<std::chrono::nanoseconds>(deadline - now, kLongestSleep));
+    switch (wait) {
+      case Wait::spin:
+        // Polls the head's header only, which costs no shared line of the producers'; next()
+        // looks at the tail between rounds, for a record whose writer stalled.
+        for (int n = 0; n < 256 && !consumer_.ready(); ++n) cpu_relax();
+        break;
+      case Wait::sleep: {
+        constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::milliseconds(100);
+        consumer_.wait(forever ? kLongestSleep
+                               : std::min<std::chrono::nanoseconds>(deadline - now, kLongestSleep));
+        break;
+      }
     }
     return true;
   }
@@ -384,15 +388,15 @@ std::size_t Subscriber::unsubscribe(std::span<const std::string> channels) {
 std::size_t Subscriber::punsubscribe(std::span<const std::string> patterns) {
   return state_->unsubscribe(patterns, true);
 }
-std::optional<Message> Subscriber::receive(std::chrono::nanoseconds timeout, bool spin) {
-  return state_->receive(timeout, spin);
+std::optional<Message> Subscriber::receive(std::chrono::nanoseconds timeout, Wait wait) {
+  return state_->receive(timeout, wait);
 }
 std::optional<Message> Subscriber::try_receive() {
   return state_->try_receive();
 }
 std::size_t Subscriber::listen(const std::function<bool(const MessageView&)>& handler,
-                               std::chrono::nanoseconds timeout, bool spin) {
-  return state_->listen(handler, timeout, spin);
+                               std::chrono::nanoseconds timeout, Wait wait) {
+  return state_->listen(handler, timeout, wait);
 }
 std::size_t Subscriber::subscription_count() const {
   return state_->count();

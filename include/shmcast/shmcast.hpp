@@ -8,3 +8,4 @@
 #include "shmcast/message.hpp"
 #include "shmcast/stats.hpp"
 #include "shmcast/subscriber.hpp"
+#include "shmcast/wait.hpp"

@@ -14,6 +14,7 @@
 
 #include "shmcast/export.hpp"
 #include "shmcast/message.hpp"
+#include "shmcast/wait.hpp"
 
 namespace shmcast {
 
@@ -55,19 +56,19 @@ class SHMCAST_EXPORT Subscriber {
     return punsubscribe(std::span<const std::string>(patterns.begin(), patterns.size()));
   }
 
-  /// The next frame, waiting at most `timeout` (negative: no limit); nullopt on timeout.
-  /// `spin` busy-polls instead of sleeping on the futex (lowest latency, one core busy).
-  std::optional<Message> receive(std::chrono::nanoseconds timeout, bool spin = false);
+  /// The next frame, waiting at most `timeout` (negative: no limit) as `wait` says; nullopt on
+  /// timeout.
+  std::optional<Message> receive(std::chrono::nanoseconds timeout, Wait wait = Wait::sleep);
   /// The next frame if one is ready, without waiting.
   std::optional<Message> try_receive();
 
   /// The callback loop: calls `handler` for every frame, without copying it, until the handler
   /// returns false or `timeout` passes with no frame (negative: no limit). Returns the number
-  /// of frames handled. The handler must not call this subscriber's other members. `spin`
-  /// busy-polls between frames instead of sleeping, as in receive().
+  /// of frames handled. The handler must not call this subscriber's other members. Between
+  /// frames it waits as `wait` says, as receive() does.
   std::size_t listen(const std::function<bool(const MessageView&)>& handler,
                      std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1),
-                     bool spin = false);
+                     Wait wait = Wait::sleep);
 
   /// Channels + patterns held now.
   [[nodiscard]] std::size_t subscription_count() const;

@@ -267,7 +267,7 @@ int subscriber_main(const std::string& bus_name, Reader reader,
   if (!channels.empty()) sub.subscribe(channels);
   if (!patterns.empty()) sub.psubscribe(patterns);
   for (std::size_t n = 0; n < channels.size() + patterns.size(); ++n) {
-    if (!sub.receive(10s, true)) return 1;
+    if (!sub.receive(10s, Wait::spin)) return 1;
   }
   if (!link.send("ready")) return 1;
   Tally tally;
@@ -278,13 +278,13 @@ int subscriber_main(const std::string& bus_name, Reader reader,
   // Until the test says stop: short rounds, so its word is seen soon.
   while (!g_stop.load(std::memory_order_relaxed)) {
     switch (reader) {
-      case Reader::spinning: sub.listen(count, 20ms, true); break;
-      case Reader::sleeping: sub.listen(count, 20ms, false); break;
+      case Reader::spinning: sub.listen(count, 20ms, Wait::spin); break;
+      case Reader::sleeping: sub.listen(count, 20ms, Wait::sleep); break;
       case Reader::stalled: std::this_thread::sleep_for(1ms); break;
     }
   }
   // The publisher has exited: whatever it wrote is in the ring.
-  while (sub.listen(count, 0ns, true) > 0) {
+  while (sub.listen(count, 0ns, Wait::spin) > 0) {
   }
   tally.dropped = sub.dropped();
   return link.send(frame_of(tally)) ? 0 : 1;
