@@ -15,7 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "control.hpp"
+#include "registry.hpp"
 #include "shmcast/limits.hpp"
 
 namespace shmcast::daemon {

@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-#include "control.hpp"
+#include "registry.hpp"
 #include "shmcast/bus.hpp"
 #include "shmcast/error.hpp"
 

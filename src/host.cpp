@@ -15,7 +15,7 @@
 
 #include <fmt/format.h>
 
-#include "control.hpp"
+#include "registry.hpp"
 #include "shmcast/bus.hpp"
 #include "shmcast/error.hpp"
 

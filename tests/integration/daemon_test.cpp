@@ -15,8 +15,8 @@
 #include <string>
 #include <thread>
 
-#include "control.hpp"
 #include "integration/bus_fixture.hpp"
+#include "registry.hpp"
 
 namespace shmcast {
 namespace {

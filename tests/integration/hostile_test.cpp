@@ -25,11 +25,11 @@
 
 #include <fmt/format.h>
 
-#include "control.hpp"
 #include "coordinator.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
 #include "publish.hpp"
+#include "registry.hpp"
 
 namespace shmcast {
 namespace {

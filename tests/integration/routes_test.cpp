@@ -15,10 +15,10 @@
 
 #include <fmt/format.h>
 
-#include "control.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
 #include "publish.hpp"
+#include "registry.hpp"
 #include "shmcast/shmcast.hpp"
 
 namespace shmcast {

@@ -8,8 +8,8 @@
 #include <thread>
 #include <vector>
 
-#include "control.hpp"
 #include "integration/bus_fixture.hpp"
+#include "registry.hpp"
 
 namespace shmcast {
 namespace {

@@ -1,5 +1,5 @@
-// A mapped control segment, checked once, and the lock-free registry reads publishers and
-// inspectors make from it.
+// The registry of a bus as its readers see it: the control segment, checked once, its tables,
+// and the lock-free reads publishers and inspectors make from them under the seqlock.
 #pragma once
 
 #include <sys/types.h>

@@ -1,4 +1,4 @@
-#include "control.hpp"
+#include "registry.hpp"
 
 #include <cstring>
 #include <stdexcept>
