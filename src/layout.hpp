@@ -18,6 +18,7 @@ namespace shmcast::detail {
 /// Bumped on every change of any struct below, of the ring layout, or of the frame format.
 inline constexpr std::uint32_t kLayoutVersion = 2;
 
+// clang-format off
 //  Control segment:
 //
 //   0      SegmentHeader                      magic, layout version (written last), size
@@ -27,6 +28,7 @@ inline constexpr std::uint32_t kLayoutVersion = 2;
 //   ...    Entry channels[channel_slots]      open addressing, linear probing
 //   ...    Entry patterns[pattern_slots]
 //   ...    Node nodes[node_count]             one per subscription, linked per entry
+// clang-format on
 //
 //  Every offset and count is fixed when the coordinator creates the segment; a client checks
 //  each against the segment size once, and every index it reads against these counts.
@@ -145,31 +147,34 @@ enum class Status : std::uint32_t {
   not_attached = 5,
 };
 
+// clang-format off
 //  Client slot (slot_size bytes: 256 + the longest name, rounded to a cache line):
-//   0    identity     state, pid, start ticks, generation, ring    (client claims, coordinator
-//   frees) 64   request      req_seq, op, sid, name length                (client writes) 128
-//   response     resp_seq (futex), status, value              (coordinator writes) 192  counters
-//   subscriptions                                (coordinator writes) 256  name[]       request
-//   argument                             (client writes)
+//
+//   0    identity   state, pid, start ticks, generation, ring   client claims, coordinator frees
+//   64   request    req_seq, op, sid, name length               client writes
+//   128  response   resp_seq (futex), status, value             coordinator writes
+//   192  counters   subscriptions                               coordinator writes
+//   256  name[]     request argument                            client writes
 struct ClientSlot {
-  std::atomic<std::uint32_t> state;                         // 0: SlotState
-  std::atomic<std::int32_t> pid;                            // 4
-  std::atomic<std::uint64_t> start_ticks;                   // 8: /proc start time of pid
-  std::atomic<std::uint32_t> generation;                    // 16: bumped when the slot is freed
-  std::atomic<std::uint32_t> has_ring;                      // 20
-  std::atomic<std::uint64_t> ring_bytes;                    // 24
-  std::uint8_t reserved0[32];                               // 32
-  alignas(kCacheLine) std::atomic<std::uint32_t> req_seq;   // 64
-  std::atomic<std::uint32_t> op;                            // 68
-  std::atomic<std::uint32_t> sid;                           // 72
-  std::atomic<std::uint32_t> name_len;                      // 76
-  alignas(kCacheLine) std::atomic<std::uint32_t> resp_seq;  // 128
-  std::atomic<std::uint32_t> status;                        // 132
-  std::atomic<std::int64_t> value;                          // 136
+  std::atomic<std::uint32_t> state;                              // 0: SlotState
+  std::atomic<std::int32_t> pid;                                 // 4
+  std::atomic<std::uint64_t> start_ticks;                        // 8: /proc start time of pid
+  std::atomic<std::uint32_t> generation;                         // 16: bumped when freed
+  std::atomic<std::uint32_t> has_ring;                           // 20
+  std::atomic<std::uint64_t> ring_bytes;                         // 24
+  std::uint8_t reserved0[32];                                    // 32
+  alignas(kCacheLine) std::atomic<std::uint32_t> req_seq;        // 64
+  std::atomic<std::uint32_t> op;                                 // 68
+  std::atomic<std::uint32_t> sid;                                // 72
+  std::atomic<std::uint32_t> name_len;                           // 76
+  alignas(kCacheLine) std::atomic<std::uint32_t> resp_seq;       // 128
+  std::atomic<std::uint32_t> status;                             // 132
+  std::atomic<std::int64_t> value;                               // 136
   alignas(kCacheLine) std::atomic<std::uint32_t> subscriptions;  // 192
   std::uint8_t reserved1[60];                                    // 196
   // name[] follows at 256
 };
+// clang-format on
 static_assert(offsetof(ClientSlot, req_seq) == 64);
 static_assert(offsetof(ClientSlot, resp_seq) == 128);
 static_assert(offsetof(ClientSlot, subscriptions) == 192);
@@ -209,15 +214,18 @@ enum class FrameKind : std::uint8_t {
   pmessage = 2,
 };
 
+// clang-format off
 struct FrameHeader {
-  std::uint8_t kind;
-  std::uint8_t flags;  // zero
-  std::uint16_t reserved;
-  std::uint32_t sid;       // the subscription that routed the message
-  std::uint32_t name_len;  // channel bytes that follow
-  std::uint32_t reserved2;
-  std::int64_t count;  // zero
+  std::uint8_t kind;        // 0: FrameKind
+  std::uint8_t flags;       // 1: zero
+  std::uint16_t reserved;   // 2
+  std::uint32_t sid;        // 4: the subscription that routed the message
+  std::uint32_t name_len;   // 8: channel bytes that follow the header
+  std::uint32_t reserved2;  // 12
+  std::int64_t count;       // 16: zero
+  // channel[name_len] follows at 24, then the payload
 };
+// clang-format on
 static_assert(sizeof(FrameHeader) == 24);
 
 /// The public Limits and their fixed-width copy in the control segment, both ways.
