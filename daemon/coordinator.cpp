@@ -53,19 +53,6 @@ constexpr std::uint32_t state_of(SlotState s) {
   return static_cast<std::uint32_t>(s);
 }
 
-// Calls f(node index) along a list until f returns false, through valid indices only and for at
-// most node_count steps, so that even a corrupt list ends.
-template <class F>
-void walk(const detail::Tables& tables, std::uint32_t first, F&& f) {
-  const std::uint32_t count = tables.geometry().node_count;
-  std::uint32_t n = first;
-  for (std::uint32_t steps = 0; n != kNoNode && n <= count && steps < count; ++steps) {
-    const std::uint32_t index = n - 1;
-    n = tables.node(index).next;
-    if (!f(index)) return;
-  }
-}
-
 const char* table_of(bool pattern) {
   return pattern ? "pattern" : "channel";
 }
@@ -947,7 +934,7 @@ void Coordinator::erase_entry(bool pattern, std::uint32_t index) {
     if (stays) continue;
     std::memcpy(&mine_->entry(pattern, hole), &e, mine_->entry_size(pattern));
     store_entry(pattern, hole);
-    walk(*mine_, mine_->entry(pattern, hole).first, [&](std::uint32_t n) {
+    detail::walk_nodes(*mine_, mine_->entry(pattern, hole).first, [&](std::uint32_t n) {
       mine_->node(n).entry = hole | bit;
       store_node(n);
       return true;
@@ -979,7 +966,7 @@ void Coordinator::unlink_node(std::uint32_t index) {
   if (e.first == index + 1) {
     e.first = next;
   } else {
-    walk(*mine_, e.first, [&](std::uint32_t n) {
+    detail::walk_nodes(*mine_, e.first, [&](std::uint32_t n) {
       if (mine_->node(n).next != index + 1) return true;
       mine_->node(n).next = next;
       store_node(n);
@@ -1002,11 +989,11 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
   if (index >= 0) {
     // Subscribing again to what it holds changes nothing (a client's own copy says so too).
     bool held = false;
-    walk(*mine_, mine_->entry(pattern, static_cast<std::uint32_t>(index)).first,
-         [&](std::uint32_t n) {
-           held = mine_->node(n).client == slot;
-           return !held;
-         });
+    detail::walk_nodes(*mine_, mine_->entry(pattern, static_cast<std::uint32_t>(index)).first,
+                       [&](std::uint32_t n) {
+                         held = mine_->node(n).client == slot;
+                         return !held;
+                       });
     if (held) return Status::ok;
   }
   if (c.nodes.size() >= view_->limits().max_subscriptions) return Status::too_many_subscriptions;
@@ -1039,11 +1026,11 @@ Status Coordinator::unsubscribe(std::uint32_t slot, bool pattern, std::string_vi
   const std::int64_t index = detail::find_entry(*mine_, pattern, name);
   if (index < 0) return Status::ok;
   std::int64_t held = -1;
-  walk(*mine_, mine_->entry(pattern, static_cast<std::uint32_t>(index)).first,
-       [&](std::uint32_t n) {
-         if (mine_->node(n).client == slot) held = n;
-         return held < 0;
-       });
+  detail::walk_nodes(*mine_, mine_->entry(pattern, static_cast<std::uint32_t>(index)).first,
+                     [&](std::uint32_t n) {
+                       if (mine_->node(n).client == slot) held = n;
+                       return held < 0;
+                     });
   if (held >= 0) {
     begin_write();
     unlink_node(static_cast<std::uint32_t>(held));

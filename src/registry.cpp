@@ -81,29 +81,18 @@ std::int64_t find_entry(const Tables& view, bool pattern, std::string_view name)
 
 namespace {
 
-// Walks an entry's node list, at most node_count steps, so a corrupt list cannot loop. Each
-// node is copied field by field first: the coordinator may be rewriting it meanwhile.
-template <class F>
-void for_each_node(const ControlView& view, const Entry& e, F&& f) {
-  const std::uint32_t nodes = view.geometry().node_count;
-  std::uint32_t next = read_once(e.first);
-  for (std::uint32_t steps = 0; next != kNoNode && next <= nodes && steps < nodes; ++steps) {
-    const Node& shared = view.node(next - 1);
-    const Node n{read_once(shared.client), read_once(shared.sid), read_once(shared.next),
-                 read_once(shared.entry)};
-    f(n);
-    next = n.next;
-  }
-}
-
 // Adds the entry's subscribers; the bus holds at most node_count subscriptions, so corrupt
 // lists that share nodes cannot grow `out` past that.
 void add_targets(const ControlView& view, const Entry& e, bool pattern, std::vector<Target>& out) {
   const std::uint32_t most = view.geometry().node_count;
-  for_each_node(view, e, [&](const Node& n) {
-    if (n.client >= view.limits().max_clients || out.size() >= most) return;
-    const std::uint32_t generation = view.slot(n.client).generation.load(std::memory_order_relaxed);
-    out.push_back({n.client, generation, n.sid, pattern});
+  walk_nodes(view, read_once(e.first), [&](std::uint32_t index) {
+    // Each field read once: the coordinator may be rewriting the node meanwhile.
+    const Node& n = view.node(index);
+    const std::uint32_t client = read_once(n.client);
+    if (client >= view.limits().max_clients || out.size() >= most) return true;
+    const std::uint32_t generation = view.slot(client).generation.load(std::memory_order_relaxed);
+    out.push_back({client, generation, read_once(n.sid), pattern});
+    return true;
   });
 }
 

@@ -111,6 +111,20 @@ template <class T>
   return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_relaxed);
 }
 
+/// Calls f(node index) along the node list that starts at `first` (an Entry's `first`) until f
+/// returns false: through valid indices only, and for at most node_count steps, so even a
+/// corrupt list ends. Each link is read once before f runs, so f may rewrite the node it gets.
+template <class F>
+void walk_nodes(const Tables& tables, std::uint32_t first, F&& f) {
+  const std::uint32_t count = tables.geometry().node_count;
+  std::uint32_t next = first;
+  for (std::uint32_t steps = 0; next != kNoNode && next <= count && steps < count; ++steps) {
+    const std::uint32_t index = next - 1;
+    next = read_once(tables.node(index).next);
+    if (!f(index)) return;
+  }
+}
+
 /// True while the coordinator recorded in the bus runs (defined in client.cpp).
 [[nodiscard]] bool coordinator_running(const ControlView& view) noexcept;
 
