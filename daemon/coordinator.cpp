@@ -38,6 +38,7 @@ using detail::SegmentErrc;
 using detail::SegmentError;
 using detail::SlotState;
 using detail::Status;
+using detail::Table;
 
 namespace {
 
@@ -53,8 +54,8 @@ constexpr std::uint32_t state_of(SlotState s) {
   return static_cast<std::uint32_t>(s);
 }
 
-const char* table_of(bool pattern) {
-  return pattern ? "pattern" : "channel";
+const char* table_of(Table table) {
+  return table == Table::patterns ? "pattern" : "channel";
 }
 
 // Bytes at the start of the segment that never change once it is created: the segment header
@@ -166,7 +167,7 @@ Coordinator::~Coordinator() {
 }
 
 std::byte* Coordinator::shared_tables() const noexcept {
-  return reinterpret_cast<std::byte*>(&view_->entry(false, 0));
+  return reinterpret_cast<std::byte*>(&view_->entry(Table::channels, 0));
 }
 
 void Coordinator::create_or_adopt() {
@@ -318,7 +319,7 @@ void Coordinator::adopt() {
 // client that may hold subscriptions, one node per client and entry.
 void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
   struct Kept {
-    bool pattern;
+    Table table;
     std::string name;
     std::vector<std::pair<std::uint32_t, std::uint32_t>> subscribers;  // client, sid
   };
@@ -334,17 +335,16 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
   std::vector<std::uint32_t> listed_in(may_subscribe.size(), 0);
   std::uint32_t serial = 0;
   std::unordered_map<std::size_t, std::unordered_set<std::uint32_t>> merged_clients;
-  for (const bool pattern : {false, true}) {
+  for (const Table table : detail::kTables) {
     std::unordered_map<std::string, std::size_t> by_name;
-    const std::uint32_t bit = pattern ? kPatternEntryBit : 0;
-    for (std::uint32_t i = 0; i < t.entry_slots(pattern); ++i) {
-      const Entry& e = t.entry(pattern, i);
+    for (std::uint32_t i = 0; i < t.entry_slots(table); ++i) {
+      const Entry& e = t.entry(table, i);
       if (e.used == 0) continue;
       std::string_view name;
       const char* problem = nullptr;
       if (e.used != 1) {
         problem = "its in-use flag holds garbage";
-      } else if (!t.entry_name_view(pattern, i, name)) {
+      } else if (!t.entry_name_view(table, i, name)) {
         problem = "its name length is over the limit";
       }
       std::vector<std::pair<std::uint32_t, std::uint32_t>> subscribers;
@@ -358,7 +358,7 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
         seen[next - 1] = true;
         const Node& n = t.node(next - 1);
         const bool valid = n.client < may_subscribe.size() && may_subscribe[n.client] &&
-                           n.entry == (i | bit) && listed_in[n.client] != serial;
+                           n.entry == detail::node_entry(table, i) && listed_in[n.client] != serial;
         if (valid) {
           listed_in[n.client] = serial;
           subscribers.emplace_back(n.client, n.sid);
@@ -369,22 +369,22 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
       if (problem != nullptr) {
         ++dropped_entries;
         log(options_.bus,
-            fmt::format("quarantined {} entry {}: {}; dropped", table_of(pattern), i, problem));
+            fmt::format("quarantined {} entry {}: {}; dropped", table_of(table), i, problem));
         continue;
       }
       if (broken) {
         log(options_.bus,
             fmt::format("repaired {} '{}': its list ran into an invalid or repeated node; kept the "
                         "{} valid subscriptions before it",
-                        table_of(pattern), name, subscribers.size()));
+                        table_of(table), name, subscribers.size()));
       }
       auto [it, inserted] = by_name.try_emplace(std::string(name), kept.size());
       if (inserted) {
-        kept.push_back({pattern, std::string(name), std::move(subscribers)});
+        kept.push_back({table, std::string(name), std::move(subscribers)});
         continue;
       }
       log(options_.bus, fmt::format("repaired {} '{}': it was in the table twice; merged",
-                                    table_of(pattern), name));
+                                    table_of(table), name));
       auto& into = kept[it->second].subscribers;
       // The clients of a kept entry, made at its first merge and kept up since.
       auto [held, first_merge] = merged_clients.try_emplace(it->second);
@@ -405,14 +405,13 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
   free_nodes_.clear();
   for (std::uint32_t i = node_count; i-- > 0;) free_nodes_.push_back(i);
   for (const Kept& k : kept) {
-    const auto index = static_cast<std::uint32_t>(insert_entry(k.pattern, k.name));
-    Entry& e = mine_->entry(k.pattern, index);
+    const auto index = static_cast<std::uint32_t>(insert_entry(k.table, k.name));
+    Entry& e = mine_->entry(k.table, index);
     // Pushed in reverse, so the list keeps its order.
     for (auto s = k.subscribers.rbegin(); s != k.subscribers.rend(); ++s) {
       const std::uint32_t node = free_nodes_.back();
       free_nodes_.pop_back();
-      mine_->node(node) =
-          Node{s->first, s->second, e.first, index | (k.pattern ? kPatternEntryBit : 0)};
+      mine_->node(node) = Node{s->first, s->second, e.first, detail::node_entry(k.table, index)};
       e.first = node + 1;
       ++e.count;
       ++kept_nodes;
@@ -655,27 +654,26 @@ void Coordinator::audit_tables() {
     const std::size_t to = std::min<std::size_t>(count, (hi - offset + size - 1) / size);
     return std::pair{static_cast<std::uint32_t>(from), static_cast<std::uint32_t>(to)};
   };
-  for (const bool pattern : {false, true}) {
+  for (const Table table : detail::kTables) {
     std::uint32_t repaired = 0;
     std::int64_t first = -1;
-    const std::uint32_t size = mine_->entry_size(pattern);
-    const auto [from, to] = overlap(&mine_->entry(pattern, 0), size, mine_->entry_slots(pattern));
+    const std::uint32_t size = mine_->entry_size(table);
+    const auto [from, to] = overlap(&mine_->entry(table, 0), size, mine_->entry_slots(table));
     for (std::uint32_t i = from; i < to; ++i) {
-      if (std::memcmp(&view_->entry(pattern, i), &mine_->entry(pattern, i), size) == 0) continue;
+      if (std::memcmp(&view_->entry(table, i), &mine_->entry(table, i), size) == 0) continue;
       write();
-      store_entry(pattern, i);
+      store_entry(table, i);
       if (first < 0) first = i;
       ++repaired;
     }
     if (repaired == 0) continue;
     std::string_view name;
     const auto at = static_cast<std::uint32_t>(first);
-    const bool named =
-        mine_->entry(pattern, at).used != 0 && mine_->entry_name_view(pattern, at, name);
-    log_repair(table_of(pattern),
+    const bool named = mine_->entry(table, at).used != 0 && mine_->entry_name_view(table, at, name);
+    log_repair(table_of(table),
                fmt::format("repaired {} {} table entries overwritten in shared memory "
                            "(first: index {}{})",
-                           repaired, table_of(pattern), first,
+                           repaired, table_of(table), first,
                            named ? fmt::format(", '{}'", name) : std::string(", unused")));
   }
   std::uint32_t repaired = 0;
@@ -731,14 +729,15 @@ void Coordinator::handle(std::uint32_t slot) {
     value = release_ring(slot);
   } else if (op == Op::subscribe || op == Op::psubscribe || op == Op::unsubscribe ||
              op == Op::punsubscribe) {
-    const bool pattern = op == Op::psubscribe || op == Op::punsubscribe;
-    if (len > view_->max_name(pattern)) {
+    const Table table =
+        op == Op::psubscribe || op == Op::punsubscribe ? Table::patterns : Table::channels;
+    if (len > view_->max_name(table)) {
       status = Status::name_too_long;
     } else {
       // Copied out first: the client owns this buffer and may be hostile.
       const std::string name(view_->slot_name(slot), len);
-      status = op == Op::subscribe || op == Op::psubscribe ? subscribe(slot, pattern, sid, name)
-                                                           : unsubscribe(slot, pattern, name);
+      status = op == Op::subscribe || op == Op::psubscribe ? subscribe(slot, table, sid, name)
+                                                           : unsubscribe(slot, table, name);
       value = static_cast<std::int64_t>(clients_[slot].nodes.size());
     }
   } else {
@@ -831,8 +830,8 @@ void Coordinator::end_write() {
   view_->header().routing_version.store(version_, std::memory_order_release);
 }
 
-void Coordinator::routes_moved(bool pattern, std::uint32_t hash) {
-  if (pattern) {
+void Coordinator::routes_moved(Table table, std::uint32_t hash) {
+  if (table == Table::patterns) {
     all_routes_moved_ = true;
   } else {
     moved_buckets_.push_back(detail::route_bucket(hash, view_->geometry().route_buckets));
@@ -880,9 +879,8 @@ void Coordinator::restart_route_versions() {
   }
 }
 
-void Coordinator::store_entry(bool pattern, std::uint32_t index) {
-  std::memcpy(&view_->entry(pattern, index), &mine_->entry(pattern, index),
-              mine_->entry_size(pattern));
+void Coordinator::store_entry(Table table, std::uint32_t index) {
+  std::memcpy(&view_->entry(table, index), &mine_->entry(table, index), mine_->entry_size(table));
 }
 
 void Coordinator::store_node(std::uint32_t index) {
@@ -898,21 +896,21 @@ void Coordinator::store_counts() {
   h.deaths.store(deaths_, std::memory_order_release);
 }
 
-std::int64_t Coordinator::insert_entry(bool pattern, std::string_view name) {
-  const std::uint32_t slots = mine_->entry_slots(pattern);
+std::int64_t Coordinator::insert_entry(Table table, std::string_view name) {
+  const std::uint32_t slots = mine_->entry_slots(table);
   const std::uint32_t hash = detail::name_hash(name);
   for (std::uint32_t probe = 0, i = hash & (slots - 1); probe < slots;
        ++probe, i = (i + 1) & (slots - 1)) {
-    Entry& e = mine_->entry(pattern, i);
+    Entry& e = mine_->entry(table, i);
     if (e.used != 0) continue;
     e.hash = hash;
     e.name_len = static_cast<std::uint32_t>(name.size());
     e.first = kNoNode;
     e.count = 0;
-    if (!name.empty()) std::memcpy(mine_->entry_name(pattern, i), name.data(), name.size());
+    if (!name.empty()) std::memcpy(mine_->entry_name(table, i), name.data(), name.size());
     e.used = 1;
-    store_entry(pattern, i);
-    ++(pattern ? patterns_ : channels_);
+    store_entry(table, i);
+    ++entries(table);
     store_counts();
     return i;
   }
@@ -920,49 +918,48 @@ std::int64_t Coordinator::insert_entry(bool pattern, std::string_view name) {
 }
 
 // Backward-shift deletion keeps linear probing free of tombstones.
-void Coordinator::erase_entry(bool pattern, std::uint32_t index) {
-  const std::uint32_t slots = mine_->entry_slots(pattern);
+void Coordinator::erase_entry(Table table, std::uint32_t index) {
+  const std::uint32_t slots = mine_->entry_slots(table);
   const std::uint32_t mask = slots - 1;
-  const std::uint32_t bit = pattern ? kPatternEntryBit : 0;
   std::uint32_t hole = index;
   for (std::uint32_t step = 0, j = (hole + 1) & mask; step < slots; ++step, j = (j + 1) & mask) {
-    Entry& e = mine_->entry(pattern, j);
+    Entry& e = mine_->entry(table, j);
     if (e.used == 0 || j == hole) break;
     const std::uint32_t home = e.hash & mask;
     // The entry at j may move into the hole unless its home lies cyclically in (hole, j].
     const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
     if (stays) continue;
-    std::memcpy(&mine_->entry(pattern, hole), &e, mine_->entry_size(pattern));
-    store_entry(pattern, hole);
-    detail::walk_nodes(*mine_, mine_->entry(pattern, hole).first, [&](std::uint32_t n) {
-      mine_->node(n).entry = hole | bit;
+    std::memcpy(&mine_->entry(table, hole), &e, mine_->entry_size(table));
+    store_entry(table, hole);
+    detail::walk_nodes(*mine_, mine_->entry(table, hole).first, [&](std::uint32_t n) {
+      mine_->node(n).entry = detail::node_entry(table, hole);
       store_node(n);
       return true;
     });
     hole = j;
   }
-  Entry& gone = mine_->entry(pattern, hole);
+  Entry& gone = mine_->entry(table, hole);
   gone.used = 0;
   gone.first = kNoNode;
   gone.count = 0;
   gone.name_len = 0;
-  store_entry(pattern, hole);
-  --(pattern ? patterns_ : channels_);
+  store_entry(table, hole);
+  --entries(table);
   store_counts();
 }
 
 void Coordinator::unlink_node(std::uint32_t index) {
   Node& node = mine_->node(index);
   if (node.client == kFreeNode) return;
-  const bool pattern = (node.entry & kPatternEntryBit) != 0;
+  const Table table = detail::table_of_node_entry(node.entry);
   const std::uint32_t entry_index = node.entry & ~kPatternEntryBit;
   if (node.client < clients_.size()) std::erase(clients_[node.client].nodes, index);
   const std::uint32_t next = node.next;
   node = Node{kFreeNode, 0, kNoNode, 0};
   store_node(index);
   free_nodes_.push_back(index);
-  Entry& e = mine_->entry(pattern, entry_index);
-  routes_moved(pattern, e.hash);
+  Entry& e = mine_->entry(table, entry_index);
+  routes_moved(table, e.hash);
   if (e.first == index + 1) {
     e.first = next;
   } else {
@@ -974,22 +971,22 @@ void Coordinator::unlink_node(std::uint32_t index) {
     });
   }
   if (e.count <= 1) {
-    erase_entry(pattern, entry_index);
+    erase_entry(table, entry_index);
   } else {
     --e.count;
-    store_entry(pattern, entry_index);
+    store_entry(table, entry_index);
     store_counts();
   }
 }
 
-Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
+Status Coordinator::subscribe(std::uint32_t slot, Table table, std::uint32_t sid,
                               std::string_view name) {
   Client& c = clients_[slot];
-  std::int64_t index = detail::find_entry(*mine_, pattern, name);
+  std::int64_t index = detail::find_entry(*mine_, table, name);
   if (index >= 0) {
     // Subscribing again to what it holds changes nothing (a client's own copy says so too).
     bool held = false;
-    detail::walk_nodes(*mine_, mine_->entry(pattern, static_cast<std::uint32_t>(index)).first,
+    detail::walk_nodes(*mine_, mine_->entry(table, static_cast<std::uint32_t>(index)).first,
                        [&](std::uint32_t n) {
                          held = mine_->node(n).client == slot;
                          return !held;
@@ -999,22 +996,21 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
   if (c.nodes.size() >= view_->limits().max_subscriptions) return Status::too_many_subscriptions;
   if (free_nodes_.empty()) return Status::registry_full;
   const std::uint32_t max_entries =
-      pattern ? view_->limits().max_patterns : view_->limits().max_channels;
-  if (index < 0 && (pattern ? patterns_ : channels_) >= max_entries) return Status::registry_full;
+      table == Table::patterns ? view_->limits().max_patterns : view_->limits().max_channels;
+  if (index < 0 && entries(table) >= max_entries) return Status::registry_full;
 
   begin_write();
-  if (index < 0) index = insert_entry(pattern, name);
+  if (index < 0) index = insert_entry(table, name);
   const std::uint32_t node_index = free_nodes_.back();
   free_nodes_.pop_back();
   const auto entry_index = static_cast<std::uint32_t>(index);
-  Entry& e = mine_->entry(pattern, entry_index);
-  mine_->node(node_index) =
-      Node{slot, sid, e.first, entry_index | (pattern ? kPatternEntryBit : 0)};
+  Entry& e = mine_->entry(table, entry_index);
+  mine_->node(node_index) = Node{slot, sid, e.first, detail::node_entry(table, entry_index)};
   store_node(node_index);
   e.first = node_index + 1;
   ++e.count;
-  store_entry(pattern, entry_index);
-  routes_moved(pattern, e.hash);
+  store_entry(table, entry_index);
+  routes_moved(table, e.hash);
   c.nodes.push_back(node_index);
   store_counts();
   view_->slot(slot).subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
@@ -1022,11 +1018,11 @@ Status Coordinator::subscribe(std::uint32_t slot, bool pattern, std::uint32_t si
   return Status::ok;
 }
 
-Status Coordinator::unsubscribe(std::uint32_t slot, bool pattern, std::string_view name) {
-  const std::int64_t index = detail::find_entry(*mine_, pattern, name);
+Status Coordinator::unsubscribe(std::uint32_t slot, Table table, std::string_view name) {
+  const std::int64_t index = detail::find_entry(*mine_, table, name);
   if (index < 0) return Status::ok;
   std::int64_t held = -1;
-  detail::walk_nodes(*mine_, mine_->entry(pattern, static_cast<std::uint32_t>(index)).first,
+  detail::walk_nodes(*mine_, mine_->entry(table, static_cast<std::uint32_t>(index)).first,
                      [&](std::uint32_t n) {
                        if (mine_->node(n).client == slot) held = n;
                        return held < 0;

@@ -109,24 +109,24 @@ class Coordinator {
   // Unlinks the slot's subscriptions and moves it to its next generation, so that publishers
   // look for a new ring; inside a registry write. Returns how many subscriptions it held.
   std::uint32_t clear_slot(std::uint32_t slot);
-  detail::Status subscribe(std::uint32_t slot, bool pattern, std::uint32_t sid,
+  detail::Status subscribe(std::uint32_t slot, detail::Table table, std::uint32_t sid,
                            std::string_view name);
-  detail::Status unsubscribe(std::uint32_t slot, bool pattern, std::string_view name);
+  detail::Status unsubscribe(std::uint32_t slot, detail::Table table, std::string_view name);
   void remove_client(std::uint32_t slot, const char* why);
   void reap_dead();
   void begin_write();
   void end_write();
   // Records that the routes of `hash`'s bucket (of every channel, for a pattern) may change in
   // the current write; end_write raises their route versions.
-  void routes_moved(bool pattern, std::uint32_t hash);
+  void routes_moved(detail::Table table, std::uint32_t hash);
   void raise_route_version(std::uint32_t bucket);
   void store_route_versions();
   void restart_route_versions();
   void audit_route_versions();
-  std::int64_t insert_entry(bool pattern, std::string_view name);
-  void erase_entry(bool pattern, std::uint32_t index);
+  std::int64_t insert_entry(detail::Table table, std::string_view name);
+  void erase_entry(detail::Table table, std::uint32_t index);
   void unlink_node(std::uint32_t node);
-  void store_entry(bool pattern, std::uint32_t index);
+  void store_entry(detail::Table table, std::uint32_t index);
   void store_node(std::uint32_t index);
   void store_counts();
   void audit_header();
@@ -156,6 +156,9 @@ class Coordinator {
   bool all_routes_moved_ = false;
   std::uint32_t channels_ = 0;
   std::uint32_t patterns_ = 0;
+  std::uint32_t& entries(detail::Table table) noexcept {
+    return table == detail::Table::patterns ? patterns_ : channels_;
+  }
   std::uint64_t deaths_ = 0;
   std::uint64_t start_ticks_ = 0;
   std::uint64_t started_ns_ = 0;

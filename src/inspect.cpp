@@ -12,8 +12,9 @@ namespace shmcast {
 
 std::vector<std::string> Bus::channels() const {
   std::vector<std::pair<std::string, std::uint32_t>> names;
-  detail::read_registry_within(*state_->view, state_->name, state_->options.request_timeout,
-                               [&] { detail::collect_names(*state_->view, false, names); });
+  detail::read_registry_within(*state_->view, state_->name, state_->options.request_timeout, [&] {
+    detail::collect_names(*state_->view, detail::Table::channels, names);
+  });
   std::vector<std::string> out;
   for (auto& [name, count] : names) {
     if (count > 0) out.push_back(std::move(name));
@@ -34,11 +35,12 @@ std::vector<std::pair<std::string, std::size_t>> Bus::numsub(
   detail::read_registry_within(*state_->view, state_->name, state_->options.request_timeout, [&] {
     out.clear();
     for (const std::string& name : names) {
-      const std::int64_t i = detail::find_entry(*state_->view, false, name);
-      out.emplace_back(
-          name, i < 0 ? 0
-                      : detail::read_once(
-                            state_->view->entry(false, static_cast<std::uint32_t>(i)).count));
+      const std::int64_t i = detail::find_entry(*state_->view, detail::Table::channels, name);
+      out.emplace_back(name, i < 0 ? 0
+                                   : detail::read_once(state_->view
+                                                           ->entry(detail::Table::channels,
+                                                                   static_cast<std::uint32_t>(i))
+                                                           .count));
     }
   });
   return out;
@@ -70,11 +72,11 @@ BusStats snapshot(const std::string& bus, detail::ControlView& view,
   st.bytes_per_channel = view.geometry().entry_size_channel * 2;  // tables are kept half empty
   st.bytes_per_subscription = sizeof(detail::Node);
   std::vector<std::pair<std::string, std::uint32_t>> names;
-  detail::read_registry_within(view, bus, patience,
-                               [&] { detail::collect_names(view, false, names); });
+  detail::read_registry_within(
+      view, bus, patience, [&] { detail::collect_names(view, detail::Table::channels, names); });
   for (auto& [name, count] : names) st.channels.push_back({std::move(name), count});
-  detail::read_registry_within(view, bus, patience,
-                               [&] { detail::collect_names(view, true, names); });
+  detail::read_registry_within(
+      view, bus, patience, [&] { detail::collect_names(view, detail::Table::patterns, names); });
   for (auto& [name, count] : names) st.patterns.push_back({std::move(name), count});
   for (std::uint32_t i = 0; i < view.limits().max_clients; ++i) {
     const detail::ClientSlot& s = view.slot(i);

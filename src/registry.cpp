@@ -50,10 +50,10 @@ ControlView::ControlView(Segment&& segment, const BusLimits& limits)
   if (gid >= 0) segment_group_ = static_cast<gid_t>(gid);
 }
 
-bool Tables::entry_name_view(bool pattern, std::uint32_t i, std::string_view& out) const noexcept {
-  const std::uint32_t len = read_once(entry(pattern, i).name_len);
-  if (len > max_name(pattern)) return false;
-  out = std::string_view(entry_name(pattern, i), len);
+bool Tables::entry_name_view(Table table, std::uint32_t i, std::string_view& out) const noexcept {
+  const std::uint32_t len = read_once(entry(table, i).name_len);
+  if (len > max_name(table)) return false;
+  out = std::string_view(entry_name(table, i), len);
   return true;
 }
 
@@ -65,15 +65,15 @@ const Glob& GlobCache::get(std::uint32_t index, std::string_view pattern) {
   return it->second;
 }
 
-std::int64_t find_entry(const Tables& view, bool pattern, std::string_view name) noexcept {
-  const std::uint32_t slots = view.entry_slots(pattern);
+std::int64_t find_entry(const Tables& view, Table table, std::string_view name) noexcept {
+  const std::uint32_t slots = view.entry_slots(table);
   const std::uint32_t hash = name_hash(name);
   std::uint32_t i = hash & (slots - 1);
   for (std::uint32_t probe = 0; probe < slots; ++probe, i = (i + 1) & (slots - 1)) {
-    const Entry& e = view.entry(pattern, i);
+    const Entry& e = view.entry(table, i);
     if (read_once(e.used) == 0) return -1;
     std::string_view stored;
-    if (read_once(e.hash) == hash && view.entry_name_view(pattern, i, stored) && stored == name)
+    if (read_once(e.hash) == hash && view.entry_name_view(table, i, stored) && stored == name)
       return i;
   }
   return -1;
@@ -83,7 +83,7 @@ namespace {
 
 // Adds the entry's subscribers; the bus holds at most node_count subscriptions, so corrupt
 // lists that share nodes cannot grow `out` past that.
-void add_targets(const ControlView& view, const Entry& e, bool pattern, std::vector<Target>& out) {
+void add_targets(const ControlView& view, const Entry& e, Table table, std::vector<Target>& out) {
   const std::uint32_t most = view.geometry().node_count;
   walk_nodes(view, read_once(e.first), [&](std::uint32_t index) {
     // Each field read once: the coordinator may be rewriting the node meanwhile.
@@ -91,7 +91,7 @@ void add_targets(const ControlView& view, const Entry& e, bool pattern, std::vec
     const std::uint32_t client = read_once(n.client);
     if (client >= view.limits().max_clients || out.size() >= most) return true;
     const std::uint32_t generation = view.slot(client).generation.load(std::memory_order_relaxed);
-    out.push_back({client, generation, read_once(n.sid), pattern});
+    out.push_back({client, generation, read_once(n.sid), table == Table::patterns});
     return true;
   });
 }
@@ -101,24 +101,27 @@ void add_targets(const ControlView& view, const Entry& e, bool pattern, std::vec
 void collect_targets(const ControlView& view, std::string_view channel, GlobCache& globs,
                      std::vector<Target>& out) {
   out.clear();
-  const std::int64_t ch = find_entry(view, false, channel);
-  if (ch >= 0) add_targets(view, view.entry(false, static_cast<std::uint32_t>(ch)), false, out);
+  const std::int64_t ch = find_entry(view, Table::channels, channel);
+  if (ch >= 0) {
+    add_targets(view, view.entry(Table::channels, static_cast<std::uint32_t>(ch)), Table::channels,
+                out);
+  }
   if (view.header().pattern_count.load(std::memory_order_relaxed) == 0) return;
   for (std::uint32_t i = 0; i < view.geometry().pattern_slots; ++i) {
-    const Entry& e = view.entry(true, i);
+    const Entry& e = view.entry(Table::patterns, i);
     std::string_view pattern;
-    if (read_once(e.used) == 0 || !view.entry_name_view(true, i, pattern)) continue;
-    if (globs.get(i, pattern).match(channel)) add_targets(view, e, true, out);
+    if (read_once(e.used) == 0 || !view.entry_name_view(Table::patterns, i, pattern)) continue;
+    if (globs.get(i, pattern).match(channel)) add_targets(view, e, Table::patterns, out);
   }
 }
 
-void collect_names(const ControlView& view, bool pattern,
+void collect_names(const ControlView& view, Table table,
                    std::vector<std::pair<std::string, std::uint32_t>>& out) {
   out.clear();
-  for (std::uint32_t i = 0; i < view.entry_slots(pattern); ++i) {
-    const Entry& e = view.entry(pattern, i);
+  for (std::uint32_t i = 0; i < view.entry_slots(table); ++i) {
+    const Entry& e = view.entry(table, i);
     std::string_view name;
-    if (read_once(e.used) == 0 || !view.entry_name_view(pattern, i, name)) continue;
+    if (read_once(e.used) == 0 || !view.entry_name_view(table, i, name)) continue;
     out.emplace_back(std::string(name), read_once(e.count));
   }
 }

@@ -22,6 +22,18 @@
 
 namespace shmcast::detail {
 
+/// The registry's two tables of names: a subscription is to a channel or to a pattern.
+enum class Table : std::uint8_t { channels, patterns };
+inline constexpr Table kTables[] = {Table::channels, Table::patterns};
+
+/// A node's `entry` field: the entry's index, with kPatternEntryBit for the pattern table.
+[[nodiscard]] constexpr std::uint32_t node_entry(Table table, std::uint32_t index) noexcept {
+  return table == Table::patterns ? index | kPatternEntryBit : index;
+}
+[[nodiscard]] constexpr Table table_of_node_entry(std::uint32_t entry) noexcept {
+  return (entry & kPatternEntryBit) != 0 ? Table::patterns : Table::channels;
+}
+
 /// The registry tables and client table of a control segment at `base`, indexed with a
 /// private copy of their geometry: the shared segment, or the coordinator's own record of it.
 /// Callers check indices read from shared memory against limits() / geometry() before use.
@@ -40,30 +52,31 @@ class Tables {
   [[nodiscard]] char* slot_name(std::uint32_t i) const noexcept {
     return reinterpret_cast<char*>(&slot(i)) + sizeof(ClientSlot);
   }
-  [[nodiscard]] Entry& entry(bool pattern, std::uint32_t i) const noexcept {
-    return pattern ? *reinterpret_cast<Entry*>(base_ + geometry_.patterns_offset +
-                                               std::uint64_t{i} * geometry_.entry_size_pattern)
-                   : *reinterpret_cast<Entry*>(base_ + geometry_.channels_offset +
-                                               std::uint64_t{i} * geometry_.entry_size_channel);
+  [[nodiscard]] Entry& entry(Table table, std::uint32_t i) const noexcept {
+    return table == Table::patterns
+               ? *reinterpret_cast<Entry*>(base_ + geometry_.patterns_offset +
+                                           std::uint64_t{i} * geometry_.entry_size_pattern)
+               : *reinterpret_cast<Entry*>(base_ + geometry_.channels_offset +
+                                           std::uint64_t{i} * geometry_.entry_size_channel);
   }
-  [[nodiscard]] char* entry_name(bool pattern, std::uint32_t i) const noexcept {
-    return reinterpret_cast<char*>(&entry(pattern, i)) + sizeof(Entry);
+  [[nodiscard]] char* entry_name(Table table, std::uint32_t i) const noexcept {
+    return reinterpret_cast<char*>(&entry(table, i)) + sizeof(Entry);
   }
-  [[nodiscard]] std::uint32_t entry_size(bool pattern) const noexcept {
-    return pattern ? geometry_.entry_size_pattern : geometry_.entry_size_channel;
+  [[nodiscard]] std::uint32_t entry_size(Table table) const noexcept {
+    return table == Table::patterns ? geometry_.entry_size_pattern : geometry_.entry_size_channel;
   }
-  [[nodiscard]] std::uint32_t entry_slots(bool pattern) const noexcept {
-    return pattern ? geometry_.pattern_slots : geometry_.channel_slots;
+  [[nodiscard]] std::uint32_t entry_slots(Table table) const noexcept {
+    return table == Table::patterns ? geometry_.pattern_slots : geometry_.channel_slots;
   }
-  [[nodiscard]] std::uint32_t max_name(bool pattern) const noexcept {
-    return pattern ? limits_.max_pattern : limits_.max_channel;
+  [[nodiscard]] std::uint32_t max_name(Table table) const noexcept {
+    return table == Table::patterns ? limits_.max_pattern : limits_.max_channel;
   }
   [[nodiscard]] Node& node(std::uint32_t i) const noexcept {
     return reinterpret_cast<Node*>(base_ + geometry_.nodes_offset)[i];
   }
 
   /// Sets `out` to the entry's name and returns true if its recorded length is within limits.
-  [[nodiscard]] bool entry_name_view(bool pattern, std::uint32_t i,
+  [[nodiscard]] bool entry_name_view(Table table, std::uint32_t i,
                                      std::string_view& out) const noexcept;
 
  protected:
@@ -183,7 +196,7 @@ class GlobCache {
 
 /// Finds a name in the channel or pattern table; returns its index or -1. Call inside
 /// read_registry (or as the coordinator, on its own record).
-[[nodiscard]] std::int64_t find_entry(const Tables& tables, bool pattern,
+[[nodiscard]] std::int64_t find_entry(const Tables& tables, Table table,
                                       std::string_view name) noexcept;
 
 /// The targets of a publish on `channel`: its subscribers, then each matching pattern's, in
@@ -193,7 +206,7 @@ void collect_targets(const ControlView& view, std::string_view channel, GlobCach
                      std::vector<Target>& out);
 
 /// Names with their subscriber counts, of channels or of patterns. Call inside read_registry.
-void collect_names(const ControlView& view, bool pattern,
+void collect_names(const ControlView& view, Table table,
                    std::vector<std::pair<std::string, std::uint32_t>>& out);
 
 }  // namespace shmcast::detail

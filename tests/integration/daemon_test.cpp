@@ -351,9 +351,10 @@ TEST_F(Adoption, MergesANameFoundTwiceWithEachClientOnce) {
   ASSERT_EQ(two_.subscribe({"y"}), 1U);
 
   detail::ControlView& view = pause();
-  const std::int64_t y = detail::find_entry(view, false, "y");
+  const std::int64_t y = detail::find_entry(view, detail::Table::channels, "y");
   ASSERT_GE(y, 0);
-  view.entry_name(false, static_cast<std::uint32_t>(y))[0] = 'x';  // "y" is now a second "x"
+  view.entry_name(detail::Table::channels, static_cast<std::uint32_t>(y))[0] =
+      'x';  // "y" is now a second "x"
   adopt();
 
   const std::vector<std::string> names{"x", "y"};

@@ -368,9 +368,9 @@ class Vandal {
   // Left for the next coordinator to find on adoption: an entry whose name is longer than the
   // limit, and the list of "news" closed into a loop. Returns false if "news" is not there.
   bool plant_for_adoption(std::string& what) {
-    const std::int64_t news = detail::find_entry(view_, false, "news");
+    const std::int64_t news = detail::find_entry(view_, detail::Table::channels, "news");
     if (news < 0) return false;
-    const detail::Entry& e = view_.entry(false, static_cast<std::uint32_t>(news));
+    const detail::Entry& e = view_.entry(detail::Table::channels, static_cast<std::uint32_t>(news));
     if (e.first == detail::kNoNode || e.first > view_.geometry().node_count) return false;
     std::uint32_t last = e.first;
     for (std::uint32_t steps = 0; steps < view_.geometry().node_count; ++steps) {
@@ -380,7 +380,7 @@ class Vandal {
     }
     view_.node(last - 1).next = e.first;
     for (std::uint32_t i = 0; i < view_.geometry().channel_slots; ++i) {
-      detail::Entry& bad = view_.entry(false, i);
+      detail::Entry& bad = view_.entry(detail::Table::channels, i);
       if (bad.used != 0) continue;
       bad.used = 1;
       bad.name_len = view_.limits().max_channel + 1 + garbage32() % 1000;
@@ -419,10 +419,10 @@ class Vandal {
     return pick(2) == 0 ? garbage32() : (std::uint64_t{garbage32()} << 32) | garbage32();
   }
 
-  std::vector<std::uint32_t> used_entries(bool pattern) {
+  std::vector<std::uint32_t> used_entries(detail::Table table) {
     std::vector<std::uint32_t> out;
-    for (std::uint32_t i = 0; i < view_.entry_slots(pattern); ++i) {
-      if (view_.entry(pattern, i).used != 0) out.push_back(i);
+    for (std::uint32_t i = 0; i < view_.entry_slots(table); ++i) {
+      if (view_.entry(table, i).used != 0) out.push_back(i);
     }
     return out;
   }
@@ -436,15 +436,15 @@ class Vandal {
   }
 
   std::string entry() {
-    bool pattern = pick(2) == 0;
-    auto used = used_entries(pattern);
+    detail::Table table = pick(2) == 0 ? detail::Table::patterns : detail::Table::channels;
+    auto used = used_entries(table);
     if (used.empty()) {
-      pattern = !pattern;
-      used = used_entries(pattern);
+      table = table == detail::Table::channels ? detail::Table::patterns : detail::Table::channels;
+      used = used_entries(table);
     }
     const std::uint32_t i =
         used.empty() ? static_cast<std::uint32_t>(pick(16)) : used[pick(used.size())];
-    detail::Entry& e = view_.entry(pattern, i);
+    detail::Entry& e = view_.entry(table, i);
     const std::uint32_t v = garbage32();
     const char* field = "name";
     switch (pick(6)) {
@@ -468,10 +468,10 @@ class Vandal {
         e.hash = v;
         field = "hash";
         break;
-      default: spray(reinterpret_cast<std::byte*>(view_.entry_name(pattern, i)), 1 + pick(8));
+      default: spray(reinterpret_cast<std::byte*>(view_.entry_name(table, i)), 1 + pick(8));
     }
-    return fmt::format("control: {} entry {}: {} := {:#x}", pattern ? "pattern" : "channel", i,
-                       field, v);
+    return fmt::format("control: {} entry {}: {} := {:#x}",
+                       table == detail::Table::patterns ? "pattern" : "channel", i, field, v);
   }
 
   std::string node() {

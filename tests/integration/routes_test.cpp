@@ -145,9 +145,10 @@ TEST(AdoptedRoutes, ARouteCachedBeforeTheRestartIsResolvedAgain) {
     // The subscription now names a client slot nobody attached: the next coordinator drops it.
     detail::ControlView view(detail::Segment::open(
         detail::control_name(name), detail::SegmentKind::control, detail::kLayoutVersion));
-    const std::int64_t a = detail::find_entry(view, false, "a");
+    const std::int64_t a = detail::find_entry(view, detail::Table::channels, "a");
     ASSERT_GE(a, 0);
-    const std::uint32_t first = view.entry(false, static_cast<std::uint32_t>(a)).first;
+    const std::uint32_t first =
+        view.entry(detail::Table::channels, static_cast<std::uint32_t>(a)).first;
     ASSERT_NE(first, detail::kNoNode);
     view.node(first - 1).client = view.limits().max_clients - 1;
   }
