@@ -54,6 +54,16 @@ constexpr std::uint32_t state_of(SlotState s) {
   return static_cast<std::uint32_t>(s);
 }
 
+const char* removal_text(Removal why) {
+  switch (why) {
+    case Removal::detached: return "detached";
+    case Removal::died: return "died";
+    case Removal::died_attaching: return "died while attaching";
+    case Removal::died_unattended: return "died while no coordinator ran";
+  }
+  return "left";
+}
+
 const char* table_of(Table table) {
   return table == Table::patterns ? "pattern" : "channel";
 }
@@ -302,7 +312,7 @@ void Coordinator::adopt() {
     c.has_ring = s.has_ring.load() != 0;
     if (c.pid > 0 && detail::process_alive(c.pid, c.start_ticks)) c.pidfd = pidfd_open(c.pid);
     if (c.pidfd < 0 || !detail::process_alive(c.pid, c.start_ticks)) {
-      remove_client(i, "died while no coordinator ran");
+      remove_client(i, Removal::died_unattended);
       continue;
     }
     s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
@@ -755,7 +765,7 @@ void Coordinator::handle(std::uint32_t slot) {
   s.resp_seq.store(seq, std::memory_order_release);
   detail::futex_wake(&s.resp_seq, INT_MAX);
   // Removed after answering, so the client is not left waiting on a freed slot.
-  if (removed) remove_client(slot, "detached");
+  if (removed) remove_client(slot, Removal::detached);
 }
 
 Status Coordinator::attach(std::uint32_t slot) {
@@ -1058,7 +1068,7 @@ std::uint32_t Coordinator::clear_slot(std::uint32_t slot) {
   return dropped;
 }
 
-void Coordinator::remove_client(std::uint32_t slot, const char* why) {
+void Coordinator::remove_client(std::uint32_t slot, Removal why) {
   ClientSlot& s = view_->slot(slot);
   Client& c = clients_[slot];
   const pid_t pid = c.pidfd >= 0 ? c.pid : s.pid.load();
@@ -1076,12 +1086,12 @@ void Coordinator::remove_client(std::uint32_t slot, const char* why) {
   c.pidfd = -1;
   c.pid = 0;
   c.start_ticks = 0;
-  if (std::strcmp(why, "detached") != 0) {
+  if (why != Removal::detached) {
     ++deaths_;
     view_->header().deaths.store(deaths_, std::memory_order_release);
   }
-  log(options_.bus,
-      fmt::format("client {} (pid {}) {}: {} subscriptions removed", slot, pid, why, dropped));
+  log(options_.bus, fmt::format("client {} (pid {}) {}: {} subscriptions removed", slot, pid,
+                                removal_text(why), dropped));
 }
 
 void Coordinator::reap_dead() {
@@ -1092,7 +1102,7 @@ void Coordinator::reap_dead() {
     ClientSlot& s = view_->slot(i);
     const std::uint32_t state = s.state.load(std::memory_order_acquire);
     if (state == state_of(SlotState::detached)) {
-      remove_client(i, "detached");
+      remove_client(i, Removal::detached);
     } else if (clients_[i].pidfd >= 0) {
       fds.push_back({clients_[i].pidfd, POLLIN, 0});
       slots.push_back(i);
@@ -1106,7 +1116,7 @@ void Coordinator::reap_dead() {
                                         : kill(pid, 0) != 0 && errno == ESRCH);
       if (dead) {
         if (state == state_of(SlotState::claimed)) {
-          remove_client(i, "died while attaching");
+          remove_client(i, Removal::died_attaching);
         } else {
           std::int32_t expected = pid;
           s.pid.compare_exchange_strong(expected, 0);
@@ -1116,7 +1126,8 @@ void Coordinator::reap_dead() {
   }
   if (fds.empty() || ::poll(fds.data(), fds.size(), 0) <= 0) return;
   for (std::size_t k = 0; k < fds.size(); ++k) {
-    if ((fds[k].revents & (POLLIN | POLLHUP | POLLERR)) != 0) remove_client(slots[k], "died");
+    if ((fds[k].revents & (POLLIN | POLLHUP | POLLERR)) != 0)
+      remove_client(slots[k], Removal::died);
   }
 }
 

@@ -49,6 +49,14 @@ class RepairLog {
   std::unordered_map<std::string, Budget> budgets_;
 };
 
+/// Why a client leaves the bus: every reason but its own detach counts as a death.
+enum class Removal {
+  detached,
+  died,
+  died_attaching,   ///< after claiming a slot, before its attach was served
+  died_unattended,  ///< while no coordinator ran
+};
+
 class Coordinator {
  public:
   /// The registry tables are compared with the coordinator's record one slice of
@@ -112,7 +120,7 @@ class Coordinator {
   detail::Status subscribe(std::uint32_t slot, detail::Table table, std::uint32_t sid,
                            std::string_view name);
   detail::Status unsubscribe(std::uint32_t slot, detail::Table table, std::string_view name);
-  void remove_client(std::uint32_t slot, const char* why);
+  void remove_client(std::uint32_t slot, Removal why);
   void reap_dead();
   void begin_write();
   void end_write();
