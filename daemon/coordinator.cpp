@@ -87,18 +87,20 @@ detail::ControlGeometry record_geometry(const detail::ControlGeometry& g) {
 
 void check_limits(const Limits& l) {
   const auto fail = [](const std::string& what) { throw Error(Errc::system, what); };
-  if (l.max_clients < 1 || l.max_clients > (1U << 16))
-    fail("--max-clients must be between 1 and 65536");
-  if (l.max_channel > (1U << 16)) fail("--max-channel must be at most 65536 bytes");
-  if (l.max_pattern > (1U << 16)) fail("--max-pattern must be at most 65536 bytes");
-  if (l.max_subscriptions < 1) fail("--max-subscriptions must be at least 1");
-  if (l.max_channels < 1 || l.max_channels > (1U << 24))
-    fail("--max-channels must be between 1 and 16777216");
-  if (l.max_patterns < 1 || l.max_patterns > (1U << 24))
-    fail("--max-patterns must be between 1 and 16777216");
-  if (l.max_total_subscriptions < 1 || l.max_total_subscriptions > (1U << 26)) {
-    fail("--max-total-subscriptions must be between 1 and 67108864");
+  const auto within = [&](std::string_view name, std::uint64_t value, std::uint64_t most) {
+    if (value < 1 || value > most) fail(fmt::format("--{} must be between 1 and {}", name, most));
+  };
+  within("max-clients", l.max_clients, detail::kMaxClientsBound);
+  if (l.max_channel > detail::kMaxNameBound) {
+    fail(fmt::format("--max-channel must be at most {} bytes", detail::kMaxNameBound));
   }
+  if (l.max_pattern > detail::kMaxNameBound) {
+    fail(fmt::format("--max-pattern must be at most {} bytes", detail::kMaxNameBound));
+  }
+  if (l.max_subscriptions < 1) fail("--max-subscriptions must be at least 1");
+  within("max-channels", l.max_channels, detail::kMaxNamesBound);
+  within("max-patterns", l.max_patterns, detail::kMaxNamesBound);
+  within("max-total-subscriptions", l.max_total_subscriptions, detail::kMaxTotalSubscriptionsBound);
   if (l.ring_bytes < detail::kRingMinCapacity || l.ring_bytes > detail::kRingMaxCapacity ||
       (l.ring_bytes & (l.ring_bytes - 1)) != 0) {
     fail(fmt::format("--ring-bytes {} must be a power of two between {} and {}", l.ring_bytes,

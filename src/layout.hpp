@@ -47,6 +47,13 @@ struct BusLimits {  // Limits, fixed-width
 };
 static_assert(sizeof(BusLimits) == 48);
 
+// The largest limits a bus is created with, and that a client accepts from a segment: they keep
+// every product of the geometry within 64 bits and every table walk short.
+inline constexpr std::uint32_t kMaxClientsBound = 1U << 16;
+inline constexpr std::uint32_t kMaxNameBound = 1U << 16;   // max_channel, max_pattern (bytes)
+inline constexpr std::uint32_t kMaxNamesBound = 1U << 24;  // max_channels, max_patterns
+inline constexpr std::uint32_t kMaxTotalSubscriptionsBound = 1U << 26;
+
 struct BusHeader {
   // Written once at creation.
   BusLimits limits;                     // 0

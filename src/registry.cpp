@@ -13,12 +13,12 @@ BusLimits checked_limits(const Segment& segment) {
   }
   const auto& header = *reinterpret_cast<const BusHeader*>(segment.base() + kBusHeaderOffset);
   BusLimits l = header.limits;
-  // Bounds that keep every product below in 64 bits and every table walk short.
-  const bool sane = l.max_clients >= 1 && l.max_clients <= (1U << 16) &&
-                    l.max_channel <= (1U << 16) && l.max_pattern <= (1U << 16) &&
-                    l.max_channels <= (1U << 24) && l.max_patterns <= (1U << 24) &&
-                    l.max_total_subscriptions <= (1U << 26) && l.ring_bytes >= kRingMinCapacity &&
-                    l.ring_bytes <= kRingMaxCapacity && (l.ring_bytes & (l.ring_bytes - 1)) == 0 &&
+  const bool sane = l.max_clients >= 1 && l.max_clients <= kMaxClientsBound &&
+                    l.max_channel <= kMaxNameBound && l.max_pattern <= kMaxNameBound &&
+                    l.max_channels <= kMaxNamesBound && l.max_patterns <= kMaxNamesBound &&
+                    l.max_total_subscriptions <= kMaxTotalSubscriptionsBound &&
+                    l.ring_bytes >= kRingMinCapacity && l.ring_bytes <= kRingMaxCapacity &&
+                    (l.ring_bytes & (l.ring_bytes - 1)) == 0 &&
                     max_frame(l) <= ring_max_payload(l.ring_bytes);
   if (!sane)
     throw std::runtime_error("control segment " + segment.name() + " holds invalid limits");
