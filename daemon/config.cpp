@@ -69,7 +69,7 @@ std::string_view trim(std::string_view s) {
 }
 
 Error config_error(const std::string& message) {
-  return Error(Errc::system, message);
+  return Error(Errc::invalid_setting, message);
 }
 
 }  // namespace

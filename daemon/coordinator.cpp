@@ -86,7 +86,7 @@ detail::ControlGeometry record_geometry(const detail::ControlGeometry& g) {
 }  // namespace
 
 void check_limits(const Limits& l) {
-  const auto fail = [](const std::string& what) { throw Error(Errc::system, what); };
+  const auto fail = [](const std::string& what) { throw Error(Errc::invalid_setting, what); };
   const auto within = [&](std::string_view name, std::uint64_t value, std::uint64_t most) {
     if (value < 1 || value > most) fail(fmt::format("--{} must be between 1 and {}", name, most));
   };
@@ -119,9 +119,10 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
   check_bus_name(options_.bus);
   check_limits(options_.limits);
   if ((options_.mode & ~0770U) != 0) {
-    throw Error(Errc::system, fmt::format("--mode {:04o}: only owner and group bits are allowed: "
-                                          "never world access, setuid, setgid or sticky bits",
-                                          options_.mode));
+    throw Error(Errc::invalid_setting,
+                fmt::format("--mode {:04o}: only owner and group bits are allowed: "
+                            "never world access, setuid, setgid or sticky bits",
+                            options_.mode));
   }
   lock_path_ = "/dev/shm/" + detail::lock_name(options_.bus);
   take_lock();

@@ -61,7 +61,8 @@ std::optional<gid_t> parse_group(const std::string& name) {
     if (used == name.size()) return static_cast<gid_t>(gid);
   } catch (const std::exception&) {
   }
-  throw shmcast::Error(shmcast::Errc::system, fmt::format("--group {}: no such group", name));
+  throw shmcast::Error(shmcast::Errc::invalid_setting,
+                       fmt::format("--group {}: no such group", name));
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ enum class Errc {
   too_many_clients,        ///< the bus's client table (max_clients) is full
   registry_full,           ///< the bus's channel, pattern or subscription table is full
   system,                  ///< any other system error
+  invalid_setting,         ///< shmcastd: a flag, variable or --config line holds no valid value
 };
 
 class SHMCAST_EXPORT Error : public std::runtime_error {
