@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "audit.hpp"
 #include "registry.hpp"
 #include "shmcast/limits.hpp"
 
@@ -25,28 +26,6 @@ struct CoordinatorOptions {
   Limits limits;
   mode_t mode = 0600;          ///< mode of the bus's segments
   std::optional<gid_t> group;  ///< group of the bus's segments
-};
-
-/// The budget of the coordinator's repair and quarantine lines: per kind of line, kBurst at
-/// once and then one every kInterval, so a process that keeps overwriting the segment cannot
-/// flood the log. The next line of a kind that is let through says how many were left out.
-class RepairLog {
- public:
-  static constexpr std::uint32_t kBurst = 10;
-  static constexpr std::chrono::seconds kInterval{10};
-
-  /// `line` (with the count of lines of its kind left out before it, if any) if the budget of
-  /// `kind` allows a line at `now`; nullopt if it is spent, and the line is counted instead.
-  std::optional<std::string> admit(std::string_view kind, std::string line,
-                                   std::chrono::steady_clock::time_point now);
-
- private:
-  struct Budget {
-    std::uint32_t lines = kBurst;
-    std::chrono::steady_clock::time_point refilled;
-    std::uint64_t left_out = 0;
-  };
-  std::unordered_map<std::string, Budget> budgets_;
 };
 
 /// Why a client leaves the bus: every reason but its own detach counts as a death.
@@ -101,6 +80,14 @@ class Coordinator {
     // the node table inside the seqlock.
     std::vector<std::uint32_t> nodes;
   };
+
+  // Bytes at the start of the segment that never change once it is created: the segment header
+  // and the bus header up to the coordinator's identity.
+  static constexpr std::size_t kFixedHeaderBytes =
+      detail::kBusHeaderOffset + offsetof(detail::BusHeader, coordinator_pid);
+  static constexpr std::uint32_t state_of(detail::SlotState s) {
+    return static_cast<std::uint32_t>(s);
+  }
 
   void take_lock();
   void create_or_adopt();
@@ -176,6 +163,9 @@ class Coordinator {
   RepairLog repair_log_;
   bool adopted_ = false;
 };
+
+/// Writes one line of the coordinator's log, naming the bus.
+void log_line(const std::string& bus, std::string_view message);
 
 /// The effective limits must fit together (a message must fit half a ring); throws
 /// shmcast::Error naming the settings otherwise.

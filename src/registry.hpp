@@ -26,6 +26,11 @@ namespace shmcast::detail {
 enum class Table : std::uint8_t { channels, patterns };
 inline constexpr Table kTables[] = {Table::channels, Table::patterns};
 
+/// The table's noun, for log lines: "channel" or "pattern".
+[[nodiscard]] constexpr const char* table_noun(Table table) noexcept {
+  return table == Table::patterns ? "pattern" : "channel";
+}
+
 /// A node's `entry` field: the entry's index, with kPatternEntryBit for the pattern table.
 [[nodiscard]] constexpr std::uint32_t node_entry(Table table, std::uint32_t index) noexcept {
   return table == Table::patterns ? index | kPatternEntryBit : index;
