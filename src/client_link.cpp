@@ -110,12 +110,6 @@ void read_registry_within(const ControlView& view, const std::string& bus,
   }
 }
 
-bool coordinator_running(const ControlView& view) noexcept {
-  const BusHeader& h = view.header();
-  return process_alive(h.coordinator_pid.load(std::memory_order_acquire),
-                       h.coordinator_start_ticks.load(std::memory_order_acquire));
-}
-
 namespace {
 
 // How often a client waiting for a coordinator looks again.

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "process.hpp"
+
 namespace shmcast::detail {
 
 namespace {
@@ -124,6 +126,12 @@ void collect_names(const ControlView& view, Table table,
     if (read_once(e.used) == 0 || !view.entry_name_view(table, i, name)) continue;
     out.emplace_back(std::string(name), read_once(e.count));
   }
+}
+
+bool coordinator_running(const ControlView& view) noexcept {
+  const BusHeader& h = view.header();
+  return process_alive(h.coordinator_pid.load(std::memory_order_acquire),
+                       h.coordinator_start_ticks.load(std::memory_order_acquire));
 }
 
 }  // namespace shmcast::detail

@@ -143,7 +143,7 @@ void walk_nodes(const Tables& tables, std::uint32_t first, F&& f) {
   }
 }
 
-/// True while the coordinator recorded in the bus runs (defined in client.cpp).
+/// True while the coordinator recorded in the bus runs.
 [[nodiscard]] bool coordinator_running(const ControlView& view) noexcept;
 
 /// How long read_registry tries before it gives up on a live coordinator's registry: far
