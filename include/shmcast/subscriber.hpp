@@ -29,6 +29,9 @@ class Bus;
 /// [subscribe a 1] and [subscribe b 2] into the stream, before any message the new
 /// subscriptions route. subscribe() returns once the registry shows the subscriptions, so
 /// every publish that starts after it returns, from any process, reaches this subscriber.
+/// Confirmations wait in this process, not in the ring, until the reader reaches them: one
+/// that (un)subscribes over and over without reading keeps them all in memory, as a Redis
+/// connection keeps its unread replies.
 ///
 /// Thread safety: one thread at a time (like one Redis connection); move it between threads
 /// freely. Destroying it (or the process dying) removes all its subscriptions.

@@ -166,10 +166,19 @@ TEST(Docs, TheReadmeExampleIsTheProgramExamplesTestRuns) {
       << quoted;
 }
 
-/// Stops the coordinator the demo leaves running, by its pid, and waits for it to go.
+/// Stops the coordinator the demo leaves running, by its pid, and waits for it to go. The pid
+/// comes from the bus itself, so a demo that failed before printing it leaves nothing behind.
 struct DemoCoordinator {
+  std::string bus;
   pid_t pid = 0;
   ~DemoCoordinator() {
+    if (pid <= 0) {
+      try {
+        pid = inspect(bus).coordinator_pid;
+      } catch (const Error&) {
+        return;  // no bus: the demo never started a coordinator
+      }
+    }
     if (pid <= 0 || ::kill(pid, SIGTERM) != 0) return;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (::kill(pid, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
@@ -184,13 +193,13 @@ TEST(Docs, TheDemoPrintsWhatTheReadmeShows) {
   const std::string bus = unique_bus("demo");
   ASSERT_EQ(setenv("SHMCAST_DEMO_BUS", bus.c_str(), 1), 0);
   ASSERT_EQ(setenv("SHMCAST_DEMO_BIN", bin_dir().c_str(), 1), 0);
+  DemoCoordinator coordinator{bus};
   Command demo({"bash", (kSource / "tools/demo.sh").string()});
   unsetenv("SHMCAST_DEMO_BUS");
   unsetenv("SHMCAST_DEMO_BIN");
   demo.close_stdin();
   const auto status = demo.wait(std::chrono::seconds(60));
   std::smatch pid;
-  DemoCoordinator coordinator;
   if (std::regex_search(demo.out(), pid, std::regex(R"(stop it with: kill (\d+))"))) {
     coordinator.pid = std::stoi(pid[1]);
   }
