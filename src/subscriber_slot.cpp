@@ -10,7 +10,7 @@ ClientLink* BusState::lend_slot() {
   const std::lock_guard lock(slot_mutex_);
   // A child forked since the Bus connected is a client of its own: its ring, and its death,
   // belong to a slot that names it.
-  if (slot_lent_ || !link || link->owner() != getpid()) return nullptr;
+  if (slot_lent_ || link->owner() != getpid()) return nullptr;
   if (release_owed_) {
     // Until a coordinator releases the ring the slot still holds, a Subscriber takes a slot of
     // its own.
