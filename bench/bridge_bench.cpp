@@ -6,8 +6,6 @@
 // Everything it started is stopped by pid at the end, and the directory removed.
 
 #include <hiredis/hiredis.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,42 +23,18 @@
 #include <CLI/CLI.hpp>
 
 #include "shmcast/shmcast.hpp"
+#include "support/process.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using shmcast::testing::output_to;
+using shmcast::testing::Process;
 
 std::string program_dir() {
   return std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
 }
-
-// A child process that runs `argv` with its output in `log`; stopped with SIGTERM by its pid.
-class Process {
- public:
-  Process(std::vector<std::string> argv, const std::string& log) {
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      if (std::freopen(log.c_str(), "w", stdout) == nullptr) ::_exit(126);
-      ::dup2(STDOUT_FILENO, STDERR_FILENO);
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execvp(args[0], args.data());
-      ::_exit(127);
-    }
-  }
-  ~Process() {
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
- private:
-  pid_t pid_ = -1;
-};
 
 class Redis {
  public:
@@ -225,7 +199,7 @@ int run(const Setup& setup) {
   try {
     Process redis({"redis-server", "--port", "0", "--unixsocket", socket, "--unixsocketperm", "700",
                    "--save", "", "--appendonly", "no"},
-                  dir / "redis.log");
+                  output_to(dir / "redis.log"));
     wait_until(
         [&] {
           try {
@@ -236,7 +210,7 @@ int run(const Setup& setup) {
           }
         },
         "redis-server");
-    Process daemon({bin + "/shmcastd", "--bus", bus_name}, dir / "shmcastd.log");
+    Process daemon({bin + "/shmcastd", "--bus", bus_name}, output_to(dir / "shmcastd.log"));
     std::optional<shmcast::Bus> bus;
     wait_until(
         [&] {
@@ -250,7 +224,7 @@ int run(const Setup& setup) {
         "shmcastd");
     Process bridge({bin + "/shmcast-bridge", "--bus", bus_name, "--redis", "unix://" + socket,
                     "--out", "bench.*", "--in", "bench.in"},
-                   dir / "bridge.log");
+                   output_to(dir / "bridge.log"));
     wait_for_bridge(*bus, socket);
 
     fmt::print(

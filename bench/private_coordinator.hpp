@@ -2,16 +2,10 @@
 // built next to the running program, started on its own bus and stopped at the end.
 #pragma once
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -21,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "shmcast/shmcast.hpp"
+#include "support/process.hpp"
 
 namespace bench_support {
 
@@ -42,38 +37,23 @@ inline pid_t start_private_coordinator(const std::string& bus,
   }
   std::vector<std::string> args{exe, "--bus", bus};
   args.insert(args.end(), flags.begin(), flags.end());
-
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
-  if (pid == 0) {
-    setpgid(0, 0);
-    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
-    const int null = open("/dev/null", O_WRONLY);
-    if (null >= 0) dup2(null, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(exe.c_str(), argv.data());
-    _exit(127);
-  }
+  shmcast::testing::Options options;
+  options.err = shmcast::testing::Stream::discard;
+  options.own_process_group = true;
+  shmcast::testing::Process coordinator(args, options);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   for (;;) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
+    if (!coordinator.running()) {
       throw std::runtime_error(
           fmt::format("{} exited at start (status {}); run it by hand with these limits to see why",
-                      exe, status));
+                      exe, coordinator.status()));
     }
     try {
-      if (shmcast::inspect(bus).coordinator_alive) return pid;
+      if (shmcast::inspect(bus).coordinator_alive) return coordinator.release();
     } catch (const shmcast::Error&) {
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
+      coordinator.kill(SIGTERM);
       throw std::runtime_error(fmt::format("{} did not come up within 10 s", exe));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -83,9 +63,7 @@ inline pid_t start_private_coordinator(const std::string& bus,
 /// Stops a coordinator started by start_private_coordinator (SIGTERM: it removes its bus once
 /// no client is left) and reaps it. Does nothing for a pid of 0 or less.
 inline void stop_private_coordinator(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
+  shmcast::testing::kill_and_reap(pid, SIGTERM);
 }
 
 }  // namespace bench_support

@@ -2,10 +2,8 @@
 // a counter, so tests run in parallel and never touch a bus a user runs.
 #pragma once
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "shmcast/shmcast.hpp"
+#include "support/process.hpp"
 
 namespace shmcast::test {
 
@@ -41,44 +40,21 @@ inline std::string unique_bus(const std::string& tag = "bus") {
 /// SIGTERM if the test process dies first (a crashed test leaves no coordinator running).
 inline pid_t spawn(const std::string& program, const std::vector<std::string>& args,
                    const std::string& log = {}) {
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
-    if (!log.empty()) {
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-      }
-    }
-    std::vector<std::string> all{bin_dir() + "/" + program};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
+  std::vector<std::string> argv{bin_dir() + "/" + program};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return testing::Process(argv, log.empty() ? testing::Options{} : testing::output_to(log))
+      .release();
 }
 
 /// Stops a child of this process with SIGSTOP and returns true once it is stopped: nothing it
 /// does lands after that (kill alone returns before the signal takes effect).
 inline bool pause_child(pid_t pid) {
-  if (kill(pid, SIGSTOP) != 0) return false;
-  int status = 0;
-  return waitpid(pid, &status, WUNTRACED) == pid && WIFSTOPPED(status);
+  return testing::pause(pid);
 }
 
 /// Stops a process by its pid and reaps it; returns its wait status.
 inline int stop(pid_t pid, int sig = SIGTERM) {
-  if (pid <= 0) return 0;
-  kill(pid, sig);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return status;
+  return testing::kill_and_reap(pid, sig);
 }
 
 /// Calls `call`, which must throw Error(code) with `needle` in its message; returns how long
@@ -120,17 +96,23 @@ struct RemoveSegments {
   }
 };
 
-/// Runs shmcastd with `args` to its end; returns its exit status (-1 if it did not exit) and
-/// what it printed.
+/// Runs shmcastd with `args` to its end; returns its exit status (-1 if it did not exit within
+/// a minute) and what it printed.
 inline std::pair<int, std::string> run_daemon(const std::vector<std::string>& args) {
   static int counter = 0;
   const std::string log = fmt::format("/tmp/shmcastd-run-{}-{}.log", getpid(), ++counter);
-  const pid_t pid = spawn("shmcastd", args, log);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  std::vector<std::string> argv{bin_dir() + "/shmcastd"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  int status = -1;
+  {
+    testing::Process daemon(argv, testing::output_to(log));
+    if (daemon.wait(std::chrono::minutes(1)) && WIFEXITED(daemon.status())) {
+      status = WEXITSTATUS(daemon.status());
+    }
+  }
   std::string out = read_file(log);
   ::unlink(log.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return {status, out};
 }
 
 /// Waits up to 5 s until `bus` has `n` clients; true if it has. The coordinator frees a slot

@@ -7,16 +7,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
-#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -24,13 +21,13 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "shmcast/shmcast.hpp"
+#include "support/process.hpp"
 
 namespace shmcast::test {
 
@@ -192,24 +189,17 @@ class Child {
     if (::pipe2(down, O_CLOEXEC) != 0 || ::pipe2(up, O_CLOEXEC) != 0) {
       throw std::runtime_error("pipe2 failed");
     }
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(102);  // the test died before prctl took effect
-      for (const int fd : Link::tracked_fds()) ::close(fd);
-      ::close(down[1]);
-      ::close(up[0]);
-      int rc = 101;
-      try {
-        Link link(down[0], up[1], false);
-        rc = body(link);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "child %d: %s\n", ::getpid(), e.what());
-      }
-      ::_exit(rc);
-    }
+    testing::Options options;
+    options.parent_death_signal = SIGKILL;
+    process_.emplace(
+        [&] {
+          for (const int fd : Link::tracked_fds()) ::close(fd);
+          ::close(down[1]);
+          ::close(up[0]);
+          Link link(down[0], up[1], false);
+          return body(link);
+        },
+        options);
     ::close(down[0]);
     ::close(up[1]);
     link_ = std::make_unique<Link>(up[0], down[1], true);
@@ -220,47 +210,32 @@ class Child {
   /// Closes the link, gives the child 10 s to leave on its own, then kills it.
   ~Child() {
     link_.reset();
-    if (!reaped_ && !wait(std::chrono::seconds(10))) kill(SIGKILL);
+    if (!wait(std::chrono::seconds(10))) kill(SIGKILL);
   }
 
-  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] pid_t pid() const { return process_->pid(); }
   [[nodiscard]] Link& link() { return *link_; }
   /// The exit status once reaped (see waitpid).
-  [[nodiscard]] int status() const { return status_; }
+  [[nodiscard]] int status() const { return process_->status(); }
   /// True once the child exited with status 0.
   [[nodiscard]] bool exited_cleanly() const {
-    return reaped_ && WIFEXITED(status_) && WEXITSTATUS(status_) == 0;
+    return process_->reaped() && WIFEXITED(status()) && WEXITSTATUS(status()) == 0;
   }
 
   /// Waits at most `timeout` for the child to end and reaps it; false if it is still running.
-  bool wait(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!reaped_) {
-      const pid_t r = ::waitpid(pid_, &status_, WNOHANG);
-      if (r == pid_ || (r < 0 && errno != EINTR)) {
-        reaped_ = true;
-        break;
-      }
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return true;
-  }
+  bool wait(std::chrono::milliseconds timeout) { return process_->wait(timeout); }
 
   /// Sends `sig` and, unless `reap` is false, waits until the child is dead and reaped.
   void kill(int sig, bool reap = true) {
-    if (reaped_) return;
-    ::kill(pid_, sig);
-    if (!reap) return;
-    while (::waitpid(pid_, &status_, 0) < 0 && errno == EINTR) {
+    if (reap) {
+      process_->kill(sig);
+    } else {
+      process_->signal(sig);
     }
-    reaped_ = true;
   }
 
  private:
-  pid_t pid_ = -1;
-  int status_ = 0;
-  bool reaped_ = false;
+  std::optional<testing::Process> process_;
   std::unique_ptr<Link> link_;
 };
 

@@ -191,12 +191,9 @@ TEST(Docs, TheDemoPrintsWhatTheReadmeShows) {
   const CodeBlock* block = readme_block("## What the first command shows", "");
   ASSERT_NE(block, nullptr) << "no output block under '## What the first command shows'";
   const std::string bus = unique_bus("demo");
-  ASSERT_EQ(setenv("SHMCAST_DEMO_BUS", bus.c_str(), 1), 0);
-  ASSERT_EQ(setenv("SHMCAST_DEMO_BIN", bin_dir().c_str(), 1), 0);
   DemoCoordinator coordinator{bus};
-  Command demo({"bash", (kSource / "tools/demo.sh").string()});
-  unsetenv("SHMCAST_DEMO_BUS");
-  unsetenv("SHMCAST_DEMO_BIN");
+  Command demo({"bash", (kSource / "tools/demo.sh").string()},
+               {"SHMCAST_DEMO_BUS=" + bus, "SHMCAST_DEMO_BIN=" + bin_dir()});
   demo.close_stdin();
   const auto status = demo.wait(std::chrono::seconds(60));
   std::smatch pid;
