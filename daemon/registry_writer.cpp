@@ -277,23 +277,22 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
         problem = "its name length is over the limit";
       }
       std::vector<std::pair<std::uint32_t, std::uint32_t>> subscribers;
-      bool broken = false;
       ++serial;
-      for (std::uint32_t next = e.first; problem == nullptr && next != kNoNode;) {
-        if (next > node_count || seen[next - 1]) {
-          broken = true;
-          break;
-        }
-        seen[next - 1] = true;
-        const Node& n = t.node(next - 1);
-        const bool valid = n.client < may_subscribe.size() && may_subscribe[n.client] &&
-                           n.entry == detail::node_entry(table, i) && listed_in[n.client] != serial;
-        if (valid) {
-          listed_in[n.client] = serial;
-          subscribers.emplace_back(n.client, n.sid);
-        }
-        next = n.next;
-      }
+      // A node seen before, in this list or another, ends the list: it is a loop or shared.
+      const bool broken =
+          problem == nullptr && !detail::walk_nodes(t, e.first, [&](std::uint32_t n) {
+            if (seen[n]) return false;
+            seen[n] = true;
+            const Node& node = t.node(n);
+            const bool valid = node.client < may_subscribe.size() && may_subscribe[node.client] &&
+                               node.entry == detail::node_entry(table, i) &&
+                               listed_in[node.client] != serial;
+            if (valid) {
+              listed_in[node.client] = serial;
+              subscribers.emplace_back(node.client, node.sid);
+            }
+            return true;
+          });
       if (problem == nullptr && subscribers.empty()) problem = "no valid subscription";
       if (problem != nullptr) {
         ++dropped_entries;

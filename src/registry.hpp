@@ -132,15 +132,17 @@ template <class T>
 /// Calls f(node index) along the node list that starts at `first` (an Entry's `first`) until f
 /// returns false: through valid indices only, and for at most node_count steps, so even a
 /// corrupt list ends. Each link is read once before f runs, so f may rewrite the node it gets.
+/// True if the walk reached the list's end, false if f or an invalid link stopped it first.
 template <class F>
-void walk_nodes(const Tables& tables, std::uint32_t first, F&& f) {
+bool walk_nodes(const Tables& tables, std::uint32_t first, F&& f) {
   const std::uint32_t count = tables.geometry().node_count;
   std::uint32_t next = first;
   for (std::uint32_t steps = 0; next != kNoNode && next <= count && steps < count; ++steps) {
     const std::uint32_t index = next - 1;
     next = read_once(tables.node(index).next);
-    if (!f(index)) return;
+    if (!f(index)) return false;
   }
+  return next == kNoNode;
 }
 
 /// True while the coordinator recorded in the bus runs.
