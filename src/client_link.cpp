@@ -35,12 +35,7 @@ Error status_error(Status status, Op op, std::string_view name, const BusLimits&
       return op == Op::psubscribe || op == Op::punsubscribe
                  ? over_limit(Bounded::pattern, name.size(), l.max_pattern)
                  : over_limit(Bounded::channel, name.size(), l.max_channel);
-    case Status::too_many_subscriptions:
-      return Error(
-          Errc::too_many_subscriptions,
-          fmt::format(
-              "a client may hold at most {} channels and patterns (shmcastd --max-subscriptions)",
-              l.max_subscriptions));
+    case Status::too_many_subscriptions: return too_many_subscriptions(l.max_subscriptions);
     case Status::registry_full:
       return Error(Errc::registry_full,
                    fmt::format("the bus registry is full: at most {} channels, {} patterns and {} "
@@ -71,6 +66,14 @@ Error over_limit(Bounded what, std::size_t bytes, std::size_t limit) {
   const auto& [code, noun] = kBounded[static_cast<std::size_t>(what)];
   return Error(code, fmt::format("{} of {} bytes is over the bus limit of {} (shmcastd --max-{})",
                                  noun, bytes, limit, noun));
+}
+
+Error too_many_subscriptions(std::size_t limit) {
+  return Error(
+      Errc::too_many_subscriptions,
+      fmt::format(
+          "a client may hold at most {} channels and patterns (shmcastd --max-subscriptions)",
+          limit));
 }
 
 std::shared_ptr<ControlView> open_control(const std::string& bus) {

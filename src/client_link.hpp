@@ -25,6 +25,10 @@ enum class Bounded { channel, pattern, payload };
 /// payload_too_large, with the shmcastd setting that raises the limit.
 [[nodiscard]] Error over_limit(Bounded what, std::size_t bytes, std::size_t limit);
 
+/// The error for a client that would hold more than `limit` channels and patterns: checked by
+/// the Subscriber before it asks, and by the coordinator, which answers with a status.
+[[nodiscard]] Error too_many_subscriptions(std::size_t limit);
+
 /// Opens the control segment of `bus`, mapping segment errors to shmcast::Error with a message
 /// that says what to do.
 [[nodiscard]] std::shared_ptr<ControlView> open_control(const std::string& bus);

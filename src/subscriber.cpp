@@ -56,10 +56,7 @@ class SubscriberState {
         continue;
       }
       if (count() >= bus_->limits.max_subscriptions) {
-        throw Error(Errc::too_many_subscriptions,
-                    fmt::format("a client may hold at most {} channels and patterns "
-                                "(shmcastd --max-subscriptions)",
-                                bus_->limits.max_subscriptions));
+        throw too_many_subscriptions(bus_->limits.max_subscriptions);
       }
       const std::uint32_t sid = ++next_sid_;
       // A publisher claims its record after it read the registry that shows the new
