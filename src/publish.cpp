@@ -175,7 +175,8 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
   targets.reserve(cache.scratch.size());
   for (const Target& t : cache.scratch) {
     if (RingHandle* ring = ring_for(cache, t, replaced)) {
-      targets.push_back({ring, t.pattern ? FrameKind::pmessage : FrameKind::message, t.sid});
+      targets.push_back(
+          {ring, t.table == Table::patterns ? FrameKind::pmessage : FrameKind::message, t.sid});
     } else {
       complete = false;
     }

@@ -93,7 +93,7 @@ void add_targets(const ControlView& view, const Entry& e, Table table, std::vect
     const std::uint32_t client = read_once(n.client);
     if (client >= view.limits().max_clients || out.size() >= most) return true;
     const std::uint32_t generation = view.slot(client).generation.load(std::memory_order_relaxed);
-    out.push_back({client, generation, read_once(n.sid), table == Table::patterns});
+    out.push_back({client, generation, read_once(n.sid), table});
     return true;
   });
 }

@@ -189,7 +189,7 @@ struct Target {
   std::uint32_t slot;
   std::uint32_t generation;
   std::uint32_t sid;
-  bool pattern;
+  Table table;  // patterns: the message goes out as a pmessage
 };
 
 /// Compiled patterns by pattern-table index, recompiled when the text at an index changes.
