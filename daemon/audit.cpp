@@ -106,7 +106,7 @@ void Coordinator::audit_header() {
 // A route version set back to a value a publisher cached for an older route keeps that
 // publisher on the older route, and one set to a value the coordinator will store next makes
 // the next change invisible to it. Each word that differs from the record is raised past both
-// values in this pass, so such a route lasts until the next pass (20 ms at most); values set
+// values in this pass, so such a route lasts until the next pass (kAuditStep at most); values set
 // ahead of the record only cost publishers a resolve.
 void Coordinator::audit_route_versions() {
   std::uint32_t repaired = 0;

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <string>
@@ -300,6 +301,7 @@ void Coordinator::adopt() {
       remove_client(i, Removal::died_unattended);
       continue;
     }
+    watch_death(i);
     s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
     ++live;
   }
@@ -311,21 +313,35 @@ void Coordinator::adopt() {
 
 void Coordinator::run(const std::atomic<bool>& stop) {
   BusHeader& h = view_->header();
-  while (!stop.load(std::memory_order_relaxed)) {
+  death_watch_.start(h.doorbell);
+  for (;;) {
+    // Read before `stop`: a wake() that follows setting it changes the doorbell, so the wait
+    // below returns at once however late in this pass the stop came.
     const std::uint32_t bell = h.doorbell.load(std::memory_order_acquire);
+    if (stop.load(std::memory_order_acquire)) break;
     serve_once();
     h.heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
-    // Requests ring the doorbell; deaths are looked for at least every 20 ms.
-    detail::futex_wait(&h.doorbell, bell, std::chrono::milliseconds(20));
+    // Requests, deaths (through death_watch_) and stop signals ring the doorbell; what rings
+    // nothing (a claim whose process died before its attach request, a slot overwritten in
+    // shared memory) waits for the next timed pass.
+    const auto until_pass = next_timed_pass_ - std::chrono::steady_clock::now();
+    detail::futex_wait(&h.doorbell, bell, std::max(until_pass, decltype(until_pass)::zero()));
   }
+  death_watch_.stop();
+}
+
+void Coordinator::wake() noexcept {
+  BusHeader& h = view_->header();
+  h.doorbell.fetch_add(1, std::memory_order_seq_cst);
+  detail::futex_wake(&h.doorbell, INT_MAX);
 }
 
 void Coordinator::serve_once() {
   audit_header();
   const auto now = std::chrono::steady_clock::now();
-  if (now >= next_table_audit_) {
+  if (now >= next_timed_pass_) {
     audit_tables();
-    next_table_audit_ = now + kAuditStep;
+    next_timed_pass_ = now + options_.audit_step;
   }
   const std::uint32_t clients = view_->limits().max_clients;
   for (std::uint32_t i = 0; i < clients; ++i) {
@@ -412,6 +428,7 @@ Status Coordinator::attach(std::uint32_t slot) {
   c.pid = pid;
   c.start_ticks = ticks;
   c.has_ring = has_ring;
+  watch_death(slot);
   s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
   s.state.store(state_of(SlotState::live), std::memory_order_release);
   return Status::ok;
@@ -487,7 +504,10 @@ void Coordinator::remove_client(std::uint32_t slot, Removal why) {
   s.state.store(state_of(SlotState::free), std::memory_order_release);
   end_write();
   s.pid.store(0, std::memory_order_release);  // last: clearing the pid frees the slot for a claim
-  if (c.pidfd >= 0) ::close(c.pidfd);
+  if (c.pidfd >= 0) {
+    death_watch_.forget(c.pidfd);
+    ::close(c.pidfd);
+  }
   c.pidfd = -1;
   c.pid = 0;
   c.start_ticks = 0;
@@ -497,6 +517,14 @@ void Coordinator::remove_client(std::uint32_t slot, Removal why) {
   }
   log_line(options_.bus, fmt::format("client {} (pid {}) {}: {} subscriptions removed", slot, pid,
                                      removal_text(why), dropped));
+}
+
+void Coordinator::watch_death(std::uint32_t slot) {
+  if (death_watch_.watch(clients_[slot].pidfd)) return;
+  log_line(options_.bus, fmt::format("client {} (pid {}): cannot watch its pidfd ({}); its death "
+                                     "is noticed within {} ms only",
+                                     slot, clients_[slot].pid, std::strerror(errno),
+                                     options_.audit_step.count()));
 }
 
 void Coordinator::reap_dead() {

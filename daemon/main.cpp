@@ -22,9 +22,12 @@
 namespace {
 
 std::atomic<bool> g_stop{false};
+// The coordinator to wake, while it serves: its loop sleeps until something rings.
+std::atomic<shmcast::daemon::Coordinator*> g_serving{nullptr};
 
 void on_signal(int) {
   g_stop.store(true);
+  if (shmcast::daemon::Coordinator* coordinator = g_serving.load()) coordinator->wake();
 }
 
 // SIGTERM and SIGINT stop the coordinator through on_signal, and are held back until the bus
@@ -43,6 +46,26 @@ sigset_t hold_stop_signals() {
   sigprocmask(SIG_BLOCK, &signals, nullptr);
   return signals;
 }
+
+// While it lives, a stop signal is no longer held and wakes `coordinator`; it is destroyed before
+// the coordinator, and holds the signals again first, so no handler wakes a coordinator that is
+// gone.
+class Serving {
+ public:
+  Serving(shmcast::daemon::Coordinator& coordinator, const sigset_t& signals) : signals_(signals) {
+    g_serving.store(&coordinator);
+    sigprocmask(SIG_UNBLOCK, &signals_, nullptr);  // a signal held until now stops run()
+  }
+  ~Serving() {
+    sigprocmask(SIG_BLOCK, &signals_, nullptr);
+    g_serving.store(nullptr);
+  }
+  Serving(const Serving&) = delete;
+  Serving& operator=(const Serving&) = delete;
+
+ private:
+  sigset_t signals_;
+};
 
 // Tells systemd (Type=notify) where the daemon stands; a no-op outside systemd or in a build
 // without libsystemd.
@@ -110,7 +133,7 @@ int main(int argc, char** argv) {
     const std::string& bus = config.value("bus");
     shmcast::daemon::Coordinator coordinator(
         {bus, config.limits(), config.mode(), parse_group(config.value("group"))});
-    sigprocmask(SIG_UNBLOCK, &stop_signals, nullptr);  // a signal held until now stops run()
+    const Serving serving(coordinator, stop_signals);
     // Only now is the bus usable: units ordered After=shmcastd wait for this, not for exec.
     notify_service_manager("READY=1");
     fmt::print(stderr, "shmcastd[{}]: serving ({}), pid {}\n", bus,

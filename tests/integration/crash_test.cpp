@@ -217,7 +217,7 @@ TEST(CrashSubscriber, HundredRoundsOfKilledSubscribersWhilePublishersRunFlatOut)
       total_published(*board), test::ms_of(slowest));
   RecordProperty("reap_median_ms", fmt::format("{:.1f}", median));
   RecordProperty("reap_max_ms", fmt::format("{:.1f}", max));
-  // The coordinator looks for deaths every 20 ms. On two cores shared with other builds this
+  // A death wakes the coordinator through its pidfd. On two cores shared with other builds this
   // process itself is sometimes descheduled for hundreds of ms (the publishers then see single
   // publishes that slow), which no reaping can hide: two such rounds in a hundred are allowed,
   // none over a second.
