@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -71,34 +72,27 @@ void Coordinator::audit_header() {
                "repaired bus header: the coordinator's pid and start time were overwritten");
   }
   const std::uint64_t version = h.routing_version.load(std::memory_order_relaxed);
-  if (version != version_) {
-    // Past both values, even: a closed seqlock that moved on for any reader under way.
-    version_ = (std::max(version, version_) | 1U) + 1;
-    // A publisher may have resolved a route while the seqlock did not guard the registry.
-    all_routes_moved_ = true;
-    store_route_versions();
-    h.routing_version.store(version_, std::memory_order_release);
+  if (version != writer_->version()) {
+    const std::uint64_t set = writer_->restore_version(version);
     log_repair("version", fmt::format("repaired routing version: found {}; set to {}, so every "
                                       "publisher re-reads the registry",
-                                      version, version_));
+                                      version, set));
   }
-  const std::uint32_t used =
-      mine_->geometry().node_count - static_cast<std::uint32_t>(free_nodes_.size());
+  const RegistryWriter& w = *writer_;
+  const std::uint32_t used = w.nodes_used();
   // Each counter is read once, so the log shows the values that failed the check.
   const std::uint32_t channels = h.channel_count.load();
   const std::uint32_t patterns = h.pattern_count.load();
   const std::uint32_t nodes = h.node_used.load();
   const std::uint64_t deaths = h.deaths.load();
-  if (channels != channels_ || patterns != patterns_ || nodes != used || deaths != deaths_) {
+  if (channels != w.channels() || patterns != w.patterns() || nodes != used ||
+      deaths != w.deaths()) {
     log_repair("counters",
                fmt::format("repaired registry counters: found {} channels, {} patterns, {} "
                            "subscriptions, {} deaths; the coordinator holds {}, {}, {}, {}",
-                           channels, patterns, nodes, deaths, channels_, patterns_, used, deaths_));
-    begin_write();
-    store_counts();
-    // A pattern count of 0 lets a resolve skip the pattern table.
-    all_routes_moved_ = true;
-    end_write();
+                           channels, patterns, nodes, deaths, w.channels(), w.patterns(), used,
+                           w.deaths()));
+    writer_->restore_counts();
   }
   audit_route_versions();
 }
@@ -111,9 +105,11 @@ void Coordinator::audit_header() {
 void Coordinator::audit_route_versions() {
   std::uint32_t repaired = 0;
   std::int64_t first = -1;
-  for (std::uint32_t b = 0; b < route_versions_.size(); ++b) {
-    if (view_->route_version(b).load(std::memory_order_relaxed) == route_versions_[b]) continue;
-    raise_route_version(b);
+  for (std::uint32_t b = 0; b < writer_->route_buckets(); ++b) {
+    if (view_->route_version(b).load(std::memory_order_relaxed) == writer_->route_version(b)) {
+      continue;
+    }
+    writer_->raise_route_version(b);
     if (first < 0) first = b;
     ++repaired;
   }
@@ -133,10 +129,10 @@ void Coordinator::audit_slot(std::uint32_t slot) {
     found += fmt::format(" generation {}", generation);
     // Publishers name rings by the generation they read from the registry, so any route
     // resolved meanwhile may miss this client's ring.
-    begin_write();
+    writer_->begin_write();
     s.generation.store(c.generation);
-    all_routes_moved_ = true;
-    end_write();
+    writer_->move_all_routes();
+    writer_->end_write();
   }
   const std::uint32_t state = s.state.load(std::memory_order_acquire);
   if (c.pidfd >= 0) {
@@ -157,9 +153,10 @@ void Coordinator::audit_slot(std::uint32_t slot) {
       found += fmt::format(" ring flag {}", flag);
       s.has_ring.store(c.has_ring ? 1 : 0);
     }
-    if (const std::uint32_t count = s.subscriptions.load(); count != c.nodes.size()) {
+    const std::uint32_t held = writer_->subscriptions(slot);
+    if (const std::uint32_t count = s.subscriptions.load(); count != held) {
       found += fmt::format(" subscriptions {}", count);
-      s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
+      s.subscriptions.store(held);
     }
   } else if (state == state_of(SlotState::live) || state > state_of(SlotState::detached)) {
     // Live without an attach, or no state at all: a client may be claiming it, so it goes back
@@ -182,23 +179,25 @@ void Coordinator::audit_slot(std::uint32_t slot) {
 // Compares the next slice of the tables with the record and rewrites every entry or node in it
 // that differs.
 void Coordinator::audit_tables() {
+  const std::span<const std::byte> image = writer_->image();
+  const detail::Tables& mine = writer_->record();
   const std::size_t lo = audit_cursor_;
-  const std::size_t hi = std::min(image_.size(), lo + kAuditSlice);
-  audit_cursor_ = hi == image_.size() ? 0 : hi;
-  std::byte* shared = shared_tables();
-  if (std::memcmp(shared + lo, image_.data() + lo, hi - lo) == 0) return;
+  const std::size_t hi = std::min(image.size(), lo + kAuditSlice);
+  audit_cursor_ = hi == image.size() ? 0 : hi;
+  const std::byte* shared = writer_->shared_tables();
+  if (std::memcmp(shared + lo, image.data() + lo, hi - lo) == 0) return;
   bool writing = false;
   // Whatever a publisher resolved from the overwritten part may be wrong, for any channel.
   const auto write = [&] {
-    if (!writing) begin_write();
+    if (!writing) writer_->begin_write();
     writing = true;
-    all_routes_moved_ = true;
+    writer_->move_all_routes();
   };
   // The indices of the `count` items of `size` bytes from `offset` in the record that overlap
   // the slice.
   const auto overlap = [&](const void* first_item, std::size_t size, std::uint32_t count) {
     const auto offset =
-        static_cast<std::size_t>(static_cast<const std::byte*>(first_item) - image_.data());
+        static_cast<std::size_t>(static_cast<const std::byte*>(first_item) - image.data());
     const std::size_t end = offset + size * count;
     if (hi <= offset || lo >= end) return std::pair<std::uint32_t, std::uint32_t>{0, 0};
     const std::size_t from = lo > offset ? (lo - offset) / size : 0;
@@ -208,19 +207,19 @@ void Coordinator::audit_tables() {
   for (const Table table : detail::kTables) {
     std::uint32_t repaired = 0;
     std::int64_t first = -1;
-    const std::uint32_t size = mine_->entry_size(table);
-    const auto [from, to] = overlap(&mine_->entry(table, 0), size, mine_->entry_slots(table));
+    const std::uint32_t size = mine.entry_size(table);
+    const auto [from, to] = overlap(&mine.entry(table, 0), size, mine.entry_slots(table));
     for (std::uint32_t i = from; i < to; ++i) {
-      if (std::memcmp(&view_->entry(table, i), &mine_->entry(table, i), size) == 0) continue;
+      if (std::memcmp(&view_->entry(table, i), &mine.entry(table, i), size) == 0) continue;
       write();
-      store_entry(table, i);
+      writer_->store_entry(table, i);
       if (first < 0) first = i;
       ++repaired;
     }
     if (repaired == 0) continue;
     std::string_view name;
     const auto at = static_cast<std::uint32_t>(first);
-    const bool named = mine_->entry(table, at).used != 0 && mine_->entry_name_view(table, at, name);
+    const bool named = mine.entry(table, at).used != 0 && mine.entry_name_view(table, at, name);
     log_repair(detail::table_noun(table),
                fmt::format("repaired {} {} table entries overwritten in shared memory "
                            "(first: index {}{})",
@@ -229,11 +228,11 @@ void Coordinator::audit_tables() {
   }
   std::uint32_t repaired = 0;
   std::int64_t first = -1;
-  const auto [from, to] = overlap(&mine_->node(0), sizeof(Node), mine_->geometry().node_count);
+  const auto [from, to] = overlap(&mine.node(0), sizeof(Node), mine.geometry().node_count);
   for (std::uint32_t i = from; i < to; ++i) {
-    if (std::memcmp(&view_->node(i), &mine_->node(i), sizeof(Node)) == 0) continue;
+    if (std::memcmp(&view_->node(i), &mine.node(i), sizeof(Node)) == 0) continue;
     write();
-    store_node(i);
+    writer_->store_node(i);
     if (first < 0) first = i;
     ++repaired;
   }
@@ -243,11 +242,11 @@ void Coordinator::audit_tables() {
                                     repaired, first));
   }
   // Padding between the tables: not read by anyone, but the copies stay identical.
-  if (std::memcmp(shared + lo, image_.data() + lo, hi - lo) != 0) {
+  if (std::memcmp(shared + lo, image.data() + lo, hi - lo) != 0) {
     write();
-    std::memcpy(shared + lo, image_.data() + lo, hi - lo);
+    writer_->store_bytes(lo, hi);
   }
-  if (writing) end_write();
+  if (writing) writer_->end_write();
 }
 
 }  // namespace shmcast::daemon

@@ -51,17 +51,6 @@ const char* removal_text(Removal why) {
   return "left";
 }
 
-// The geometry of the coordinator's private record: the same tables, starting at offset 0.
-detail::ControlGeometry record_geometry(const detail::ControlGeometry& g) {
-  detail::ControlGeometry r = g;
-  r.clients_offset = 0;  // the record holds no client table
-  r.channels_offset = 0;
-  r.patterns_offset = g.patterns_offset - g.channels_offset;
-  r.nodes_offset = g.nodes_offset - g.channels_offset;
-  r.total = g.total - g.channels_offset;
-  return r;
-}
-
 }  // namespace
 
 void log_line(const std::string& bus, std::string_view message) {
@@ -162,10 +151,6 @@ Coordinator::~Coordinator() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
-std::byte* Coordinator::shared_tables() const noexcept {
-  return reinterpret_cast<std::byte*>(&view_->entry(Table::channels, 0));
-}
-
 void Coordinator::create_or_adopt() {
   const std::string name = detail::control_name(options_.bus);
   try {
@@ -230,12 +215,8 @@ void Coordinator::create_or_adopt() {
   for (std::uint32_t i = 0; i < g.node_count; ++i) nodes[i].client = kFreeNode;
   segment.publish();
   view_ = std::make_unique<detail::ControlView>(std::move(segment));
-  image_.assign(g.total - g.channels_offset, std::byte{0});
-  std::memcpy(image_.data(), shared_tables(), image_.size());
-  mine_ = std::make_unique<detail::Tables>(image_.data(), limits, record_geometry(g));
-  route_versions_.assign(g.route_buckets, 0);
+  writer_ = std::make_unique<RegistryWriter>(*view_, options_.bus);
   clients_.assign(limits.max_clients, Client{});
-  index_nodes();
   BusHeader& header = view_->header();
   start_ticks_ = detail::process_start_ticks(getpid());
   started_ns_ = detail::realtime_ns();
@@ -252,13 +233,8 @@ void Coordinator::create_or_adopt() {
 void Coordinator::adopt() {
   adopted_ = true;
   BusHeader& h = view_->header();
-  const detail::ControlGeometry& g = view_->geometry();
   const std::uint32_t clients = view_->limits().max_clients;
   clients_.assign(clients, Client{});
-  // The previous coordinator may have died inside a registry write: close its seqlock, on a
-  // version no publisher has cached, so every one re-reads the rebuilt registry.
-  version_ = (h.routing_version.load() | 1U) + 1;
-  h.routing_version.store(version_, std::memory_order_release);
   // Only clients that were attached (or left while no coordinator ran) can hold subscriptions.
   std::vector<bool> may_subscribe(clients);
   for (std::uint32_t i = 0; i < clients; ++i) {
@@ -269,17 +245,9 @@ void Coordinator::adopt() {
   }
   // Whatever the previous coordinator knew is in the segment, which anything could have
   // written: take a copy, check it, and make the checked copy this coordinator's record.
-  image_.assign(g.total - g.channels_offset, std::byte{0});
-  std::memcpy(image_.data(), shared_tables(), image_.size());
-  mine_ = std::make_unique<detail::Tables>(image_.data(), view_->limits(), record_geometry(g));
-  begin_write();
-  restart_route_versions();
-  rebuild_registry(may_subscribe);
-  std::memcpy(shared_tables(), image_.data(), image_.size());
-  store_counts();
-  end_write();
+  writer_ = std::make_unique<RegistryWriter>(*view_, options_.bus);
+  writer_->adopt(may_subscribe);
 
-  deaths_ = h.deaths.load();
   created_ns_ = h.created_ns.load();
   start_ticks_ = detail::process_start_ticks(getpid());
   started_ns_ = detail::realtime_ns();
@@ -302,13 +270,13 @@ void Coordinator::adopt() {
       continue;
     }
     watch_death(i);
-    s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
+    s.subscriptions.store(writer_->subscriptions(i));
     ++live;
   }
   reap_dead();
   log_line(options_.bus,
            fmt::format("adopted bus: {} live clients, {} channels, {} patterns, {} subscriptions",
-                       live, channels_, patterns_, g.node_count - free_nodes_.size()));
+                       live, writer_->channels(), writer_->patterns(), writer_->nodes_used()));
 }
 
 void Coordinator::run(const std::atomic<bool>& stop) {
@@ -389,9 +357,10 @@ void Coordinator::handle(std::uint32_t slot) {
     } else {
       // Copied out first: the client owns this buffer and may be hostile.
       const std::string name(view_->slot_name(slot), len);
-      status = op == Op::subscribe || op == Op::psubscribe ? subscribe(slot, table, sid, name)
-                                                           : unsubscribe(slot, table, name);
-      value = static_cast<std::int64_t>(clients_[slot].nodes.size());
+      status = op == Op::subscribe || op == Op::psubscribe
+                   ? writer_->subscribe(slot, table, sid, name)
+                   : writer_->unsubscribe(slot, table, name);
+      value = writer_->subscriptions(slot);
     }
   } else {
     status = Status::bad_request;
@@ -429,7 +398,7 @@ Status Coordinator::attach(std::uint32_t slot) {
   c.start_ticks = ticks;
   c.has_ring = has_ring;
   watch_death(slot);
-  s.subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
+  s.subscriptions.store(writer_->subscriptions(slot));
   s.state.store(state_of(SlotState::live), std::memory_order_release);
   return Status::ok;
 }
@@ -459,9 +428,9 @@ Status Coordinator::add_ring(std::uint32_t slot) {
 std::uint32_t Coordinator::release_ring(std::uint32_t slot) {
   // Removed first, as in remove_client.
   Segment::remove(detail::ring_name(options_.bus, slot, clients_[slot].generation));
-  begin_write();
+  writer_->begin_write();
   const std::uint32_t dropped = clear_slot(slot);
-  end_write();
+  writer_->end_write();
   log_line(options_.bus,
            fmt::format("client {} (pid {}) released its ring: {} subscriptions removed", slot,
                        clients_[slot].pid, dropped));
@@ -474,13 +443,7 @@ std::uint32_t Coordinator::release_ring(std::uint32_t slot) {
 std::uint32_t Coordinator::clear_slot(std::uint32_t slot) {
   ClientSlot& s = view_->slot(slot);
   Client& c = clients_[slot];
-  std::uint32_t dropped = 0;
-  while (!c.nodes.empty()) {
-    const std::uint32_t node = c.nodes.back();
-    c.nodes.pop_back();
-    unlink_node(node);
-    ++dropped;
-  }
+  const std::uint32_t dropped = writer_->drop_subscriptions(slot);
   ++c.generation;
   c.has_ring = false;
   s.subscriptions.store(0);
@@ -499,10 +462,10 @@ void Coordinator::remove_client(std::uint32_t slot, Removal why) {
   // Removed before the slot moves to its next generation, so a coordinator that dies in between
   // leaves no ring under a generation the slot no longer names.
   Segment::remove(detail::ring_name(options_.bus, slot, c.generation));
-  begin_write();
+  writer_->begin_write();
   const std::uint32_t dropped = clear_slot(slot);
   s.state.store(state_of(SlotState::free), std::memory_order_release);
-  end_write();
+  writer_->end_write();
   s.pid.store(0, std::memory_order_release);  // last: clearing the pid frees the slot for a claim
   if (c.pidfd >= 0) {
     death_watch_.forget(c.pidfd);
@@ -511,10 +474,7 @@ void Coordinator::remove_client(std::uint32_t slot, Removal why) {
   c.pidfd = -1;
   c.pid = 0;
   c.start_ticks = 0;
-  if (why != Removal::detached) {
-    ++deaths_;
-    view_->header().deaths.store(deaths_, std::memory_order_release);
-  }
+  if (why != Removal::detached) writer_->count_death();
   log_line(options_.bus, fmt::format("client {} (pid {}) {}: {} subscriptions removed", slot, pid,
                                      removal_text(why), dropped));
 }

@@ -1,5 +1,5 @@
-// The coordinator of a bus: owns the control segment, serves the clients' requests, writes the
-// registry (its only writer), and reaps clients whose process died.
+// The coordinator of a bus: owns the control segment, serves the clients' requests (the registry
+// through its one writer), and reaps clients whose process died.
 #pragma once
 
 #include <sys/types.h>
@@ -18,6 +18,7 @@
 #include "audit.hpp"
 #include "death_watch.hpp"
 #include "registry.hpp"
+#include "registry_writer.hpp"
 #include "shmcast/limits.hpp"
 
 namespace shmcast::daemon {
@@ -88,9 +89,6 @@ class Coordinator {
     std::uint64_t start_ticks = 0;
     std::uint32_t generation = 0;
     bool has_ring = false;
-    // Its subscription nodes, so removing a client costs its own subscriptions, not a scan of
-    // the node table inside the seqlock.
-    std::vector<std::uint32_t> nodes;
   };
 
   // Bytes at the start of the segment that never change once it is created: the segment header
@@ -104,8 +102,6 @@ class Coordinator {
   void take_lock();
   void create_or_adopt();
   void adopt();
-  void rebuild_registry(const std::vector<bool>& may_subscribe);
-  void index_nodes();
   void handle(std::uint32_t slot);
   detail::Status attach(std::uint32_t slot);
   // False, logged, if the slot's ring is missing under its generation.
@@ -116,60 +112,26 @@ class Coordinator {
   // Unlinks the slot's subscriptions and moves it to its next generation, so that publishers
   // look for a new ring; inside a registry write. Returns how many subscriptions it held.
   std::uint32_t clear_slot(std::uint32_t slot);
-  detail::Status subscribe(std::uint32_t slot, detail::Table table, std::uint32_t sid,
-                           std::string_view name);
-  detail::Status unsubscribe(std::uint32_t slot, detail::Table table, std::string_view name);
   void remove_client(std::uint32_t slot, Removal why);
   // Has death_watch_ ring the doorbell when the attached client of `slot` dies.
   void watch_death(std::uint32_t slot);
   void reap_dead();
-  void begin_write();
-  void end_write();
-  // Records that the routes of `hash`'s bucket (of every channel, for a pattern) may change in
-  // the current write; end_write raises their route versions.
-  void routes_moved(detail::Table table, std::uint32_t hash);
-  void raise_route_version(std::uint32_t bucket);
-  void store_route_versions();
-  void restart_route_versions();
   void audit_route_versions();
-  std::int64_t insert_entry(detail::Table table, std::string_view name);
-  void erase_entry(detail::Table table, std::uint32_t index);
-  void unlink_node(std::uint32_t node);
-  void store_entry(detail::Table table, std::uint32_t index);
-  void store_node(std::uint32_t index);
-  void store_counts();
   void audit_header();
   void audit_slot(std::uint32_t slot);
   void audit_tables();
   // Logs a repair or quarantine within the RepairLog budget of `kind`.
   void log_repair(std::string_view kind, std::string line);
-  std::byte* shared_tables() const noexcept;
 
   CoordinatorOptions options_;
   std::string lock_path_;
   int lock_fd_ = -1;
   std::unique_ptr<detail::ControlView> view_;
-  // The registry as this coordinator wrote it: the channel, pattern and node tables, byte for
-  // byte. Every registry decision reads this record, never the shared copy, and the shared
-  // copy is compared against it and repaired where they differ.
-  std::vector<std::byte> image_;
-  std::unique_ptr<detail::Tables> mine_;
+  std::unique_ptr<RegistryWriter> writer_;
   std::vector<Client> clients_;
   DeathWatch death_watch_;
-  std::vector<std::uint32_t> free_nodes_;
   // The segment header and the fixed part of the bus header, as created or adopted.
   std::vector<std::byte> fixed_header_;
-  std::uint64_t version_ = 0;
-  // The route versions as this coordinator stored them, and those the write under way moves.
-  std::vector<std::uint64_t> route_versions_;
-  std::vector<std::uint32_t> moved_buckets_;
-  bool all_routes_moved_ = false;
-  std::uint32_t channels_ = 0;
-  std::uint32_t patterns_ = 0;
-  std::uint32_t& entries(detail::Table table) noexcept {
-    return table == detail::Table::patterns ? patterns_ : channels_;
-  }
-  std::uint64_t deaths_ = 0;
   std::uint64_t start_ticks_ = 0;
   std::uint64_t started_ns_ = 0;
   std::uint64_t created_ns_ = 0;

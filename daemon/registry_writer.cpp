@@ -1,6 +1,5 @@
-// The registry's one writer: the coordinator, under the seqlock of the routing version. Every
-// write goes to the coordinator's private record first, then the same bytes to shared memory;
-// the route versions of the buckets a write moves are raised before the seqlock closes.
+#include "registry_writer.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -10,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "coordinator.hpp"
+#include "coordinator.hpp"  // log_line
 
 namespace shmcast::daemon {
 
@@ -23,39 +22,85 @@ using detail::Node;
 using detail::Status;
 using detail::Table;
 
-void Coordinator::begin_write() {
+namespace {
+
+// The geometry of the private record: the same tables, starting at offset 0.
+detail::ControlGeometry record_geometry(const detail::ControlGeometry& g) {
+  detail::ControlGeometry r = g;
+  r.clients_offset = 0;  // the record holds no client table
+  r.channels_offset = 0;
+  r.patterns_offset = g.patterns_offset - g.channels_offset;
+  r.nodes_offset = g.nodes_offset - g.channels_offset;
+  r.total = g.total - g.channels_offset;
+  return r;
+}
+
+}  // namespace
+
+RegistryWriter::RegistryWriter(detail::ControlView& view, std::string bus)
+    : view_(view), bus_(std::move(bus)) {
+  const detail::ControlGeometry& g = view_.geometry();
+  image_.assign(g.total - g.channels_offset, std::byte{0});
+  std::memcpy(image_.data(), shared(), image_.size());
+  mine_ = std::make_unique<detail::Tables>(image_.data(), view_.limits(), record_geometry(g));
+  route_versions_.assign(g.route_buckets, 0);
+  nodes_of_.assign(view_.limits().max_clients, {});
+  index_nodes();
+}
+
+std::byte* RegistryWriter::shared() const noexcept {
+  return reinterpret_cast<std::byte*>(&view_.entry(Table::channels, 0));
+}
+
+const std::byte* RegistryWriter::shared_tables() const noexcept {
+  return shared();
+}
+
+void RegistryWriter::adopt(const std::vector<bool>& may_subscribe) {
+  BusHeader& h = view_.header();
+  version_ = (h.routing_version.load() | 1U) + 1;
+  h.routing_version.store(version_, std::memory_order_release);
+  begin_write();
+  restart_route_versions();
+  rebuild(may_subscribe);
+  store_bytes(0, image_.size());
+  store_counts();
+  end_write();
+}
+
+void RegistryWriter::begin_write() {
   ++version_;
-  view_->header().routing_version.store(version_, std::memory_order_relaxed);
+  view_.header().routing_version.store(version_, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
 }
 
-void Coordinator::end_write() {
+void RegistryWriter::end_write() {
   // Before the seqlock closes: a publisher that sees a version moved re-reads the registry and
   // waits for this write to end, and one that resolved without seeing it resolves again.
   store_route_versions();
   ++version_;
-  view_->header().routing_version.store(version_, std::memory_order_release);
+  view_.header().routing_version.store(version_, std::memory_order_release);
 }
 
-void Coordinator::routes_moved(Table table, std::uint32_t hash) {
+void RegistryWriter::routes_moved(Table table, std::uint32_t hash) {
   if (table == Table::patterns) {
     all_routes_moved_ = true;
   } else {
-    moved_buckets_.push_back(detail::route_bucket(hash, view_->geometry().route_buckets));
+    moved_buckets_.push_back(detail::route_bucket(hash, view_.geometry().route_buckets));
   }
 }
 
 // Only ever raised, past the record and past whatever the shared word holds, so no value a
 // publisher may have recorded is stored again.
-void Coordinator::raise_route_version(std::uint32_t bucket) {
-  std::atomic<std::uint64_t>& shared = view_->route_version(bucket);
+void RegistryWriter::raise_route_version(std::uint32_t bucket) {
+  std::atomic<std::uint64_t>& shared = view_.route_version(bucket);
   const std::uint64_t next =
       std::max(route_versions_[bucket], shared.load(std::memory_order_relaxed)) + 1;
   route_versions_[bucket] = next;
   shared.store(next, std::memory_order_release);
 }
 
-void Coordinator::store_route_versions() {
+void RegistryWriter::store_route_versions() {
   if (all_routes_moved_) {
     for (std::uint32_t b = 0; b < route_versions_.size(); ++b) raise_route_version(b);
   } else {
@@ -74,36 +119,66 @@ void Coordinator::store_route_versions() {
 // or from a restart's clock reading, so the values it stores stay below the monotonic clock:
 // every word goes past the clock and past every word the segment holds, to a value no publisher
 // can have recorded.
-void Coordinator::restart_route_versions() {
+void RegistryWriter::restart_route_versions() {
   std::uint64_t next = detail::monotonic_ns();
-  const std::uint32_t buckets = view_->geometry().route_buckets;
+  const std::uint32_t buckets = view_.geometry().route_buckets;
   for (std::uint32_t b = 0; b < buckets; ++b) {
-    next = std::max(next, view_->route_version(b).load(std::memory_order_relaxed) + 1);
+    next = std::max(next, view_.route_version(b).load(std::memory_order_relaxed) + 1);
   }
   route_versions_.assign(buckets, next);
   for (std::uint32_t b = 0; b < buckets; ++b) {
-    view_->route_version(b).store(next, std::memory_order_release);
+    view_.route_version(b).store(next, std::memory_order_release);
   }
 }
 
-void Coordinator::store_entry(Table table, std::uint32_t index) {
-  std::memcpy(&view_->entry(table, index), &mine_->entry(table, index), mine_->entry_size(table));
+void RegistryWriter::store_entry(Table table, std::uint32_t index) {
+  std::memcpy(&view_.entry(table, index), &mine_->entry(table, index), mine_->entry_size(table));
 }
 
-void Coordinator::store_node(std::uint32_t index) {
-  std::memcpy(&view_->node(index), &mine_->node(index), sizeof(Node));
+void RegistryWriter::store_node(std::uint32_t index) {
+  std::memcpy(&view_.node(index), &mine_->node(index), sizeof(Node));
 }
 
-void Coordinator::store_counts() {
-  BusHeader& h = view_->header();
+void RegistryWriter::store_bytes(std::size_t from, std::size_t to) {
+  std::memcpy(shared() + from, image_.data() + from, to - from);
+}
+
+std::uint32_t RegistryWriter::nodes_used() const noexcept {
+  return mine_->geometry().node_count - static_cast<std::uint32_t>(free_nodes_.size());
+}
+
+void RegistryWriter::store_counts() {
+  BusHeader& h = view_.header();
   h.channel_count.store(channels_, std::memory_order_relaxed);
   h.pattern_count.store(patterns_, std::memory_order_relaxed);
-  h.node_used.store(mine_->geometry().node_count - static_cast<std::uint32_t>(free_nodes_.size()),
-                    std::memory_order_relaxed);
+  h.node_used.store(nodes_used(), std::memory_order_relaxed);
   h.deaths.store(deaths_, std::memory_order_release);
 }
 
-std::int64_t Coordinator::insert_entry(Table table, std::string_view name) {
+void RegistryWriter::restore_counts() {
+  begin_write();
+  store_counts();
+  // A pattern count of 0 lets a resolve skip the pattern table.
+  all_routes_moved_ = true;
+  end_write();
+}
+
+std::uint64_t RegistryWriter::restore_version(std::uint64_t found) {
+  // Past both values, even: a closed seqlock that moved on for any reader under way.
+  version_ = (std::max(found, version_) | 1U) + 1;
+  // A publisher may have resolved a route while the seqlock did not guard the registry.
+  all_routes_moved_ = true;
+  store_route_versions();
+  view_.header().routing_version.store(version_, std::memory_order_release);
+  return version_;
+}
+
+void RegistryWriter::count_death() {
+  ++deaths_;
+  view_.header().deaths.store(deaths_, std::memory_order_release);
+}
+
+std::int64_t RegistryWriter::insert_entry(Table table, std::string_view name) {
   const std::uint32_t slots = mine_->entry_slots(table);
   const std::uint32_t hash = detail::name_hash(name);
   for (std::uint32_t probe = 0, i = hash & (slots - 1); probe < slots;
@@ -125,7 +200,7 @@ std::int64_t Coordinator::insert_entry(Table table, std::string_view name) {
 }
 
 // Backward-shift deletion keeps linear probing free of tombstones.
-void Coordinator::erase_entry(Table table, std::uint32_t index) {
+void RegistryWriter::erase_entry(Table table, std::uint32_t index) {
   const std::uint32_t slots = mine_->entry_slots(table);
   const std::uint32_t mask = slots - 1;
   std::uint32_t hole = index;
@@ -155,12 +230,12 @@ void Coordinator::erase_entry(Table table, std::uint32_t index) {
   store_counts();
 }
 
-void Coordinator::unlink_node(std::uint32_t index) {
+void RegistryWriter::unlink_node(std::uint32_t index) {
   Node& node = mine_->node(index);
   if (node.client == kFreeNode) return;
   const Table table = detail::table_of_node_entry(node.entry);
   const std::uint32_t entry_index = node.entry & ~kPatternEntryBit;
-  if (node.client < clients_.size()) std::erase(clients_[node.client].nodes, index);
+  if (node.client < nodes_of_.size()) std::erase(nodes_of_[node.client], index);
   const std::uint32_t next = node.next;
   node = Node{kFreeNode, 0, kNoNode, 0};
   store_node(index);
@@ -186,9 +261,9 @@ void Coordinator::unlink_node(std::uint32_t index) {
   }
 }
 
-Status Coordinator::subscribe(std::uint32_t slot, Table table, std::uint32_t sid,
-                              std::string_view name) {
-  Client& c = clients_[slot];
+Status RegistryWriter::subscribe(std::uint32_t slot, Table table, std::uint32_t sid,
+                                 std::string_view name) {
+  std::vector<std::uint32_t>& held_nodes = nodes_of_[slot];
   std::int64_t index = detail::find_entry(*mine_, table, name);
   if (index >= 0) {
     // Subscribing again to what it holds changes nothing (a client's own copy says so too).
@@ -200,10 +275,10 @@ Status Coordinator::subscribe(std::uint32_t slot, Table table, std::uint32_t sid
                        });
     if (held) return Status::ok;
   }
-  if (c.nodes.size() >= view_->limits().max_subscriptions) return Status::too_many_subscriptions;
+  if (held_nodes.size() >= view_.limits().max_subscriptions) return Status::too_many_subscriptions;
   if (free_nodes_.empty()) return Status::registry_full;
   const std::uint32_t max_entries =
-      table == Table::patterns ? view_->limits().max_patterns : view_->limits().max_channels;
+      table == Table::patterns ? view_.limits().max_patterns : view_.limits().max_channels;
   if (index < 0 && entries(table) >= max_entries) return Status::registry_full;
 
   begin_write();
@@ -218,14 +293,26 @@ Status Coordinator::subscribe(std::uint32_t slot, Table table, std::uint32_t sid
   ++e.count;
   store_entry(table, entry_index);
   routes_moved(table, e.hash);
-  c.nodes.push_back(node_index);
+  held_nodes.push_back(node_index);
   store_counts();
-  view_->slot(slot).subscriptions.store(static_cast<std::uint32_t>(c.nodes.size()));
+  view_.slot(slot).subscriptions.store(subscriptions(slot));
   end_write();
   return Status::ok;
 }
 
-Status Coordinator::unsubscribe(std::uint32_t slot, Table table, std::string_view name) {
+std::uint32_t RegistryWriter::drop_subscriptions(std::uint32_t slot) {
+  std::vector<std::uint32_t>& nodes = nodes_of_[slot];
+  std::uint32_t dropped = 0;
+  while (!nodes.empty()) {
+    const std::uint32_t node = nodes.back();
+    nodes.pop_back();
+    unlink_node(node);
+    ++dropped;
+  }
+  return dropped;
+}
+
+Status RegistryWriter::unsubscribe(std::uint32_t slot, Table table, std::string_view name) {
   const std::int64_t index = detail::find_entry(*mine_, table, name);
   if (index < 0) return Status::ok;
   std::int64_t held = -1;
@@ -237,7 +324,7 @@ Status Coordinator::unsubscribe(std::uint32_t slot, Table table, std::string_vie
   if (held >= 0) {
     begin_write();
     unlink_node(static_cast<std::uint32_t>(held));
-    view_->slot(slot).subscriptions.store(static_cast<std::uint32_t>(clients_[slot].nodes.size()));
+    view_.slot(slot).subscriptions.store(subscriptions(slot));
     end_write();
   }
   return Status::ok;
@@ -246,7 +333,7 @@ Status Coordinator::unsubscribe(std::uint32_t slot, Table table, std::string_vie
 // Keeps of the copied tables only what passes every check, and lays it out afresh: names
 // within their limit, lists that end, nodes that point back at their entry and belong to a
 // client that may hold subscriptions, one node per client and entry.
-void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
+void RegistryWriter::rebuild(const std::vector<bool>& may_subscribe) {
   struct Kept {
     Table table;
     std::string name;
@@ -296,13 +383,13 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
       if (problem == nullptr && subscribers.empty()) problem = "no valid subscription";
       if (problem != nullptr) {
         ++dropped_entries;
-        log_line(options_.bus, fmt::format("quarantined {} entry {}: {}; dropped",
-                                           detail::table_noun(table), i, problem));
+        log_line(bus_, fmt::format("quarantined {} entry {}: {}; dropped",
+                                   detail::table_noun(table), i, problem));
         continue;
       }
       if (broken) {
         log_line(
-            options_.bus,
+            bus_,
             fmt::format("repaired {} '{}': its list ran into an invalid or repeated node; kept the "
                         "{} valid subscriptions before it",
                         detail::table_noun(table), name, subscribers.size()));
@@ -312,8 +399,8 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
         kept.push_back({table, std::string(name), std::move(subscribers)});
         continue;
       }
-      log_line(options_.bus, fmt::format("repaired {} '{}': it was in the table twice; merged",
-                                         detail::table_noun(table), name));
+      log_line(bus_, fmt::format("repaired {} '{}': it was in the table twice; merged",
+                                 detail::table_noun(table), name));
       auto& into = kept[it->second].subscribers;
       // The clients of a kept entry, made at its first merge and kept up since.
       auto [held, first_merge] = merged_clients.try_emplace(it->second);
@@ -348,25 +435,24 @@ void Coordinator::rebuild_registry(const std::vector<bool>& may_subscribe) {
   }
   index_nodes();
   if (dropped_entries > 0 || kept_nodes != used_before) {
-    log_line(
-        options_.bus,
-        fmt::format("quarantined {} entries and {} subscription nodes that failed the checks of "
-                    "an adopted registry; kept {} entries and {} subscriptions",
-                    dropped_entries, used_before > kept_nodes ? used_before - kept_nodes : 0,
-                    kept.size(), kept_nodes));
+    log_line(bus_, fmt::format(
+                       "quarantined {} entries and {} subscription nodes that failed the checks of "
+                       "an adopted registry; kept {} entries and {} subscriptions",
+                       dropped_entries, used_before > kept_nodes ? used_before - kept_nodes : 0,
+                       kept.size(), kept_nodes));
   }
 }
 
-void Coordinator::index_nodes() {
+void RegistryWriter::index_nodes() {
   free_nodes_.clear();
-  for (Client& c : clients_) c.nodes.clear();
+  for (std::vector<std::uint32_t>& nodes : nodes_of_) nodes.clear();
   const std::uint32_t n = mine_->geometry().node_count;
   for (std::uint32_t i = n; i-- > 0;) {
     const std::uint32_t client = mine_->node(i).client;
     if (client == kFreeNode) {
       free_nodes_.push_back(i);
-    } else if (client < clients_.size()) {
-      clients_[client].nodes.push_back(i);
+    } else if (client < nodes_of_.size()) {
+      nodes_of_[client].push_back(i);
     }
   }
 }
