@@ -1,30 +1,24 @@
 #include "pubsub_harness.hpp"
 
-#include "bench_support.hpp"
-
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <limits>
-#include <new>
 #include <numeric>
 #include <stdexcept>
 #include <thread>
-#include <vector>
 
 #include <fmt/format.h>
+
+#include "bench_support.hpp"
 
 namespace pubsub_bench {
 namespace {
@@ -36,35 +30,27 @@ using bench_support::set_stamp;
 using bench_support::signal_ready;
 using bench_support::stamp_of;
 
-constexpr std::size_t kCacheLine = 64;
-// Throughput runs sample one message in this many, as shmcast-bench does.
+// Throughput runs sample one message in this many so recording never becomes the bottleneck.
 constexpr std::uint64_t kThroughputSampleEvery = 64;
 // Latency samples kept in total, shared among the recording processes (8 bytes each).
 constexpr std::size_t kSampleBudget = std::size_t{32} << 20;
-// How long a blocked role waits before it looks at `stop` again.
-constexpr auto kPollInterval = 50ms;
 constexpr auto kWarmUp = 500ms;
 // A --count run that has not finished by then is reported as failed.
 constexpr auto kCountDeadline = 30s;
 // Children still running this long after `stop` are killed, and the run fails.
-constexpr auto kReapGrace = 10s;
+constexpr auto kReapGrace = 20s;
+// The window of a churn run alternates quiet and churning phases of this length, so both rates
+// come from the same processes on the same cores: this machine's run-to-run spread (a factor of
+// two, with the placement of its vCPUs) does not enter the ratio.
+constexpr auto kChurnPhase = 100ms;
 
-enum class Kind {
-  throughput,  // publishers send as fast as the transport takes it, subscribers count
-  lockstep,    // one message in flight: the publisher waits until the subscriber has read it
-  pingpong,    // two processes answer each other over two channels
-};
+std::atomic<bool> g_interrupted{false};
 
-struct Scenario {
-  std::string name;
-  Kind kind = Kind::throughput;
-  int publishers = 1;
-  int subscribers = 1;
-  Wait wait = Wait::spin;
-  bool wait_fixed = false;  // the scenario's name says how to wait
-};
+void on_signal(int) {
+  g_interrupted.store(true);
+}
 
-// The scenarios of shmcast-bench that need nothing but channels and subscribers.
+// The scenarios every transport offers: they need nothing but channels and subscribers.
 std::optional<Scenario> preset(const std::string& name) {
   Scenario s;
   s.name = name;
@@ -94,204 +80,90 @@ std::optional<Scenario> preset(const std::string& name) {
   return std::nullopt;
 }
 
-// What one child leaves for the parent and, through the two counters, for the publishers'
-// backlog check. Each counter is written by one process and polled by others, so each sits on
-// its own cache line.
-struct ChildResult {
-  alignas(kCacheLine) std::atomic<std::uint64_t> read_total{0};  // a subscriber's reads, all
-  alignas(kCacheLine) std::atomic<std::uint64_t> sent_total{0};  // a publisher's sends, all
-  alignas(kCacheLine) std::uint64_t publishes = 0;               // in the window
-  std::uint64_t deliveries = 0;  // receivers the transport reported, in the window
-  std::uint64_t received = 0;    // messages sent and read inside the window
-  std::uint64_t samples = 0;     // latency samples written
-};
-
-struct Control {
-  // The parent writes these four; everyone polls them.
-  alignas(kCacheLine) std::atomic<std::uint32_t> go{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> window_start{0};
-  alignas(kCacheLine) std::atomic<std::uint64_t> window_end{0};
-  alignas(kCacheLine) std::atomic<std::uint32_t> stop{0};
-  // lockstep: messages the subscriber has read; a futex word the publisher sleeps on.
-  alignas(kCacheLine) std::atomic<std::uint32_t> consumed{0};
-};
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
-
-// The region every child inherits (bench_support.hpp draws its layout).
-using Shared = bench_support::SharedRegion<Control, ChildResult>;
-
-long futex(std::atomic<std::uint32_t>& word, int op, std::uint32_t value, const timespec* timeout) {
-  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), op, value, timeout, nullptr,
-                 0);
+const char* wait_name(Wait wait) {
+  switch (wait) {
+    case Wait::spin: return "spin";
+    case Wait::block: return "block";
+    case Wait::by_default: return "default";
+  }
+  return "?";
 }
-
-// What a role needs: its own result and samples, the control words, and (for a publisher's
-// backlog check) the other children's counters.
-class Slot {
- public:
-  Slot(Shared& shared, std::size_t index, std::size_t subscribers, std::size_t publishers)
-      : shared_(shared),
-        index_(index),
-        subscribers_(subscribers),
-        publishers_(publishers),
-        control_(shared.control()),
-        result_(shared.result(index)) {}
-
-  Control& control() { return control_; }
-  ChildResult& result() { return result_; }
-
-  bool stopped() const { return control_.stop.load(std::memory_order_acquire) != 0; }
-  Stopped stop_check() const {
-    return [this] { return stopped(); };
-  }
-  void wait_for_go() const {
-    while (control_.go.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(100us);
-  }
-
-  // Whether `stamp` was taken inside the window (timed runs; a --count run's window never ends).
-  bool in_window(std::uint64_t stamp) const {
-    const std::uint64_t start = control_.window_start.load(std::memory_order_acquire);
-    const std::uint64_t end = control_.window_end.load(std::memory_order_acquire);
-    return start != 0 && stamp >= start && (end == 0 || stamp < end);
-  }
-
-  void sample(std::uint64_t ns) {
-    if (result_.samples < shared_.cap()) shared_.samples(index_)[result_.samples++] = ns;
-  }
-
-  // Messages this publisher may send before it looks at the backlog again: 0 once stopped.
-  // Subscribers are children [0, subscribers), publishers the `publishers` after them.
-  std::uint64_t room(std::uint64_t limit) {
-    if (subscribers_ == 0) return std::numeric_limits<std::uint64_t>::max();
-    for (;;) {
-      if (stopped()) return 0;
-      std::uint64_t sent = 0;
-      for (std::size_t p = 0; p < publishers_; ++p) {
-        sent += shared_.result(subscribers_ + p).sent_total.load(std::memory_order_relaxed);
-      }
-      std::uint64_t slowest = std::numeric_limits<std::uint64_t>::max();
-      for (std::size_t s = 0; s < subscribers_; ++s) {
-        slowest = std::min(slowest, shared_.result(s).read_total.load(std::memory_order_relaxed));
-      }
-      const std::uint64_t backlog = sent > slowest ? sent - slowest : 0;
-      if (backlog < limit) return std::max<std::uint64_t>(1, (limit - backlog) / publishers_);
-      std::this_thread::sleep_for(20us);
-    }
-  }
-
- private:
-  Shared& shared_;
-  std::size_t index_;
-  std::size_t subscribers_;
-  std::size_t publishers_;
-  Control& control_;
-  ChildResult& result_;
-};
-
-constexpr const char* kChannel = "bench";
-
-struct Run {
-  const Options& opt;
-  const Scenario& sc;
-  Transport& transport;
-};
 
 // ---- throughput and lockstep roles ----------------------------------------------------------
 
-void run_subscriber(const Run& run, Slot& slot, int ready_fd) {
-  auto sub = run.transport.subscribe(kChannel);
+void run_subscriber(const Run& run, Slot& slot, std::size_t index, int ready_fd) {
+  const Scenario& sc = run.sc;
+  // One channel: every subscriber holds it (fanout). More: each holds its share of them.
+  std::vector<std::string> names;
+  for (std::size_t i = sc.channels == 1 ? 0 : index; i < sc.channels;
+       i += static_cast<std::size_t>(sc.subscribers)) {
+    names.push_back(channel_name(i, sc.channels));
+  }
+  auto sub = run.transport.subscribe(names);
   signal_ready(ready_fd);
-  const bool lockstep = run.sc.kind == Kind::lockstep;
+
+  const bool lockstep = sc.kind == Kind::lockstep;
+  const bool wake_publisher = lockstep && run.transport.has_server();
   const std::uint64_t every = lockstep ? 1 : kThroughputSampleEvery;
   const std::uint64_t expected =
-      run.opt.count * static_cast<std::uint64_t>(std::max(0, run.sc.publishers));
+      run.opt.count * static_cast<std::uint64_t>(std::max(0, sc.publishers));
   ChildResult& result = slot.result();
   std::uint64_t read = 0;
-  // Messages still queued when the run stops could not count any more, so they stay unread.
-  while (!slot.stopped()) {
-    const std::optional<std::string_view> payload = sub->receive(run.sc.wait, kPollInterval);
-    if (!payload) continue;
-    const std::uint64_t now = now_ns();
-    const std::uint64_t stamp = stamp_of(*payload);
+  bool done = false;
+  const OnMessage on_message = [&](std::string_view payload) {
+    const std::uint64_t stamp = stamp_of(payload);
     result.read_total.store(++read, std::memory_order_relaxed);
     if (lockstep) {
       slot.control().consumed.store(static_cast<std::uint32_t>(read), std::memory_order_release);
-      (void)futex(slot.control().consumed, FUTEX_WAKE, 1, nullptr);
+      if (wake_publisher) futex_wake(slot.control().consumed);
     }
     // Sent before the window opened, or read after it closed: not a delivery of the window.
-    if (!slot.in_window(stamp) || !slot.in_window(now)) continue;
-    if (result.received++ % every == 0) slot.sample(now - stamp);
-    if (expected != 0 && result.received == expected) break;
-  }
+    // Read after it closed, a message was queued while the clock ran but not delivered in it:
+    // counting it would credit the backlog to the window.
+    if (slot.in_window(stamp) && !slot.window_closed() && result.received++ % every == 0) {
+      slot.sample(now_ns() - stamp);
+    }
+    done = expected != 0 && result.received == expected;
+    return !done && !slot.stopped();
+  };
+  // Messages still queued when the run stops could not count any more, so they stay unread.
+  while (!done && !slot.stopped()) sub->listen(on_message, sc.wait, kPollInterval);
+  result.dropped = sub->dropped();
 }
 
-void run_publisher(const Run& run, Slot& slot, int ready_fd) {
-  auto pub = run.transport.publisher();
-  std::string payload(run.opt.payload, '\0');
+// A subscriber that never reads: the parent stops it (SIGSTOP) once it is subscribed, and
+// continues it at the end.
+void run_stopped_subscriber(const Run& run, Slot& slot, int ready_fd) {
+  auto sub = run.transport.subscribe({channel_name(0, 1)});
   signal_ready(ready_fd);
-  slot.wait_for_go();
-
-  const Stopped stopped = slot.stop_check();
-  const bool lockstep = run.sc.kind == Kind::lockstep;
-  const std::uint64_t batch = lockstep ? 1 : run.opt.pipeline;
-  const std::uint64_t limit =
-      std::max<std::uint64_t>(2 * batch, kMaxBacklogBytes / run.opt.payload);
-  const std::uint64_t count = run.opt.count;
-  ChildResult& result = slot.result();
-  std::uint64_t sent = 0;
-  std::uint64_t room = 0;
-  while ((count == 0 || sent < count) && !slot.stopped()) {
-    if (room == 0 && (room = slot.room(limit)) == 0) break;
-    std::uint64_t n = std::min(batch, room);
-    if (count != 0) n = std::min(n, count - sent);
-    std::uint64_t counted = 0;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      const std::uint64_t stamp = now_ns();
-      set_stamp(payload, stamp);
-      pub->queue(kChannel, payload);
-      if (slot.in_window(stamp)) ++counted;
-    }
-    const std::optional<std::uint64_t> delivered = pub->flush(stopped);
-    if (!delivered) break;
-    sent += n;
-    room -= n;
-    result.sent_total.store(sent, std::memory_order_relaxed);
-    result.publishes += counted;
-    result.deliveries += counted == n ? *delivered : *delivered * counted / n;
-    if (!lockstep) continue;
-    // One message in flight: sleep until the subscriber has read it, leaving the cores to the
-    // subscriber and to the server in between.
-    const timespec timeout{0, std::chrono::nanoseconds(kPollInterval).count()};
-    for (;;) {
-      const std::uint32_t seen = slot.control().consumed.load(std::memory_order_acquire);
-      if (seen == static_cast<std::uint32_t>(sent) || stopped()) break;
-      (void)futex(slot.control().consumed, FUTEX_WAIT, seen, &timeout);
-    }
-  }
+  while (!slot.stopped()) std::this_thread::sleep_for(kPollInterval);
+  slot.result().dropped = sub->dropped();
 }
 
 // ---- ping-pong roles ------------------------------------------------------------------------
 
 void run_echo(const Run& run, Slot& slot, int ready_fd) {
-  auto sub = run.transport.subscribe("ping");
+  auto sub = run.transport.subscribe({"ping"});
   auto pub = run.transport.publisher();
   signal_ready(ready_fd);
   const Stopped stopped = slot.stop_check();
-  while (!slot.stopped()) {
-    const std::optional<std::string_view> ping = sub->receive(run.sc.wait, kPollInterval);
-    if (!ping) continue;
-    pub->queue("pong", *ping);
-    if (!pub->flush(stopped)) break;
-  }
+  // Answers from inside the callback, with the message still in place: no copy on the way back.
+  const OnMessage answer = [&](std::string_view ping) {
+    pub->queue("pong", ping);
+    return pub->flush(stopped).has_value() && !slot.stopped();
+  };
+  while (!slot.stopped()) sub->listen(answer, run.sc.wait, kPollInterval);
+  slot.result().dropped = sub->dropped();
 }
 
 void run_pinger(const Run& run, Slot& slot, int ready_fd) {
-  auto sub = run.transport.subscribe("pong");
+  auto sub = run.transport.subscribe({"pong"});
   auto pub = run.transport.publisher();
   std::string payload(run.opt.payload, '\0');
   signal_ready(ready_fd);
   slot.wait_for_go();
   const Stopped stopped = slot.stop_check();
+  const bool counts = run.transport.counts_receivers();
   ChildResult& result = slot.result();
   while (!slot.stopped()) {
     const std::uint64_t start = now_ns();
@@ -300,18 +172,22 @@ void run_pinger(const Run& run, Slot& slot, int ready_fd) {
     const std::optional<std::uint64_t> delivered = pub->flush(stopped);
     if (!delivered) break;
     bool answered = false;
-    while (!answered && !slot.stopped()) {
-      const std::optional<std::string_view> pong = sub->receive(run.sc.wait, kPollInterval);
-      answered = pong && stamp_of(*pong) == start;
+    const OnMessage is_answer = [&](std::string_view pong) {
+      answered = stamp_of(pong) == start;
+      return !answered && !slot.stopped();
+    };
+    while ((!counts || *delivered > 0) && !answered && !slot.stopped()) {
+      sub->listen(is_answer, run.sc.wait, kPollInterval);
     }
     const std::uint64_t end = now_ns();
     if (!answered || !slot.in_window(start)) continue;
-    // Both publishes of the round trip, as shmcast-bench counts them.
+    // Both publishes of the round trip: the echo's answer arrived, so it delivered one.
     result.publishes += 2;
-    result.deliveries += *delivered + (run.transport.counts_receivers() ? 1 : 0);
+    result.deliveries += *delivered + (counts ? 1 : 0);
     ++result.received;
     slot.sample((end - start) / 2);
   }
+  result.dropped = sub->dropped();
 }
 
 // ---- the parent ---------------------------------------------------------------------------
@@ -328,12 +204,14 @@ pid_t spawn(const std::string& program, const std::function<void()>& body) {
 class Children {
  public:
   void add(pid_t pid) { pids_.push_back(pid); }
+  const std::vector<pid_t>& pids() const { return pids_; }
 
-  // Reads one byte per child from `fd`; false if a child failed first.
+  // Reads one byte per child from `fd`; false if a child failed first or the run was
+  // interrupted.
   bool await_ready(int fd, std::size_t count) {
     std::size_t got = 0;
     while (got < count) {
-      if (poll_exits() > 0 || failed_) return false;
+      if (g_interrupted.load() || poll_exits() > 0 || failed_) return false;
       pollfd p{fd, POLLIN, 0};
       if (poll(&p, 1, 100) <= 0) continue;
       char buf[256];
@@ -392,28 +270,73 @@ class Children {
 
 struct Report {
   double window_s = 0;
+  double churning_s = 0;  // of window_s
   std::uint64_t publishes = 0;
   std::uint64_t deliveries = 0;
   std::uint64_t received = 0;
+  std::uint64_t dropped = 0;
+  std::uint64_t churned = 0;
+  std::uint64_t publishes_churning = 0;
+  std::uint64_t deliveries_churning = 0;
   std::vector<std::uint64_t> latencies;
 };
 
+void sleep_unless_interrupted(std::chrono::nanoseconds span) {
+  const auto until = std::chrono::steady_clock::now() + span;
+  while (!g_interrupted.load() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(
+        10ms, std::max<std::chrono::nanoseconds>(until - std::chrono::steady_clock::now(), 0ns)));
+  }
+}
+
+// Runs the timed window; with churn it alternates quiet and churning phases. Returns the
+// seconds spent churning.
+double run_window(const Run& r, Control& control, std::uint64_t start) {
+  const auto window = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::duration<double>(r.opt.seconds));
+  if (r.sc.churn == 0) {
+    sleep_unless_interrupted(window);
+    return 0;
+  }
+  double churning_s = 0;
+  const std::uint64_t until = start + static_cast<std::uint64_t>(window.count());
+  bool churning = false;
+  for (std::uint64_t phase = start; phase < until && !g_interrupted.load();) {
+    sleep_unless_interrupted(
+        std::min<std::chrono::nanoseconds>(kChurnPhase, std::chrono::nanoseconds(until - phase)));
+    const std::uint64_t next = now_ns();
+    if (churning) churning_s += static_cast<double>(next - phase) / 1e9;
+    churning = !churning;
+    control.churning.store(churning ? 1 : 0, std::memory_order_release);
+    phase = next;
+  }
+  control.churning.store(0, std::memory_order_release);
+  return churning_s;
+}
+
 std::optional<Report> run(const std::string& program, const Run& r) {
-  using Role = std::function<void(Slot&, int)>;
   // Roles in fork order: the receiving side first (they signal once subscribed), then the
   // sending side (they signal once connected, then wait for `go`).
   std::vector<Role> receivers;
   std::vector<Role> senders;
-  if (r.sc.kind == Kind::pingpong) {
+  if (!r.sc.own_roles && r.sc.kind == Kind::pingpong) {
     receivers.emplace_back([&](Slot& s, int fd) { run_echo(r, s, fd); });
     senders.emplace_back([&](Slot& s, int fd) { run_pinger(r, s, fd); });
-  } else {
+  } else if (!r.sc.own_roles) {
     for (int i = 0; i < r.sc.subscribers; ++i) {
-      receivers.emplace_back([&](Slot& s, int fd) { run_subscriber(r, s, fd); });
+      receivers.emplace_back(
+          [&, i](Slot& s, int fd) { run_subscriber(r, s, static_cast<std::size_t>(i), fd); });
     }
     for (int i = 0; i < r.sc.publishers; ++i) {
-      senders.emplace_back([&](Slot& s, int fd) { run_publisher(r, s, fd); });
+      senders.emplace_back([&, i](Slot& s, int fd) {
+        r.transport.run_publisher(r, s, static_cast<std::size_t>(i), fd);
+      });
     }
+  }
+  r.transport.add_roles(r, receivers, senders);
+  // The stopped subscribers come last among the receivers.
+  for (int i = 0; i < r.sc.stopped; ++i) {
+    receivers.emplace_back([&](Slot& s, int fd) { run_stopped_subscriber(r, s, fd); });
   }
   const std::size_t children = receivers.size() + senders.size();
   Shared shared(children, std::max<std::size_t>(1024, kSampleBudget / children));
@@ -424,18 +347,22 @@ std::optional<Report> run(const std::string& program, const Run& r) {
     throw std::runtime_error(fmt::format("pipe: {}", std::strerror(errno)));
   Children kids;
   std::size_t index = 0;
-  const auto launch = [&](const Role& role) {
-    const std::size_t at = index++;
+  // The backlog check reads the subscribers' and publishers' counters by index.
+  const std::size_t subscribers = static_cast<std::size_t>(r.sc.own_roles ? 0 : r.sc.subscribers);
+  const std::size_t publishers = static_cast<std::size_t>(r.sc.own_roles ? 0 : r.sc.publishers);
+  const auto launch = [&](const Role& role, std::size_t at) {
     kids.add(spawn(program, [&, at] {
       close(ready[0]);
-      Slot slot(shared, at, receivers.size(), senders.size());
+      Slot slot(shared, at, subscribers, receivers.size(), publishers);
       role(slot, ready[1]);
     }));
   };
-  for (const Role& role : receivers) launch(role);
+  for (const Role& role : receivers) launch(role, index++);
   bool ok = kids.await_ready(ready[0], receivers.size());
+  std::vector<pid_t> stopped(kids.pids().end() - r.sc.stopped, kids.pids().end());
+  for (const pid_t pid : stopped) kill(pid, SIGSTOP);
   if (ok) {
-    for (const Role& role : senders) launch(role);
+    for (const Role& role : senders) launch(role, index++);
     ok = kids.await_ready(ready[0], senders.size());
   }
   close(ready[0]);
@@ -451,17 +378,18 @@ std::optional<Report> run(const std::string& program, const Run& r) {
     report.window_s = static_cast<double>(now_ns() - start) / 1e9;
   } else if (ok) {
     control.go.store(1, std::memory_order_release);
-    std::this_thread::sleep_for(kWarmUp);
+    sleep_unless_interrupted(kWarmUp);
     const std::uint64_t start = now_ns();
     control.window_start.store(start, std::memory_order_release);
-    std::this_thread::sleep_for(std::chrono::duration<double>(r.opt.seconds));
+    report.churning_s = run_window(r, control, start);
     const std::uint64_t end = now_ns();
     control.window_end.store(end, std::memory_order_release);
     report.window_s = static_cast<double>(end - start) / 1e9;
   }
   control.stop.store(1, std::memory_order_release);
+  for (const pid_t pid : stopped) kill(pid, SIGCONT);
   ok = kids.wait_all(std::chrono::steady_clock::now() + kReapGrace) && ok;
-  ok = kids.finish() && ok;
+  ok = kids.finish() && ok && !g_interrupted.load();
   if (!ok) return std::nullopt;
 
   for (std::size_t i = 0; i < children; ++i) {
@@ -469,6 +397,10 @@ std::optional<Report> run(const std::string& program, const Run& r) {
     report.publishes += c.publishes;
     report.deliveries += c.deliveries;
     report.received += c.received;
+    report.dropped += c.dropped;
+    report.churned += c.churned;
+    report.publishes_churning += c.publishes_churning;
+    report.deliveries_churning += c.deliveries_churning;
     const std::uint64_t* s = shared.samples(i);
     report.latencies.insert(report.latencies.end(), s, s + c.samples);
   }
@@ -478,43 +410,58 @@ std::optional<Report> run(const std::string& program, const Run& r) {
 }
 
 void print(const Run& r, const Report& rep) {
+  const Scenario& sc = r.sc;
   const auto& l = rep.latencies;
   const double mean =
       l.empty() ? 0.0
                 : static_cast<double>(std::accumulate(l.begin(), l.end(), std::uint64_t{0})) /
                       static_cast<double>(l.size());
-  const double pubs = static_cast<double>(rep.publishes) / rep.window_s;
-  const double dels = static_cast<double>(rep.deliveries) / rep.window_s;
+  // Without churn the quiet phase is the whole window.
+  const double quiet_s = rep.window_s - rep.churning_s;
+  const double pubs = static_cast<double>(rep.publishes) / quiet_s;
+  const double dels = static_cast<double>(rep.deliveries) / quiet_s;
   const double recv = static_cast<double>(rep.received) / rep.window_s;
-  const char* wait = r.sc.wait == Wait::spin ? "spin" : "block";
-  const std::uint64_t expected = r.sc.kind == Kind::throughput
-                                     ? r.opt.count * static_cast<std::uint64_t>(r.sc.publishers) *
-                                           static_cast<std::uint64_t>(r.sc.subscribers)
+  const double churning_s = std::max(rep.churning_s, 1e-9);
+  const double churn = static_cast<double>(rep.churned) / churning_s;
+  const double pubs_churning = static_cast<double>(rep.publishes_churning) / churning_s;
+  const double dels_churning = static_cast<double>(rep.deliveries_churning) / churning_s;
+  const double churn_ratio = pubs > 0 ? pubs_churning / pubs : 0;
+  const char* wait = wait_name(sc.wait);
+  const std::uint64_t expected = sc.kind == Kind::throughput
+                                     ? r.opt.count * static_cast<std::uint64_t>(sc.publishers) *
+                                           static_cast<std::uint64_t>(sc.subscribers)
                                      : 0;
-  const std::string count_fields =
-      r.opt.count == 0 ? std::string()
-                       : fmt::format(",\"count\":{},\"expected\":{}", r.opt.count, expected);
   if (r.opt.json) {
+    const std::string count_fields =
+        r.opt.count == 0 ? std::string()
+                         : fmt::format(",\"count\":{},\"expected\":{}", r.opt.count, expected);
     fmt::print(
         "{{\"scenario\":\"{}\",\"transport\":\"{}\",\"publishers\":{},\"subscribers\":{},"
         "\"payload\":{},\"wait\":\"{}\",\"pipeline\":{},\"seconds\":{:.3f},"
         "\"publishes_per_s\":{:.0f},\"deliveries_per_s\":{:.0f},\"received_per_s\":{:.0f},"
         "\"received\":{}{},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},"
-        "\"mean\":{:.0f},\"samples\":{}}}}}\n",
-        r.sc.name, r.transport.name(), r.sc.publishers, r.sc.subscribers, r.opt.payload, wait,
+        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{}",
+        sc.name, r.transport.name(), sc.publishers, sc.subscribers, r.opt.payload, wait,
         r.opt.pipeline, rep.window_s, pubs, dels, recv, rep.received, count_fields,
         percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999), l.empty() ? 0 : l.back(),
-        mean, l.size());
+        mean, l.size(), rep.dropped, sc.patterns);
+    if (sc.churn > 0) {
+      fmt::print(
+          ",\"churn_per_s\":{:.0f},\"publishes_per_s_churning\":{:.0f},"
+          "\"deliveries_per_s_churning\":{:.0f},\"ratio\":{:.3f}",
+          churn, pubs_churning, dels_churning, churn_ratio);
+    }
+    fmt::print("}}\n");
     return;
   }
-  const std::string how = r.sc.kind == Kind::pingpong ? std::string("round trip / 2")
-                          : r.sc.kind == Kind::lockstep
+  const std::string how = sc.kind == Kind::pingpong ? std::string("round trip / 2")
+                          : sc.kind == Kind::lockstep
                               ? std::string("one-way, every message")
                               : fmt::format("one-way, every {}th message", kThroughputSampleEvery);
   fmt::print(
       "scenario     {} over {} ({} publisher(s), {} subscriber(s), payload {} B, wait {}, "
       "pipeline {}, {:.2f} s)\n",
-      r.sc.name, r.transport.name(), r.sc.publishers, r.sc.subscribers, r.opt.payload, wait,
+      sc.name, r.transport.name(), sc.publishers, sc.subscribers, r.opt.payload, wait,
       r.opt.pipeline, rep.window_s);
   fmt::print("publishes/s  {:.0f}\n", pubs);
   fmt::print("deliveries/s {:.0f}   (messages read in the window: {:.0f}/s, {} in all{})\n", dels,
@@ -523,19 +470,145 @@ void print(const Run& r, const Report& rep) {
   fmt::print("latency ns   p50 {}  p99 {}  p99.9 {}  max {}  mean {:.0f}   ({} samples, {})\n",
              percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999),
              l.empty() ? 0 : l.back(), mean, l.size(), how);
+  fmt::print("dropped      {}\n", rep.dropped);
+  if (sc.patterns > 0) fmt::print("patterns     {} (held by an idle subscriber)\n", sc.patterns);
+  if (sc.churn > 0) {
+    fmt::print("churn        {:.0f} subscribe/unsubscribe pairs/s, every other {} ms\n", churn,
+               kChurnPhase.count());
+    fmt::print(
+        "with churn   publishes/s {:.0f}, deliveries/s {:.0f} (the rates above are without); "
+        "publishes ratio {:.3f}\n",
+        pubs_churning, dels_churning, churn_ratio);
+  }
+}
+
+// Messages each reading subscriber read per second.
+double per_subscriber(const Scenario& sc, const Report& r) {
+  return static_cast<double>(r.received) / r.window_s / std::max(1, sc.subscribers);
+}
+
+// One run on a fresh start of whatever the transport needs; nullopt (said on stderr) if it
+// failed.
+std::optional<Report> run_once(const std::string& program, const Run& r) {
+  r.transport.begin_run(r.sc);
+  std::optional<Report> report;
+  try {
+    report = run(program, r);
+  } catch (...) {
+    r.transport.end_run();
+    throw;
+  }
+  r.transport.end_run();
+  if (!report) {
+    fmt::print(stderr, "{}: {} did not finish (a child failed, timed out or was interrupted)\n",
+               program, r.sc.name);
+  }
+  return report;
+}
+
+// The stopped-subscriber comparison: the same run without the stopped ones, and the ratio of
+// the messages each reader read per second.
+bool compare_stopped(const std::string& program, const Run& r, const Report& with_stopped) {
+  Scenario without = r.sc;
+  without.name = r.sc.name + "-baseline";
+  without.stopped = 0;
+  const Run base{r.opt, without, r.transport};
+  const std::optional<Report> baseline = run_once(program, base);
+  if (!baseline) return false;
+  print(base, *baseline);
+  const double with = per_subscriber(r.sc, with_stopped);
+  const double alone = per_subscriber(without, *baseline);
+  const double ratio = alone > 0 ? with / alone : 0;
+  if (r.opt.json) {
+    fmt::print(
+        "{{\"scenario\":\"{}\",\"per_live_subscriber_per_s\":{:.0f},"
+        "\"baseline_per_subscriber_per_s\":{:.0f},\"ratio\":{:.3f}}}\n",
+        r.sc.name, with, alone, ratio);
+  } else {
+    fmt::print(
+        "per live subscriber: {:.0f} messages/s with {} stopped subscriber(s), {:.0f} without: "
+        "ratio {:.3f}\n",
+        with, r.sc.stopped, alone, ratio);
+  }
+  return true;
 }
 
 }  // namespace
+
+std::string channel_name(std::size_t i, std::size_t channels) {
+  return channels == 1 ? std::string("bench") : fmt::format("ch:{}", i);
+}
+
+const std::string& one_channel(const std::vector<std::string>& channels) {
+  if (channels.size() != 1) {
+    throw std::runtime_error(
+        fmt::format("this transport subscribes to one channel, not {}", channels.size()));
+  }
+  return channels.front();
+}
+
+void Slot::wait_for_go() const {
+  while (control_.go.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(100us);
+}
+
+std::uint64_t Slot::room(std::uint64_t limit) {
+  for (;;) {
+    if (stopped()) return 0;
+    std::uint64_t sent = 0;
+    for (std::size_t p = 0; p < publishers_; ++p) {
+      sent += shared_.result(first_publisher_ + p).sent_total.load(std::memory_order_relaxed);
+    }
+    std::uint64_t slowest = std::numeric_limits<std::uint64_t>::max();
+    for (std::size_t s = 0; s < subscribers_; ++s) {
+      slowest = std::min(slowest, shared_.result(s).read_total.load(std::memory_order_relaxed));
+    }
+    const std::uint64_t backlog = sent > slowest ? sent - slowest : 0;
+    if (backlog < limit) return std::max<std::uint64_t>(1, (limit - backlog) / publishers_);
+    std::this_thread::sleep_for(20us);
+  }
+}
+
+void await_consumed(Slot& slot, std::uint32_t sent, bool sleep) {
+  std::atomic<std::uint32_t>& consumed = slot.control().consumed;
+  if (!sleep) {
+    while (consumed.load(std::memory_order_acquire) != sent && !slot.stopped()) cpu_relax();
+    return;
+  }
+  for (;;) {
+    const std::uint32_t seen = consumed.load(std::memory_order_acquire);
+    if (seen == sent || slot.stopped()) return;
+    futex_wait(consumed, seen);
+  }
+}
+
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t seen) {
+  const timespec timeout{0, std::chrono::nanoseconds(kPollInterval).count()};
+  (void)syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, seen, &timeout,
+                nullptr, 0);
+}
+
+void futex_wake(std::atomic<std::uint32_t>& word) {
+  (void)syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr,
+                0);
+}
+
+void Transport::run_publisher(const Run& run, Slot& slot, std::size_t index, int ready_fd) {
+  auto pub = publisher();
+  signal_ready(ready_fd);
+  publish_loop(run, slot, *pub, index);
+}
 
 void die_with_parent(pid_t parent) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(1);
 }
 
-void add_options(CLI::App& app, Options& opt) {
-  app.add_option("--scenario", opt.scenario,
-                 "single, fanout-10, fanout-100, fanout-1000, latency-spin, latency-block, "
-                 "no-subscribers, pingpong-spin, pingpong-block")
-      ->capture_default_str();
+std::string common_scenarios() {
+  return "single, fanout-10, fanout-100, fanout-1000, latency-spin, latency-block, "
+         "no-subscribers, pingpong-spin, pingpong-block";
+}
+
+void add_options(CLI::App& app, Options& opt, const std::string& scenarios) {
+  app.add_option("--scenario", opt.scenario, scenarios)->capture_default_str();
   app.add_option("--seconds", opt.seconds, "Measured window, after a 0.5 s warm-up")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
@@ -547,8 +620,9 @@ void add_options(CLI::App& app, Options& opt) {
   app.add_option("--subscribers", opt.subscribers, "Subscriber processes (throughput scenarios)")
       ->check(CLI::Range(0, 4096));
   app.add_option("--wait", opt.wait,
-                 "How subscribers wait: spin (busy-poll the socket) or block (sleep in poll)")
-      ->check(CLI::IsMember({"spin", "block"}));
+                 "How subscribers wait: spin (busy-poll), block (sleep in poll or on the futex) "
+                 "or default (the transport's own default)")
+      ->check(CLI::IsMember({"spin", "block", "default"}));
   app.add_option("--count", opt.count,
                  "Send exactly this many messages per publisher, without warm-up or window, and "
                  "report how many arrived (throughput scenarios)")
@@ -558,6 +632,7 @@ void add_options(CLI::App& app, Options& opt) {
 
 int run_and_report(const std::string& program, const Options& opt, Transport& transport) {
   std::optional<Scenario> sc = preset(opt.scenario);
+  if (!sc) sc = transport.scenario(opt.scenario);
   if (!sc) {
     fmt::print(stderr, "{}: unknown scenario '{}' (see --help)\n", program, opt.scenario);
     return 2;
@@ -570,7 +645,9 @@ int run_and_report(const std::string& program, const Options& opt, Transport& tr
     return 2;
   }
   if (opt.wait) {
-    const Wait w = *opt.wait == "spin" ? Wait::spin : Wait::block;
+    const Wait w = *opt.wait == "spin"    ? Wait::spin
+                   : *opt.wait == "block" ? Wait::block
+                                          : Wait::by_default;
     if (sc->wait_fixed && w != sc->wait) {
       fmt::print(stderr, "{}: {} fixes the wait in its name; drop --wait\n", program, sc->name);
       return 2;
@@ -579,18 +656,27 @@ int run_and_report(const std::string& program, const Options& opt, Transport& tr
   }
   if (opt.publishers) sc->publishers = *opt.publishers;
   if (opt.subscribers) sc->subscribers = *opt.subscribers;
+  if (sc->channels > 1 && sc->subscribers == 0) {
+    fmt::print(stderr, "{}: {} needs at least one subscriber\n", program, sc->name);
+    return 2;
+  }
+  if (const std::string why = transport.adjust(*sc); !why.empty()) {
+    fmt::print(stderr, "{}: {}\n", program, why);
+    return 2;
+  }
 
   // A peer that went away must fail the write that noticed, not kill the process.
   signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   try {
     const Run r{opt, *sc, transport};
-    const std::optional<Report> report = run(program, r);
-    if (!report) {
-      fmt::print(stderr, "{}: {} did not finish (a child failed or timed out)\n", program,
-                 sc->name);
-      return 1;
-    }
+    const std::optional<Report> report = run_once(program, r);
+    if (!report) return 1;
     print(r, *report);
+    if (sc->compare_stopped && !compare_stopped(program, r, *report)) return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "{}: {}\n", program, e.what());
     return 1;

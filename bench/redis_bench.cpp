@@ -209,13 +209,15 @@ class RedisTransport final : public pubsub_bench::Transport {
  public:
   explicit RedisTransport(std::string socket) : socket_(std::move(socket)) {}
 
-  std::unique_ptr<pubsub_bench::Subscription> subscribe(const std::string& channel) override {
-    return std::make_unique<RedisSubscription>(socket_, channel);
+  std::unique_ptr<pubsub_bench::Subscription> subscribe(
+      const std::vector<std::string>& channels) override {
+    return std::make_unique<RedisSubscription>(socket_, pubsub_bench::one_channel(channels));
   }
   std::unique_ptr<pubsub_bench::Publisher> publisher() override {
     return std::make_unique<RedisPublisher>(socket_);
   }
   bool counts_receivers() const override { return true; }
+  bool has_server() const override { return true; }
   std::string name() const override { return "redis"; }
 
  private:
@@ -260,7 +262,7 @@ int main(int argc, char** argv) {
   pubsub_bench::Options opt;
   std::string socket;
   app.add_option("--socket", socket, "The redis-server's unix socket")->required();
-  pubsub_bench::add_options(app, opt);
+  pubsub_bench::add_options(app, opt, pubsub_bench::common_scenarios());
   app.add_option("--pipeline", opt.pipeline,
                  "PUBLISH commands a publisher sends before it reads their replies")
       ->capture_default_str()

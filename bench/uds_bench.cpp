@@ -371,13 +371,15 @@ class UdsTransport final : public pubsub_bench::Transport {
  public:
   explicit UdsTransport(std::string path) : path_(std::move(path)) {}
 
-  std::unique_ptr<pubsub_bench::Subscription> subscribe(const std::string& channel) override {
-    return std::make_unique<UdsSubscription>(path_, channel);
+  std::unique_ptr<pubsub_bench::Subscription> subscribe(
+      const std::vector<std::string>& channels) override {
+    return std::make_unique<UdsSubscription>(path_, pubsub_bench::one_channel(channels));
   }
   std::unique_ptr<pubsub_bench::Publisher> publisher() override {
     return std::make_unique<UdsPublisher>(path_);
   }
   bool counts_receivers() const override { return false; }
+  bool has_server() const override { return true; }
   std::string name() const override { return "uds"; }
 
  private:
@@ -420,7 +422,7 @@ int main(int argc, char** argv) {
       "uds-bench: shmcast-bench's scenarios over Unix domain sockets, through a minimal fan-out "
       "server it starts itself, publishers and subscribers in separate processes."};
   pubsub_bench::Options opt;
-  pubsub_bench::add_options(app, opt);
+  pubsub_bench::add_options(app, opt, pubsub_bench::common_scenarios());
   CLI11_PARSE(app, argc, argv);
 
   std::string dir = (std::filesystem::temp_directory_path() / "uds-bench.XXXXXX").string();

@@ -254,7 +254,8 @@ std::vector<std::string> words(const std::string& line) {
 
 TEST(Docs, EveryFlagOnADocumentedCommandLineIsOneTheProgramTakes) {
   const std::set<std::string> programs{"shmcastd",       "shmcast",       "shm-stat",
-                                       "shmcast-bridge", "shmcast-bench", "shmcast-soak"};
+                                       "shmcast-bridge", "shmcast-bench", "shmcast-soak",
+                                       "floor-bench"};
   std::map<std::string, std::string> help;  // by program, its --help
   std::size_t checked = 0;
   for (const fs::path& doc : documents()) {
