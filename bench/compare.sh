@@ -104,12 +104,12 @@ for scenario in "${throughput[@]}" "${shmcast_only[@]}" "${one_in_flight[@]}"; d
   measure shmcast "$scenario" "$bin/shmcast-bench"
 done
 for scenario in "${throughput[@]}" "${one_in_flight[@]}"; do
-  measure redis "$scenario" "$bin/redis-bench-pubsub" --socket "$socket"
+  measure redis "$scenario" "$bin/redis-bench-pubsub" --socket "$socket" --server-pid "$redis_pid"
   measure uds "$scenario" "$bin/uds-bench"
 done
 for scenario in "${throughput[@]}"; do
   measure redis-pipelined "$scenario" "$bin/redis-bench-pubsub" --socket "$socket" \
-    --pipeline "$pipeline"
+    --server-pid "$redis_pid" --pipeline "$pipeline"
 done
 
 # field JSON NAME: the number after "NAME": in a report (names are unique within one).
@@ -154,7 +154,18 @@ ratio() {  # kind, shmcast value, other value
   fi
 }
 
-row() {  # scenario, what (label), kind, field
+# cpu SCENARIO: cpu_ns_per_delivery of shmcast / Redis / Redis pipelined / UDS.
+cpu() {
+  local system v out=
+  for system in shmcast redis redis-pipelined uds; do
+    v=$(value "$system" "$1" cpu_ns_per_delivery)
+    if [[ ${result[$system $1]:-} == failed ]]; then v=failed; fi
+    out+="${out:+ / }${v:--}"
+  done
+  echo "$out"
+}
+
+row() {  # scenario, what (label), kind, field, "cpu" to fill the CPU column
   local scenario=$1 what=$2 kind=$3 name=$4
   local s r rp u best
   s=$(value shmcast "$scenario" "$name")
@@ -162,28 +173,29 @@ row() {  # scenario, what (label), kind, field
   rp=$(value redis-pipelined "$scenario" "$name")
   u=$(value uds "$scenario" "$name")
   best=${rp:-$r}
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$scenario" "$what" \
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$scenario" "$what" \
     "$(cell "$kind" shmcast "$scenario" "$name")" "$(cell "$kind" redis "$scenario" "$name")" \
     "$(cell "$kind" redis-pipelined "$scenario" "$name")" "$(cell "$kind" uds "$scenario" "$name")" \
-    "$(ratio "$kind" "$s" "$best")" "$(ratio "$kind" "$s" "$u")"
+    "$(ratio "$kind" "$s" "$best")" "$(ratio "$kind" "$s" "$u")" \
+    "$(if [[ ${5:-} == cpu ]]; then cpu "$scenario"; fi)"
 }
 
 echo "Payload $payload B, ${seconds} s per run after a 0.5 s warm-up, Redis pipeline $pipeline;" \
   "$(nproc) CPUs, $(uname -sr), load average $load_before before the first run, $(date -u +%F)."
 echo
-echo "| scenario | figure | shmcast | Redis | Redis pipelined | UDS | shmcast vs Redis | shmcast vs UDS |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-row single "deliveries/s" rate received_per_s
-row fanout-10 "deliveries/s" rate received_per_s
-row fanout-100 "deliveries/s" rate received_per_s
-row fanout-1000 "deliveries/s" rate received_per_s
-row channels-100k "deliveries/s" rate received_per_s
+echo "| scenario | figure | shmcast | Redis | Redis pipelined | UDS | shmcast vs Redis | shmcast vs UDS | CPU ns per delivery: shmcast / Redis / pipelined / UDS |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+row single "deliveries/s" rate received_per_s cpu
+row fanout-10 "deliveries/s" rate received_per_s cpu
+row fanout-100 "deliveries/s" rate received_per_s cpu
+row fanout-1000 "deliveries/s" rate received_per_s cpu
+row channels-100k "deliveries/s" rate received_per_s cpu
 row no-subscribers "publishes/s" rate publishes_per_s
-row latency-spin "one-way p50" ns p50
+row latency-spin "one-way p50" ns p50 cpu
 row latency-spin "one-way p99" ns p99
-row latency-block "one-way p50" ns p50
+row latency-block "one-way p50" ns p50 cpu
 row latency-block "one-way p99" ns p99
-row pingpong-spin "RTT/2 p50" ns p50
+row pingpong-spin "RTT/2 p50" ns p50 cpu
 row pingpong-spin "RTT/2 p99" ns p99
-row pingpong-block "RTT/2 p50" ns p50
+row pingpong-block "RTT/2 p50" ns p50 cpu
 row pingpong-block "RTT/2 p99" ns p99

@@ -12,6 +12,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <stdexcept>
 #include <thread>
@@ -268,6 +270,62 @@ class Children {
   bool failed_ = false;
 };
 
+// CPU time (user + system, ns) each process has used so far, summed over its threads; 0 for one
+// that is gone. The scheduler's own count, to the nanosecond: /proc/PID/stat's ticks are too
+// coarse for a run that uses a few milliseconds.
+std::vector<std::uint64_t> cpu_ns(const std::vector<pid_t>& pids) {
+  std::vector<std::uint64_t> out;
+  out.reserve(pids.size());
+  for (const pid_t pid : pids) {
+    std::uint64_t total = 0;
+    std::error_code ec;
+    const std::filesystem::path tasks = fmt::format("/proc/{}/task", pid);
+    for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+      std::ifstream in(task.path() / "schedstat");
+      std::uint64_t ns = 0;
+      if (in >> ns) total += ns;
+    }
+    out.push_back(pid > 0 ? total : 0);
+  }
+  return out;
+}
+
+// CPU time the processes used between two samples of cpu_ns; one that ended in between
+// counts nothing.
+std::uint64_t used(const std::vector<std::uint64_t>& before,
+                   const std::vector<std::uint64_t>& after) {
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    if (after[i] > before[i]) sum += after[i] - before[i];
+  }
+  return sum;
+}
+
+// CPU time of the run's processes over the window: the children's and the servers'.
+class CpuMeter {
+ public:
+  CpuMeter(const std::vector<pid_t>& children, std::vector<pid_t> servers)
+      : children_(children), servers_(std::move(servers)) {}
+  void start() {
+    children_before_ = cpu_ns(children_);
+    servers_before_ = cpu_ns(servers_);
+  }
+  void stop() {
+    children_ns_ = used(children_before_, cpu_ns(children_));
+    servers_ns_ = used(servers_before_, cpu_ns(servers_));
+  }
+  std::uint64_t children_ns() const { return children_ns_; }
+  std::uint64_t servers_ns() const { return servers_ns_; }
+
+ private:
+  std::vector<pid_t> children_;
+  std::vector<pid_t> servers_;
+  std::vector<std::uint64_t> children_before_;
+  std::vector<std::uint64_t> servers_before_;
+  std::uint64_t children_ns_ = 0;
+  std::uint64_t servers_ns_ = 0;
+};
+
 struct Report {
   double window_s = 0;
   double churning_s = 0;  // of window_s
@@ -278,6 +336,9 @@ struct Report {
   std::uint64_t churned = 0;
   std::uint64_t publishes_churning = 0;
   std::uint64_t deliveries_churning = 0;
+  bool cpu_measured = false;    // a timed window, whose CPU time was sampled
+  std::uint64_t cpu_ns = 0;     // all processes of the run, in the window
+  std::uint64_t server_ns = 0;  // of which the server's or coordinator's
   std::vector<std::uint64_t> latencies;
 };
 
@@ -379,12 +440,18 @@ std::optional<Report> run(const std::string& program, const Run& r) {
   } else if (ok) {
     control.go.store(1, std::memory_order_release);
     sleep_unless_interrupted(kWarmUp);
+    CpuMeter cpu(kids.pids(), r.transport.servers());
+    cpu.start();
     const std::uint64_t start = now_ns();
     control.window_start.store(start, std::memory_order_release);
     report.churning_s = run_window(r, control, start);
     const std::uint64_t end = now_ns();
     control.window_end.store(end, std::memory_order_release);
+    cpu.stop();
     report.window_s = static_cast<double>(end - start) / 1e9;
+    report.cpu_measured = true;
+    report.cpu_ns = cpu.children_ns() + cpu.servers_ns();
+    report.server_ns = cpu.servers_ns();
   }
   control.stop.store(1, std::memory_order_release);
   for (const pid_t pid : stopped) kill(pid, SIGCONT);
@@ -427,6 +494,13 @@ void print(const Run& r, const Report& rep) {
   const double dels_churning = static_cast<double>(rep.deliveries_churning) / churning_s;
   const double churn_ratio = pubs > 0 ? pubs_churning / pubs : 0;
   const char* wait = wait_name(sc.wait);
+  // Per message read; a round trip reads two.
+  const std::uint64_t reads = rep.received * (sc.kind == Kind::pingpong ? 2 : 1);
+  const auto per_read = [&](std::uint64_t ns) {
+    return rep.cpu_measured && reads > 0
+               ? fmt::format("{:.0f}", static_cast<double>(ns) / static_cast<double>(reads))
+               : std::string("null");
+  };
   const std::uint64_t expected = sc.kind == Kind::throughput
                                      ? r.opt.count * static_cast<std::uint64_t>(sc.publishers) *
                                            static_cast<std::uint64_t>(sc.subscribers)
@@ -440,11 +514,12 @@ void print(const Run& r, const Report& rep) {
         "\"payload\":{},\"wait\":\"{}\",\"pipeline\":{},\"seconds\":{:.3f},"
         "\"publishes_per_s\":{:.0f},\"deliveries_per_s\":{:.0f},\"received_per_s\":{:.0f},"
         "\"received\":{}{},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},"
-        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{}",
+        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{},"
+        "\"cpu_ns_per_delivery\":{},\"server_cpu_ns_per_delivery\":{}",
         sc.name, r.transport.name(), sc.publishers, sc.subscribers, r.opt.payload, wait,
         r.opt.pipeline, rep.window_s, pubs, dels, recv, rep.received, count_fields,
         percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999), l.empty() ? 0 : l.back(),
-        mean, l.size(), rep.dropped, sc.patterns);
+        mean, l.size(), rep.dropped, sc.patterns, per_read(rep.cpu_ns), per_read(rep.server_ns));
     if (sc.churn > 0) {
       fmt::print(
           ",\"churn_per_s\":{:.0f},\"publishes_per_s_churning\":{:.0f},"
@@ -471,6 +546,8 @@ void print(const Run& r, const Report& rep) {
              percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999),
              l.empty() ? 0 : l.back(), mean, l.size(), how);
   fmt::print("dropped      {}\n", rep.dropped);
+  fmt::print("cpu ns       {} per message read, all processes; {} of it the server's\n",
+             per_read(rep.cpu_ns), per_read(rep.server_ns));
   if (sc.patterns > 0) fmt::print("patterns     {} (held by an idle subscriber)\n", sc.patterns);
   if (sc.churn > 0) {
     fmt::print("churn        {:.0f} subscribe/unsubscribe pairs/s, every other {} ms\n", churn,

@@ -245,6 +245,9 @@ class Transport {
   /// Called in the parent before each run (after the one before has ended) and after it.
   virtual void begin_run(const Scenario& /*sc*/) {}
   virtual void end_run() {}
+  /// Processes of the run the harness did not fork (a server, a coordinator), whose CPU time
+  /// counts too (parent, during a run).
+  virtual std::vector<pid_t> servers() const { return {}; }
 };
 
 /// Bytes of messages a publisher may be ahead of its slowest subscriber (a shmcast ring).

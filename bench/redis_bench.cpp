@@ -207,7 +207,7 @@ class RedisPublisher final : public pubsub_bench::Publisher {
 
 class RedisTransport final : public pubsub_bench::Transport {
  public:
-  explicit RedisTransport(std::string socket) : socket_(std::move(socket)) {}
+  RedisTransport(std::string socket, pid_t server) : socket_(std::move(socket)), server_(server) {}
 
   std::unique_ptr<pubsub_bench::Subscription> subscribe(
       const std::vector<std::string>& channels) override {
@@ -219,9 +219,13 @@ class RedisTransport final : public pubsub_bench::Transport {
   bool counts_receivers() const override { return true; }
   bool has_server() const override { return true; }
   std::string name() const override { return "redis"; }
+  std::vector<pid_t> servers() const override {
+    return server_ > 0 ? std::vector<pid_t>{server_} : std::vector<pid_t>{};
+  }
 
  private:
   std::string socket_;
+  pid_t server_;
 };
 
 // Redis disconnects a subscriber whose output buffer passes the pubsub limit; the harness keeps
@@ -262,6 +266,9 @@ int main(int argc, char** argv) {
   pubsub_bench::Options opt;
   std::string socket;
   app.add_option("--socket", socket, "The redis-server's unix socket")->required();
+  pid_t server = 0;
+  app.add_option("--server-pid", server,
+                 "The redis-server's pid, so its CPU time counts in cpu_ns_per_delivery");
   pubsub_bench::add_options(app, opt, pubsub_bench::common_scenarios());
   app.add_option("--pipeline", opt.pipeline,
                  "PUBLISH commands a publisher sends before it reads their replies")
@@ -275,6 +282,11 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "redis-bench-pubsub: {}\n", e.what());
     return 1;
   }
-  RedisTransport transport(socket);
+  if (server == 0) {
+    fmt::print(stderr,
+               "redis-bench-pubsub: without --server-pid, cpu_ns_per_delivery leaves out "
+               "redis-server\n");
+  }
+  RedisTransport transport(socket, server);
   return pubsub_bench::run_and_report("redis-bench-pubsub", opt, transport);
 }

@@ -247,6 +247,11 @@ class ShmcastTransport final : public pubsub_bench::Transport {
         bench_support::start_private_coordinator(bus_name_, coordinator_flags(sc, payload_));
   }
   void end_run() override { stop_coordinator(); }
+  std::vector<pid_t> servers() const override {
+    if (coordinator_ > 0) return {coordinator_};
+    const std::int32_t pid = shmcast::inspect(bus_name_).coordinator_pid;
+    return pid > 0 ? std::vector<pid_t>{pid} : std::vector<pid_t>{};
+  }
 
  private:
   // This process's one connection, made on first use (in the child, after fork).

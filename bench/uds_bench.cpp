@@ -369,7 +369,7 @@ class UdsPublisher final : public pubsub_bench::Publisher {
 
 class UdsTransport final : public pubsub_bench::Transport {
  public:
-  explicit UdsTransport(std::string path) : path_(std::move(path)) {}
+  UdsTransport(std::string path, pid_t server) : path_(std::move(path)), server_(server) {}
 
   std::unique_ptr<pubsub_bench::Subscription> subscribe(
       const std::vector<std::string>& channels) override {
@@ -381,9 +381,11 @@ class UdsTransport final : public pubsub_bench::Transport {
   bool counts_receivers() const override { return false; }
   bool has_server() const override { return true; }
   std::string name() const override { return "uds"; }
+  std::vector<pid_t> servers() const override { return {server_}; }
 
  private:
   std::string path_;
+  pid_t server_;
 };
 
 // The server in a child process, listening at `path` before this returns.
@@ -438,7 +440,7 @@ int main(int argc, char** argv) {
   pid_t server = -1;
   try {
     server = start_server(path);
-    UdsTransport transport(path);
+    UdsTransport transport(path, server);
     status = pubsub_bench::run_and_report("uds-bench", opt, transport);
   } catch (const std::exception& e) {
     fmt::print(stderr, "uds-bench: {}\n", e.what());
