@@ -36,9 +36,9 @@ while (($# > 0)); do
 done
 
 bin=$build/bin
-for program in shmcast-bench shmcastd redis-bench-pubsub uds-bench; do
+for program in shmcast-bench shmcastd redis-bench-pubsub uds-bench floor-bench; do
   if [[ ! -x $bin/$program ]]; then
-    echo "compare.sh: no $bin/$program; build it: cmake --build $build --target shmcast-bench shmcastd redis-bench-pubsub uds-bench" >&2
+    echo "compare.sh: no $bin/$program; build it: cmake --build $build --target shmcast-bench shmcastd redis-bench-pubsub uds-bench floor-bench" >&2
     exit 1
   fi
 done
@@ -97,7 +97,7 @@ measure() {
 
 shmcast_only=(channels-100k)
 throughput=(single fanout-10 fanout-100 fanout-1000 no-subscribers)
-one_in_flight=(latency-spin latency-block pingpong-spin pingpong-block)
+one_in_flight=(latency-spin latency-block pingpong-spin pingpong-block sparse)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for scenario in "${throughput[@]}" "${shmcast_only[@]}" "${one_in_flight[@]}"; do
@@ -107,6 +107,8 @@ for scenario in "${throughput[@]}" "${one_in_flight[@]}"; do
   measure redis "$scenario" "$bin/redis-bench-pubsub" --socket "$socket" --server-pid "$redis_pid"
   measure uds "$scenario" "$bin/uds-bench"
 done
+# The bare futex hand-off, for sparse's p50 to be read against in the same run.
+measure floor floor-block "$bin/floor-bench"
 for scenario in "${throughput[@]}"; do
   measure redis-pipelined "$scenario" "$bin/redis-bench-pubsub" --socket "$socket" \
     --server-pid "$redis_pid" --pipeline "$pipeline"
@@ -199,3 +201,17 @@ row pingpong-spin "RTT/2 p50" ns p50 cpu
 row pingpong-spin "RTT/2 p99" ns p99
 row pingpong-block "RTT/2 p50" ns p50 cpu
 row pingpong-block "RTT/2 p99" ns p99
+row sparse "one-way p50" ns p50 cpu
+row sparse "one-way p99" ns p99
+
+# sparse's p50 over the bare futex hand-off's (floor-block, round trip / 2) of this run.
+floor=$(value floor floor-block p50)
+if [[ -n $floor ]]; then
+  echo
+  line="floor-block (bare futex hand-off) p50: $(format ns "$floor"); sparse p50 over it:"
+  for system in shmcast redis uds; do
+    v=$(value "$system" sparse p50)
+    line+=" $system $(if [[ -n $v ]]; then awk -v a="$v" -v b="$floor" 'BEGIN { printf("%.2fx", a / b) }'; else echo -; fi)"
+  done
+  echo "$line"
+fi

@@ -73,6 +73,12 @@ std::optional<Scenario> preset(const std::string& name) {
     s.subscribers = 0;
     return s;
   }
+  if (name == "sparse") {
+    // A message every millisecond: what the subscriber's wait costs when messages are apart.
+    s.rate = 1000;
+    s.wait = Wait::by_default;
+    return s;
+  }
   if (name == "pingpong-spin" || name == "pingpong-block") {
     s.kind = Kind::pingpong;
     s.wait = name == "pingpong-spin" ? Wait::spin : Wait::block;
@@ -106,7 +112,7 @@ void run_subscriber(const Run& run, Slot& slot, std::size_t index, int ready_fd)
 
   const bool lockstep = sc.kind == Kind::lockstep;
   const bool wake_publisher = lockstep && run.transport.has_server();
-  const std::uint64_t every = lockstep ? 1 : kThroughputSampleEvery;
+  const std::uint64_t every = lockstep || sc.rate > 0 ? 1 : kThroughputSampleEvery;
   const std::uint64_t expected =
       run.opt.count * static_cast<std::uint64_t>(std::max(0, sc.publishers));
   ChildResult& result = slot.result();
@@ -513,13 +519,14 @@ void print(const Run& r, const Report& rep) {
         "{{\"scenario\":\"{}\",\"transport\":\"{}\",\"publishers\":{},\"subscribers\":{},"
         "\"payload\":{},\"wait\":\"{}\",\"pipeline\":{},\"seconds\":{:.3f},"
         "\"publishes_per_s\":{:.0f},\"deliveries_per_s\":{:.0f},\"received_per_s\":{:.0f},"
-        "\"received\":{}{},\"latency_ns\":{{\"p50\":{},\"p99\":{},\"p999\":{},\"max\":{},"
-        "\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{},"
+        "\"received\":{}{},\"rate\":{},\"latency_ns\":{{\"p50\":{},\"p90\":{},\"p99\":{},"
+        "\"p999\":{},\"max\":{},\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{},"
         "\"cpu_ns_per_delivery\":{},\"server_cpu_ns_per_delivery\":{}",
         sc.name, r.transport.name(), sc.publishers, sc.subscribers, r.opt.payload, wait,
-        r.opt.pipeline, rep.window_s, pubs, dels, recv, rep.received, count_fields,
-        percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999), l.empty() ? 0 : l.back(),
-        mean, l.size(), rep.dropped, sc.patterns, per_read(rep.cpu_ns), per_read(rep.server_ns));
+        r.opt.pipeline, rep.window_s, pubs, dels, recv, rep.received, count_fields, sc.rate,
+        percentile(l, 0.5), percentile(l, 0.9), percentile(l, 0.99), percentile(l, 0.999),
+        l.empty() ? 0 : l.back(), mean, l.size(), rep.dropped, sc.patterns, per_read(rep.cpu_ns),
+        per_read(rep.server_ns));
     if (sc.churn > 0) {
       fmt::print(
           ",\"churn_per_s\":{:.0f},\"publishes_per_s_churning\":{:.0f},"
@@ -530,7 +537,7 @@ void print(const Run& r, const Report& rep) {
     return;
   }
   const std::string how = sc.kind == Kind::pingpong ? std::string("round trip / 2")
-                          : sc.kind == Kind::lockstep
+                          : sc.kind == Kind::lockstep || sc.rate > 0
                               ? std::string("one-way, every message")
                               : fmt::format("one-way, every {}th message", kThroughputSampleEvery);
   fmt::print(
@@ -542,9 +549,11 @@ void print(const Run& r, const Report& rep) {
   fmt::print("deliveries/s {:.0f}   (messages read in the window: {:.0f}/s, {} in all{})\n", dels,
              recv, rep.received,
              r.opt.count == 0 ? std::string() : fmt::format(" of {} expected", expected));
-  fmt::print("latency ns   p50 {}  p99 {}  p99.9 {}  max {}  mean {:.0f}   ({} samples, {})\n",
-             percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999),
-             l.empty() ? 0 : l.back(), mean, l.size(), how);
+  fmt::print(
+      "latency ns   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.0f}   ({} samples, {})\n",
+      percentile(l, 0.5), percentile(l, 0.9), percentile(l, 0.99), percentile(l, 0.999),
+      l.empty() ? 0 : l.back(), mean, l.size(), how);
+  if (sc.rate > 0) fmt::print("rate         {} messages/s per publisher, evenly spaced\n", sc.rate);
   fmt::print("dropped      {}\n", rep.dropped);
   fmt::print("cpu ns       {} per message read, all processes; {} of it the server's\n",
              per_read(rep.cpu_ns), per_read(rep.server_ns));
@@ -624,6 +633,20 @@ const std::string& one_channel(const std::vector<std::string>& channels) {
   return channels.front();
 }
 
+Pacer::Pacer(std::uint64_t rate) {
+  if (rate == 0) return;
+  period_ns_ = std::max<std::uint64_t>(1, 1'000'000'000 / rate);
+  next_ns_ = now_ns();
+}
+
+void Pacer::sleep_until_next() {
+  next_ns_ += period_ns_;
+  const timespec at{static_cast<time_t>(next_ns_ / 1'000'000'000),
+                    static_cast<long>(next_ns_ % 1'000'000'000)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, nullptr) == EINTR) {
+  }
+}
+
 void Slot::wait_for_go() const {
   while (control_.go.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(100us);
 }
@@ -681,7 +704,7 @@ void die_with_parent(pid_t parent) {
 
 std::string common_scenarios() {
   return "single, fanout-10, fanout-100, fanout-1000, latency-spin, latency-block, "
-         "no-subscribers, pingpong-spin, pingpong-block";
+         "no-subscribers, pingpong-spin, pingpong-block, sparse";
 }
 
 void add_options(CLI::App& app, Options& opt, const std::string& scenarios) {
@@ -704,6 +727,10 @@ void add_options(CLI::App& app, Options& opt, const std::string& scenarios) {
                  "Send exactly this many messages per publisher, without warm-up or window, and "
                  "report how many arrived (throughput scenarios)")
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
+  app.add_option("--rate", opt.rate,
+                 "Messages per second each publisher sends, evenly spaced, every one's latency "
+                 "sampled (throughput scenarios; sparse: 1000)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{10'000'000}));
   app.add_flag("--json", opt.json, "Print one JSON object");
 }
 
@@ -731,6 +758,11 @@ int run_and_report(const std::string& program, const Options& opt, Transport& tr
     }
     sc->wait = w;
   }
+  if (opt.rate && sc->kind != Kind::throughput) {
+    fmt::print(stderr, "{}: {} is not paced; drop --rate\n", program, sc->name);
+    return 2;
+  }
+  if (opt.rate) sc->rate = *opt.rate;
   if (opt.publishers) sc->publishers = *opt.publishers;
   if (opt.subscribers) sc->subscribers = *opt.subscribers;
   if (sc->channels > 1 && sc->subscribers == 0) {

@@ -94,6 +94,9 @@ struct Scenario {
   // Subscribe/unsubscribe pairs per second that one more process (the transport's) makes in
   // every other phase of the window; the publish rate is counted per phase.
   int churn = 0;
+  // Messages per second each publisher sends, evenly spaced; 0: as fast as the transport takes
+  // them. A paced run samples the latency of every message.
+  std::uint64_t rate = 0;
 };
 
 /// The channel of message `i` of `channels`: "bench" when there is one.
@@ -262,6 +265,7 @@ struct Options {
   std::optional<std::string> wait;
   std::size_t pipeline = 1;  // messages per flush; only Redis offers more than one
   std::uint64_t count = 0;   // messages per publisher instead of a timed window; 0: timed
+  std::optional<std::uint64_t> rate;
   bool json = false;
 };
 
@@ -295,6 +299,22 @@ void futex_wake(std::atomic<std::uint32_t>& word);
 /// futex word if `sleep` (a server needs the core), else spinning.
 void await_consumed(Slot& slot, std::uint32_t sent, bool sleep);
 
+/// Spaces a paced publisher's messages evenly: absolute deadlines, so a late wake-up does not
+/// push every later message back.
+class Pacer {
+ public:
+  explicit Pacer(std::uint64_t rate);
+  /// Sleeps until the next message is due; returns at once for an unpaced publisher.
+  void wait() {
+    if (period_ns_ != 0) sleep_until_next();
+  }
+
+ private:
+  void sleep_until_next();
+  std::uint64_t period_ns_ = 0;
+  std::uint64_t next_ns_ = 0;
+};
+
 /// The publisher's loop over any Publisher: `P` is a final class, or Publisher itself.
 template <class P>
 void publish_loop(const Run& run, Slot& slot, P& pub, std::size_t index) {
@@ -316,7 +336,7 @@ void publish_loop(const Run& run, Slot& slot, P& pub, std::size_t index) {
   // Messages per flush. Without a server a publish costs tens of nanoseconds, so the loop reads
   // the clock and does its books once per 16 of them: a stamp is then early by at most 15
   // publishes, which overstates latency, never understates it. Lockstep runs stamp every one.
-  const std::uint64_t batch = lockstep ? 1 : server ? run.opt.pipeline : 16;
+  const std::uint64_t batch = lockstep || sc.rate > 0 ? 1 : server ? run.opt.pipeline : 16;
   const std::uint64_t limit =
       server && sc.subscribers > 0
           ? std::max<std::uint64_t>(2 * batch, kMaxBacklogBytes / run.opt.payload)
@@ -325,7 +345,9 @@ void publish_loop(const Run& run, Slot& slot, P& pub, std::size_t index) {
   ChildResult& result = slot.result();
   std::uint64_t sent = 0;
   std::uint64_t room = limit;
+  Pacer pacer(sc.rate);
   while ((count == 0 || sent < count) && !slot.stopped()) {
+    pacer.wait();
     if (room == 0 && (room = slot.room(limit)) == 0) break;
     std::uint64_t n = std::min(batch, room);
     if (count != 0) n = std::min(n, count - sent);

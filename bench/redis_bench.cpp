@@ -115,7 +115,7 @@ class Connection {
       }
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return nullptr;
-      if (wait == Wait::block) {
+      if (wait != Wait::spin) {  // block, and the default: sleep in poll
         pollfd p{ctx_->fd, POLLIN, 0};
         if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
       } else {

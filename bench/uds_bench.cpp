@@ -315,7 +315,7 @@ class UdsSubscription final : public pubsub_bench::Subscription {
       if (errno != EAGAIN && errno != EINTR) throw os_error("read");
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return std::nullopt;
-      if (wait == Wait::block) {
+      if (wait != Wait::spin) {  // block, and the default: sleep in poll
         pollfd p{fd_, POLLIN, 0};
         (void)poll(&p, 1, static_cast<int>(left.count()));
       } else {

@@ -95,6 +95,17 @@ TEST(UdsBench, TimedRunDelivers) {
   EXPECT_GT(json_field(json, "cpu_ns_per_delivery").value_or(0), server) << json;
 }
 
+TEST(UdsBench, SparseRunPacesAndSamplesEveryMessage) {
+  const std::string json =
+      report({program("uds-bench"), "--scenario", "sparse", "--seconds", "0.5", "--rate", "200"});
+  const std::uint64_t received = json_field(json, "received").value_or(0);
+  // 200 messages/s for 0.5 s: about 100, however busy the machine, never thousands.
+  EXPECT_GT(received, 50U) << json;
+  EXPECT_LE(received, 101U) << json;
+  EXPECT_EQ(json_field(json, "samples"), received) << json;
+  EXPECT_GT(json_field(json, "p90").value_or(0), 0U) << json;
+}
+
 TEST(UdsBench, CountRunDeliversEveryMessageToEverySubscriber) {
   const std::string json = report(
       {program("uds-bench"), "--scenario", "fanout-10", "--publishers", "2", "--count", "1000"});
