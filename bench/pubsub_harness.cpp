@@ -73,6 +73,15 @@ std::optional<Scenario> preset(const std::string& name) {
     s.subscribers = 0;
     return s;
   }
+  if (name == "idle") {
+    // As many subscribers as fanout-1000, none of them ever woken by a message.
+    s.idle = true;
+    s.publishers = 0;
+    s.subscribers = 1000;
+    s.wait = Wait::by_default;
+    s.seconds = 10.0;
+    return s;
+  }
   if (name == "sparse") {
     // A message every millisecond: what the subscriber's wait costs when messages are apart.
     s.rate = 1000;
@@ -134,8 +143,11 @@ void run_subscriber(const Run& run, Slot& slot, std::size_t index, int ready_fd)
     done = expected != 0 && result.received == expected;
     return !done && !slot.stopped();
   };
+  // An idle subscriber must not wake to look at `stop`: that would be the harness's cost, not
+  // the transport's. The parent kills it once the window has closed.
+  const auto timeout = sc.idle ? std::chrono::milliseconds(std::chrono::hours(24)) : kPollInterval;
   // Messages still queued when the run stops could not count any more, so they stay unread.
-  while (!done && !slot.stopped()) sub->listen(on_message, sc.wait, kPollInterval);
+  while (!done && !slot.stopped()) sub->listen(on_message, sc.wait, timeout);
   result.dropped = sub->dropped();
 }
 
@@ -240,6 +252,16 @@ class Children {
     return true;
   }
 
+  // Kills the first `count` children (SIGKILL) and reaps them: the end of their run.
+  void end_first(std::size_t count) {
+    for (std::size_t i = 0; i < count && i < pids_.size(); ++i) {
+      if (pids_[i] <= 0) continue;
+      kill(pids_[i], SIGKILL);
+      waitpid(pids_[i], nullptr, 0);
+      pids_[i] = -1;
+    }
+  }
+
   // Kills whatever still runs and reaps it. True if every child exited with 0 on its own.
   bool finish() {
     bool ok = !failed_;
@@ -342,9 +364,10 @@ struct Report {
   std::uint64_t churned = 0;
   std::uint64_t publishes_churning = 0;
   std::uint64_t deliveries_churning = 0;
-  bool cpu_measured = false;    // a timed window, whose CPU time was sampled
-  std::uint64_t cpu_ns = 0;     // all processes of the run, in the window
-  std::uint64_t server_ns = 0;  // of which the server's or coordinator's
+  bool cpu_measured = false;      // a timed window, whose CPU time was sampled
+  std::uint64_t children_ns = 0;  // the forked processes'
+  std::uint64_t cpu_ns = 0;       // all processes of the run, in the window
+  std::uint64_t server_ns = 0;    // of which the server's or coordinator's
   std::vector<std::uint64_t> latencies;
 };
 
@@ -360,7 +383,7 @@ void sleep_unless_interrupted(std::chrono::nanoseconds span) {
 // seconds spent churning.
 double run_window(const Run& r, Control& control, std::uint64_t start) {
   const auto window = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::duration<double>(r.opt.seconds));
+      std::chrono::duration<double>(r.sc.seconds));
   if (r.sc.churn == 0) {
     sleep_unless_interrupted(window);
     return 0;
@@ -456,11 +479,13 @@ std::optional<Report> run(const std::string& program, const Run& r) {
     cpu.stop();
     report.window_s = static_cast<double>(end - start) / 1e9;
     report.cpu_measured = true;
+    report.children_ns = cpu.children_ns();
     report.cpu_ns = cpu.children_ns() + cpu.servers_ns();
     report.server_ns = cpu.servers_ns();
   }
   control.stop.store(1, std::memory_order_release);
   for (const pid_t pid : stopped) kill(pid, SIGCONT);
+  if (r.sc.idle) kids.end_first(subscribers);
   ok = kids.wait_all(std::chrono::steady_clock::now() + kReapGrace) && ok;
   ok = kids.finish() && ok && !g_interrupted.load();
   if (!ok) return std::nullopt;
@@ -500,6 +525,10 @@ void print(const Run& r, const Report& rep) {
   const double dels_churning = static_cast<double>(rep.deliveries_churning) / churning_s;
   const double churn_ratio = pubs > 0 ? pubs_churning / pubs : 0;
   const char* wait = wait_name(sc.wait);
+  // Percent of one core over the window.
+  const auto idle_percent = [&](std::uint64_t ns) {
+    return static_cast<double>(ns) / (rep.window_s * 1e9) * 100.0;
+  };
   // Per message read; a round trip reads two.
   const std::uint64_t reads = rep.received * (sc.kind == Kind::pingpong ? 2 : 1);
   const auto per_read = [&](std::uint64_t ns) {
@@ -527,6 +556,10 @@ void print(const Run& r, const Report& rep) {
         percentile(l, 0.5), percentile(l, 0.9), percentile(l, 0.99), percentile(l, 0.999),
         l.empty() ? 0 : l.back(), mean, l.size(), rep.dropped, sc.patterns, per_read(rep.cpu_ns),
         per_read(rep.server_ns));
+    if (sc.idle) {
+      fmt::print(",\"subscribers_cpu_percent\":{:.3f},\"server_cpu_percent\":{:.3f}",
+                 idle_percent(rep.children_ns), idle_percent(rep.server_ns));
+    }
     if (sc.churn > 0) {
       fmt::print(
           ",\"churn_per_s\":{:.0f},\"publishes_per_s_churning\":{:.0f},"
@@ -557,6 +590,12 @@ void print(const Run& r, const Report& rep) {
   fmt::print("dropped      {}\n", rep.dropped);
   fmt::print("cpu ns       {} per message read, all processes; {} of it the server's\n",
              per_read(rep.cpu_ns), per_read(rep.server_ns));
+  if (sc.idle) {
+    fmt::print(
+        "idle cpu     {:.3f} % of one core for the {} subscribers together, {:.3f} % for the "
+        "server or coordinator\n",
+        idle_percent(rep.children_ns), sc.subscribers, idle_percent(rep.server_ns));
+  }
   if (sc.patterns > 0) fmt::print("patterns     {} (held by an idle subscriber)\n", sc.patterns);
   if (sc.churn > 0) {
     fmt::print("churn        {:.0f} subscribe/unsubscribe pairs/s, every other {} ms\n", churn,
@@ -704,13 +743,13 @@ void die_with_parent(pid_t parent) {
 
 std::string common_scenarios() {
   return "single, fanout-10, fanout-100, fanout-1000, latency-spin, latency-block, "
-         "no-subscribers, pingpong-spin, pingpong-block, sparse";
+         "no-subscribers, pingpong-spin, pingpong-block, sparse, idle";
 }
 
 void add_options(CLI::App& app, Options& opt, const std::string& scenarios) {
   app.add_option("--scenario", opt.scenario, scenarios)->capture_default_str();
-  app.add_option("--seconds", opt.seconds, "Measured window, after a 0.5 s warm-up")
-      ->capture_default_str()
+  app.add_option("--seconds", opt.seconds,
+                 "Measured window, after a 0.5 s warm-up (default 3; idle: 10)")
       ->check(CLI::Range(0.1, 3600.0));
   app.add_option("--payload", opt.payload, "Payload bytes (at least 8: the send timestamp)")
       ->capture_default_str()
@@ -763,6 +802,12 @@ int run_and_report(const std::string& program, const Options& opt, Transport& tr
     return 2;
   }
   if (opt.rate) sc->rate = *opt.rate;
+  if (opt.seconds) sc->seconds = *opt.seconds;
+  if (sc->idle && (opt.publishers || opt.count != 0 || opt.rate)) {
+    fmt::print(stderr, "{}: idle has no publisher; drop --publishers, --count and --rate\n",
+               program);
+    return 2;
+  }
   if (opt.publishers) sc->publishers = *opt.publishers;
   if (opt.subscribers) sc->subscribers = *opt.subscribers;
   if (sc->channels > 1 && sc->subscribers == 0) {

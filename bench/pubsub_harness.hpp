@@ -97,6 +97,9 @@ struct Scenario {
   // Messages per second each publisher sends, evenly spaced; 0: as fast as the transport takes
   // them. A paced run samples the latency of every message.
   std::uint64_t rate = 0;
+  // Subscribers only, on a quiet bus, waiting until the window ends: what their waiting costs.
+  bool idle = false;
+  double seconds = 3.0;  // the window, unless --seconds says otherwise
 };
 
 /// The channel of message `i` of `channels`: "bench" when there is one.
@@ -258,7 +261,7 @@ inline constexpr std::size_t kMaxBacklogBytes = std::size_t{1} << 20;
 
 struct Options {
   std::string scenario = "single";
-  double seconds = 3.0;
+  std::optional<double> seconds;  // the scenario's window if not given
   std::size_t payload = 64;
   std::optional<int> publishers;
   std::optional<int> subscribers;

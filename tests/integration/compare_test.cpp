@@ -106,6 +106,15 @@ TEST(UdsBench, SparseRunPacesAndSamplesEveryMessage) {
   EXPECT_GT(json_field(json, "p90").value_or(0), 0U) << json;
 }
 
+TEST(UdsBench, IdleRunReportsTheCpuShareOfWaiting) {
+  const std::string json = report(
+      {program("uds-bench"), "--scenario", "idle", "--subscribers", "20", "--seconds", "0.3"});
+  EXPECT_EQ(json_field(json, "subscribers"), 20U) << json;
+  EXPECT_EQ(json_field(json, "received"), 0U) << json;
+  EXPECT_NE(json.find("\"subscribers_cpu_percent\":"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"server_cpu_percent\":"), std::string::npos) << json;
+}
+
 TEST(UdsBench, CountRunDeliversEveryMessageToEverySubscriber) {
   const std::string json = report(
       {program("uds-bench"), "--scenario", "fanout-10", "--publishers", "2", "--count", "1000"});
