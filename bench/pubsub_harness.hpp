@@ -281,6 +281,20 @@ std::string common_scenarios();
 /// Runs the scenario over `transport` and prints the report. Returns the exit status.
 int run_and_report(const std::string& program, const Options& options, Transport& transport);
 
+/// Throughput runs sample one message in this many so recording never becomes the bottleneck.
+inline constexpr std::uint64_t kThroughputSampleEvery = 64;
+
+// ---- the roles every transport runs (pubsub_roles.cpp) ----
+
+/// Subscriber `index` of a throughput, lockstep or idle run: reads, counts and samples.
+void run_subscriber(const Run& run, Slot& slot, std::size_t index, int ready_fd);
+/// A subscriber that never reads: the parent stops it (SIGSTOP) once it is subscribed, and
+/// continues it at the end.
+void run_stopped_subscriber(const Run& run, Slot& slot, int ready_fd);
+/// Ping-pong: the echo answers every ping on "pong"; the pinger times the round trips.
+void run_echo(const Run& run, Slot& slot, int ready_fd);
+void run_pinger(const Run& run, Slot& slot, int ready_fd);
+
 /// Called first in a child just forked from `parent`: the child is killed (SIGKILL) when the
 /// parent dies, so a benchmark killed midway leaves no processes behind. Exits at once if the
 /// parent is gone already (it died before the request took effect).
