@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 
 #include "client.hpp"
+#include "ring_watch.hpp"
+#include "subscriber_fd.hpp"
 
 namespace shmcast {
 
@@ -156,7 +158,10 @@ class SubscriberState {
         if (delivered) return true;
         continue;
       }
-      if (!stop || !reached(*stop)) return false;
+      if (!stop || !reached(*stop)) {
+        if (fd_) fd_->rearm();
+        return false;
+      }
     }
   }
 
@@ -208,6 +213,18 @@ class SubscriberState {
 
   std::uint64_t dropped() const { return consumer_.dropped(); }
 
+  int fd() {
+    if (!fd_) {
+      fd_ = std::make_unique<SubscriberFd>(
+          RingWatch(ring_.base() + kSegmentHeaderSize, ring_.size() - kSegmentHeaderSize));
+      // The watcher sees the ring; what waits outside it must make the fd readable here.
+      if (!confirmations_.empty() || gap_pending_ || consumer_.dropped() != seen_dropped_) {
+        fd_->post();
+      }
+    }
+    return fd_->fd();
+  }
+
  private:
   struct Active {
     bool pattern;
@@ -237,6 +254,7 @@ class SubscriberState {
   void confirm(Kind kind, std::uint32_t sid, std::string_view name, bool has_name) {
     confirmations_.push_back(Confirmation{consumer_.claimed(), kind, sid, std::string(name),
                                           has_name, static_cast<std::int64_t>(count())});
+    if (fd_) fd_->post();
   }
 
   // Hands the first queued confirmation to `deliver` and puts its step in force for the
@@ -273,6 +291,11 @@ class SubscriberState {
         for (int n = 0; n < 256 && !consumer_.ready(); ++n) cpu_relax();
         break;
       case Wait::sleep: {
+        // Once fd() is in use its watcher is the ring's one sleeper, so this waits on the fd.
+        if (fd_) {
+          fd_->wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
+          break;
+        }
         constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::milliseconds(100);
         consumer_.wait(forever ? kLongestSleep
                                : std::min<std::chrono::nanoseconds>(deadline - now, kLongestSleep));
@@ -360,6 +383,8 @@ class SubscriberState {
   bool gap_pending_ = false;
   std::uint64_t gap_dropped_ = 0;  // the drop counter when the pending gap was seen
   std::uint64_t gap_at_ = 0;       // ring position after which the pending gap is reported
+  // Made by the first fd(). Last, so its watcher stops before the ring it reads goes away.
+  std::unique_ptr<SubscriberFd> fd_;
 };
 
 }  // namespace detail
@@ -400,6 +425,9 @@ std::size_t Subscriber::subscription_count() const {
 }
 std::uint64_t Subscriber::dropped() const {
   return state_->dropped();
+}
+int Subscriber::fd() const {
+  return state_->fd();
 }
 
 }  // namespace shmcast
