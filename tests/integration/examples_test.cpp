@@ -1,5 +1,6 @@
 // The examples as a newcomer runs them: each against its own shmcastd, to completion, with the
 // exit status and the output the example promises.
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -131,6 +132,34 @@ TEST(Examples, PatternsMatchEveryUsersAlerts) {
   expect_success(run, "publish user:42:notifications \"you have mail\" -> 0");
   expect_success(run, "pmessage user:*:alerts user:7:alerts password changed");
   expect_success(run, "patterns: user:*:alerts matched 3 of 5 channels");
+}
+
+// Started by hand rather than with spawn(): its stdin is a pipe the test writes a line into.
+TEST(Examples, EventLoopMultiplexesTheSubscriberATimerAndStdin) {
+  Daemon daemon(unique_bus("evloop"));
+  const std::string log = fmt::format("/tmp/example-{}.log", daemon.bus());
+  int input[2];
+  ASSERT_EQ(::pipe2(input, O_CLOEXEC), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (out < 0 || dup2(input[0], 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(127);
+    const std::string program = bin_dir() + "/example-event_loop";
+    execl(program.c_str(), program.c_str(), "--bus", daemon.bus().c_str(), "--count", "3000",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::close(input[0]);
+  const std::string line = "typed on stdin\n";
+  EXPECT_EQ(::write(input[1], line.data(), line.size()), static_cast<ssize_t>(line.size()));
+  ::close(input[1]);
+  const ExampleRun run{wait_exit(pid, seconds(60)), read_file(log)};
+  ::unlink(log.c_str());
+  expect_success(run, "subscribed to ticks\nsubscribed to chat\n");
+  expect_success(run, "chat: typed on stdin\n");
+  expect_success(run, "timer: ");
+  expect_success(run, "event_loop: received all 3000 messages in order in ");
 }
 
 // What `systemctl restart shmcastd` does to a running subscriber: nothing it would notice.
