@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -67,7 +68,15 @@ SubscriberFd::~SubscriberFd() {
 }
 
 void SubscriberFd::rearm() noexcept {
-  if (state_.load(std::memory_order_acquire) != kSignalled) return;
+  std::uint32_t state = state_.load(std::memory_order_acquire);
+  // The watcher wrote the eventfd for a frame this drain has taken, and is about to mark it:
+  // wait for the mark, or its count would outlast the drain. It is runnable, a few instructions
+  // from there.
+  while (state == kPosting) {
+    sched_yield();
+    state = state_.load(std::memory_order_acquire);
+  }
+  if (state != kSignalled) return;
   std::uint64_t count = 0;
   // Never blocks and never finds it empty: whoever set kSignalled wrote it first.
   [[maybe_unused]] const ssize_t n = ::read(fd_, &count, sizeof count);
