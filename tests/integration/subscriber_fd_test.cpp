@@ -54,10 +54,20 @@ std::size_t thread_count() {
   return n;
 }
 
-TEST(SubscriberFd, ConfirmationsMakeItReadable) {
+// A coordinator of its own, a connection, and one subscriber on it.
+struct OneSubscriber {
+  explicit OneSubscriber(std::vector<std::string> flags = {})
+      : daemon(test::unique_bus("fd"), std::move(flags)),
+        bus(Bus::connect(daemon.bus())),
+        sub(bus.subscriber()) {}
   test::Daemon daemon;
-  Bus bus = Bus::connect(daemon.bus());
-  Subscriber sub = bus.subscriber();
+  Bus bus;
+  Subscriber sub;
+};
+
+TEST(SubscriberFd, ConfirmationsMakeItReadable) {
+  OneSubscriber one;
+  auto& [daemon, bus, sub] = one;
   const int fd = sub.fd();
   EXPECT_FALSE(readable(fd, kQuiet)) << "nothing waits yet";
 
@@ -80,9 +90,8 @@ TEST(SubscriberFd, ConfirmationsMakeItReadable) {
 }
 
 TEST(SubscriberFd, ReadableWhenConfirmationsWaitedBeforeTheFirstCall) {
-  test::Daemon daemon;
-  Bus bus = Bus::connect(daemon.bus());
-  Subscriber sub = bus.subscriber();
+  OneSubscriber one;
+  auto& [daemon, bus, sub] = one;
   ASSERT_EQ(sub.subscribe({"early"}), 1U);
   const int fd = sub.fd();
   ASSERT_TRUE(readable(fd, kWait));
@@ -94,9 +103,8 @@ TEST(SubscriberFd, ReadableWhenConfirmationsWaitedBeforeTheFirstCall) {
 }
 
 TEST(SubscriberFd, NotReadableAfterADrainReadableOnTheNextPublish) {
-  test::Daemon daemon;
-  Bus bus = Bus::connect(daemon.bus());
-  Subscriber sub = bus.subscriber();
+  OneSubscriber one;
+  auto& [daemon, bus, sub] = one;
   ASSERT_EQ(sub.subscribe({"news"}), 1U);
   const int fd = sub.fd();
   ASSERT_EQ(drain(sub).size(), 1U);
@@ -104,8 +112,9 @@ TEST(SubscriberFd, NotReadableAfterADrainReadableOnTheNextPublish) {
 
   for (int round = 0; round < 200; ++round) {
     const int burst = 1 + round % 4;
-    for (int i = 0; i < burst; ++i)
+    for (int i = 0; i < burst; ++i) {
       ASSERT_EQ(bus.publish("news", fmt::format("{}.{}", round, i)), 1U);
+    }
     ASSERT_TRUE(readable(fd, kWait)) << "round " << round;
     // A partial read leaves it readable: the rest still waits.
     if (burst > 1) {
@@ -120,9 +129,8 @@ TEST(SubscriberFd, NotReadableAfterADrainReadableOnTheNextPublish) {
 }
 
 TEST(SubscriberFd, AGapMakesItReadableAndADrainEndsWithIt) {
-  test::Daemon daemon(test::unique_bus("fdgap"), {"--ring-bytes", "4096", "--max-payload", "1024"});
-  Bus bus = Bus::connect(daemon.bus());
-  Subscriber sub = bus.subscriber();
+  OneSubscriber one({"--ring-bytes", "4096", "--max-payload", "1024"});
+  auto& [daemon, bus, sub] = one;
   ASSERT_EQ(sub.subscribe({"flood"}), 1U);
   const int fd = sub.fd();
   ASSERT_EQ(drain(sub).size(), 1U);
@@ -144,9 +152,8 @@ TEST(SubscriberFd, MessagesOfOtherProcessesArriveInOrderThroughEpoll) {
   constexpr int kPublishers = 2;
   constexpr std::uint64_t kEach = 5000;
   // Room for every message at once: a slow reader must not drop any.
-  test::Daemon daemon(test::unique_bus("fdprocs"), {"--ring-bytes", "4194304"});
-  Bus bus = Bus::connect(daemon.bus());
-  Subscriber sub = bus.subscriber();
+  OneSubscriber one({"--ring-bytes", "4194304"});
+  auto& [daemon, bus, sub] = one;
   ASSERT_EQ(sub.subscribe({"feed"}), 1U);
   EpollLoop loop(sub);
   InOrder tally;
@@ -180,9 +187,8 @@ TEST(SubscriberFd, MessagesOfOtherProcessesArriveInOrderThroughEpoll) {
 }
 
 TEST(SubscriberFd, AnIdleEpollWaitCostsNoCpu) {
-  test::Daemon daemon;
-  Bus bus = Bus::connect(daemon.bus());
-  Subscriber sub = bus.subscriber();
+  OneSubscriber one;
+  auto& [daemon, bus, sub] = one;
   ASSERT_EQ(sub.subscribe({"quiet"}), 1U);
   EpollLoop loop(sub);
   ASSERT_EQ(drain(sub).size(), 1U);
@@ -225,9 +231,8 @@ TEST(SubscriberFd, MovesWithTheSubscriberAndItsThreadEndsWithIt) {
 }
 
 TEST(SubscriberFd, BlockingReceiveStillWorksOnceTheFdIsInUse) {
-  test::Daemon daemon;
-  Bus bus = Bus::connect(daemon.bus());
-  Subscriber sub = bus.subscriber();
+  OneSubscriber one;
+  auto& [daemon, bus, sub] = one;
   ASSERT_EQ(sub.subscribe({"both"}), 1U);
   (void)sub.fd();
   ASSERT_TRUE(sub.receive(kWait));
