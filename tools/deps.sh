@@ -2,7 +2,8 @@
 # Installs the Debian packages shmcast needs to build, test and run its demo, if any is missing.
 # redis-server and redis-tools are the reference the CLI tests compare against, and the peer of
 # the Redis bridge and the side-by-side benchmarks (hiredis); passwd's useradd makes the
-# throwaway users of the permission tests when they run as root.
+# throwaway users of the permission tests when they run as root. The Python package builds with
+# pybind11 for Debian's python3; its tests use pytest and redis-py as the reference.
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,7 @@ packages=(
   libboost-dev libfmt-dev libcli11-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
   redis-server redis-tools passwd
+  python3-dev pybind11-dev python3-pytest python3-pytest-asyncio python3-redis
 )
 
 missing=()

@@ -1,0 +1,60 @@
+"""shmcast: Redis-style Pub/Sub between processes on one Linux host, over shared memory.
+
+The calls and replies of redis-py 4.x's Pub/Sub; change the line that connects::
+
+    import shmcast
+    r = shmcast.Redis(bus="app")      # a shmcastd must serve the bus
+    p = r.pubsub()
+    p.subscribe("alerts")
+    r.publish("alerts", "hello")      # -> 1
+    p.get_message(timeout=1.0)        # {'type': 'subscribe', 'pattern': None, 'channel': b'alerts', 'data': 1}
+
+shmcast.asyncio has the same calls as coroutines, as redis.asyncio.
+"""
+
+from .client import Bus, PubSub, PubSubWorkerThread, Redis
+from .exceptions import (
+    BadSegmentError,
+    ChannelTooLongError,
+    CoordinatorGoneError,
+    CoordinatorRunningError,
+    Error,
+    InvalidBusNameError,
+    InvalidSettingError,
+    NoCoordinatorError,
+    PatternTooLongError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    PubSubError,
+    RegistryFullError,
+    SystemFailureError,
+    TooManyClientsError,
+    TooManySubscriptionsError,
+    VersionMismatchError,
+)
+from ._shmcast import default_bus_name
+
+__all__ = [
+    "BadSegmentError",
+    "Bus",
+    "ChannelTooLongError",
+    "CoordinatorGoneError",
+    "CoordinatorRunningError",
+    "Error",
+    "InvalidBusNameError",
+    "InvalidSettingError",
+    "NoCoordinatorError",
+    "PatternTooLongError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "PubSub",
+    "PubSubError",
+    "PubSubWorkerThread",
+    "Redis",
+    "RegistryFullError",
+    "SystemFailureError",
+    "TooManyClientsError",
+    "TooManySubscriptionsError",
+    "VersionMismatchError",
+    "default_bus_name",
+]

@@ -1,0 +1,174 @@
+"""shmcast for asyncio, as redis.asyncio: the same calls as coroutines.
+
+A PubSub waits on its subscriber's file descriptor with the event loop's add_reader: no
+polling and no thread per subscriber.
+"""
+
+import asyncio as _asyncio
+import inspect
+
+from . import _shmcast, client
+
+__all__ = ["Redis", "Bus", "PubSub"]
+
+
+class Redis:
+    """A connection to one bus; see shmcast.Redis. Publishing never blocks, so the
+    coroutines here never wait either."""
+
+    def __init__(
+        self,
+        bus=None,
+        *,
+        decode_responses=False,
+        encoding="utf-8",
+        encoding_errors="strict",
+        request_timeout=5.0,
+    ):
+        self._sync = client.Redis(
+            bus,
+            decode_responses=decode_responses,
+            encoding=encoding,
+            encoding_errors=encoding_errors,
+            request_timeout=request_timeout,
+        )
+
+    @property
+    def bus(self):
+        return self._sync.bus
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, exc_type, exc_value, traceback):
+        await self.close()
+
+    async def close(self):
+        self._sync.close()
+
+    async def publish(self, channel, message):
+        """PUBLISH: see shmcast.Redis.publish."""
+        return self._sync.publish(channel, message)
+
+    async def pubsub_channels(self, pattern="*"):
+        return self._sync.pubsub_channels(pattern)
+
+    async def pubsub_numsub(self, *args):
+        return self._sync.pubsub_numsub(*args)
+
+    async def pubsub_numpat(self):
+        return self._sync.pubsub_numpat()
+
+    async def execute_command(self, *args):
+        return self._sync.execute_command(*args)
+
+    def pubsub(self, *, ignore_subscribe_messages=False):
+        """A PubSub whose calls are coroutines."""
+        return PubSub(self._sync, ignore_subscribe_messages=ignore_subscribe_messages)
+
+
+Bus = Redis
+
+
+class PubSub(client.PubSub):
+    """shmcast.PubSub with coroutines: await subscribe(), get_message(), run(); async for
+    over listen(). Handlers may be coroutine functions. Used by one task at a time."""
+
+    def __init__(self, redis, ignore_subscribe_messages=False):
+        if not hasattr(_shmcast.Subscriber, "fileno"):
+            raise RuntimeError(
+                "this shmcast was built without Subscriber::fd(): rebuild it to use asyncio"
+            )
+        super().__init__(redis, ignore_subscribe_messages)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, exc_type, exc_value, traceback):
+        await self.reset()
+
+    async def reset(self):
+        super().reset()
+
+    close = reset
+
+    async def subscribe(self, *args, **kwargs):
+        self._add(args, kwargs, pattern=False)
+
+    async def psubscribe(self, *args, **kwargs):
+        self._add(args, kwargs, pattern=True)
+
+    async def unsubscribe(self, *args):
+        self._remove(args, pattern=False)
+
+    async def punsubscribe(self, *args):
+        self._remove(args, pattern=True)
+
+    async def _next(self, timeout):
+        # The descriptor turns readable when frames may be waiting and stays quiet once
+        # next(0) has found nothing, so read until then before waiting on it.
+        core = self._client()
+        message = core.next(0)
+        if message is not None or timeout == 0:
+            return message
+        loop = _asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        fd = core.fileno()
+        while True:
+            ready = loop.create_future()
+            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                if deadline is None:
+                    await ready
+                else:
+                    await _asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
+            except _asyncio.TimeoutError:
+                return core.next(0)
+            finally:
+                loop.remove_reader(fd)
+            message = core.next(0)
+            if message is not None:
+                return message
+
+    async def get_message(self, ignore_subscribe_messages=False, timeout=0.0):
+        """The next frame as a message dict, or None after ``timeout`` seconds (None: wait for
+        one) or when a handler took it."""
+        message = await self._next(timeout)
+        if message is None:
+            return None
+        return await self.handle_message(message, ignore_subscribe_messages)
+
+    async def listen(self):
+        """Yields every frame (handlers take theirs) while the client is subscribed."""
+        while self.subscribed:
+            response = await self.handle_message(await self._next(None))
+            if response is not None:
+                yield response
+
+    async def handle_message(self, message, ignore_subscribe_messages=False):
+        handler, message = self._route(message, ignore_subscribe_messages)
+        if handler:
+            result = handler(message)
+            if inspect.isawaitable(result):
+                await result
+            return None
+        return message
+
+    async def run(self, *, exception_handler=None, poll_timeout=1.0):
+        """Calls the handlers of every frame until cancelled; every channel and pattern must
+        have one (PubSubError otherwise), as redis.asyncio's run()."""
+        self._check_handlers()
+        while True:
+            try:
+                await self.get_message(ignore_subscribe_messages=True, timeout=poll_timeout)
+            except _asyncio.CancelledError:
+                raise
+            except BaseException as e:
+                if exception_handler is None:
+                    raise
+                result = exception_handler(e, self)
+                if inspect.isawaitable(result):
+                    await result
+
+    def run_in_thread(self, sleep_time=0.0, daemon=False, exception_handler=None):
+        raise TypeError("an asyncio PubSub runs its handlers with: await pubsub.run()")
