@@ -157,7 +157,7 @@ class PubSub:
 
     def __del__(self):
         try:
-            self.close()
+            PubSub.reset(self)
         except Exception:
             pass
 
