@@ -6,7 +6,7 @@ import time
 import pytest
 
 import shmcast
-from conftest import unique_bus
+from conftest import popen_python, unique_bus
 
 
 @pytest.fixture
@@ -204,23 +204,36 @@ def test_get_message_timeouts(r, channel):
     p.close()
 
 
-def test_get_message_without_timeout_waits_and_releases_the_gil(r, channel):
+def test_get_message_waits_with_the_gil_released(r, channel):
     p = r.pubsub(ignore_subscribe_messages=True)
     p.subscribe(channel)
     assert p.get_message() is None
     got = []
-    reader = threading.Thread(target=lambda: got.append(p.get_message(timeout=None)))
+    reader = threading.Thread(target=lambda: got.append(p.get_message(timeout=3.0)))
     reader.start()
-    # This thread runs Python while the reader waits: the wait does not hold the GIL.
-    spins = 0
-    end = time.monotonic() + 0.2
-    while time.monotonic() < end:
-        spins += 1
-    assert spins > 1000 and reader.is_alive()
+    time.sleep(0.2)
+    # This thread runs Python again while the reader still waits: the wait does not hold the GIL.
+    assert reader.is_alive()
     assert r.publish(channel, "wake up") == 1
     reader.join(5)
     assert got == [{"type": "message", "pattern": None, "channel": channel.encode(),
                     "data": b"wake up"}]
+    p.close()
+
+
+def test_get_message_without_timeout_waits_for_a_message(r, channel):
+    p = r.pubsub(ignore_subscribe_messages=True)
+    p.subscribe(channel)
+    assert p.get_message() is None
+    publisher = popen_python("import sys, time, shmcast\n"
+                             "time.sleep(0.3)\n"
+                             "shmcast.Redis(sys.argv[1]).publish(sys.argv[2], 'late')",
+                             r.bus, channel)
+    start = time.monotonic()
+    assert p.get_message(timeout=None) == {"type": "message", "pattern": None,
+                                           "channel": channel.encode(), "data": b"late"}
+    assert time.monotonic() - start >= 0.2
+    assert publisher.wait(10) == 0
     p.close()
 
 
