@@ -257,9 +257,9 @@ class CoreBus {
     (void)bus();
   }
 
-  std::size_t publish(py::handle channel, py::handle data) {
+  std::size_t publish(const py::object& channel, const py::object& message) {
     const Encoded c(channel, enc_);
-    const Encoded d(data, enc_);
+    const Encoded d(message, enc_);
     shmcast::Bus b = bus();
     py::gil_scoped_release unlocked;
     return b.publish(c.view(), d.view());

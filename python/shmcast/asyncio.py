@@ -16,22 +16,10 @@ class Redis:
     """A connection to one bus; see shmcast.Redis. Publishing never blocks, so the
     coroutines here never wait either."""
 
-    def __init__(
-        self,
-        bus=None,
-        *,
-        decode_responses=False,
-        encoding="utf-8",
-        encoding_errors="strict",
-        request_timeout=5.0,
-    ):
-        self._sync = client.Redis(
-            bus,
-            decode_responses=decode_responses,
-            encoding=encoding,
-            encoding_errors=encoding_errors,
-            request_timeout=request_timeout,
-        )
+    def __init__(self, bus=None, **options):
+        # The options of shmcast.Redis: decode_responses, encoding, encoding_errors,
+        # request_timeout.
+        self._sync = client.Redis(bus, **options)
 
     @property
     def bus(self):

@@ -188,6 +188,12 @@ class PubSub:
     def _normalize_keys(self, names):
         return {self._codec.key(k): v for k, v in names.items()}
 
+    def _held(self, pattern):
+        # The names held and the names whose unsubscribe confirmation has not been read yet.
+        if pattern:
+            return self.patterns, self.pending_unsubscribe_patterns
+        return self.channels, self.pending_unsubscribe_channels
+
     def _add(self, args, handlers, pattern):
         if args:
             args = _list_or_args(args[0], args[1:])
@@ -195,13 +201,9 @@ class PubSub:
         new.update(handlers)
         core = self._client()
         names = [self._codec.encode(n) for n in new]
-        if pattern:
-            core.psubscribe(names)
-        else:
-            core.subscribe(names)
+        (core.psubscribe if pattern else core.subscribe)(names)
         new = self._normalize_keys(new)
-        held = self.patterns if pattern else self.channels
-        pending = self.pending_unsubscribe_patterns if pattern else self.pending_unsubscribe_channels
+        held, pending = self._held(pattern)
         held.update(new)
         self._subscribed.set()
         pending.difference_update(new)
@@ -219,19 +221,15 @@ class PubSub:
         self._add(args, kwargs, pattern=True)
 
     def _remove(self, args, pattern):
+        held, pending = self._held(pattern)
         if args:
             args = _list_or_args(args[0], args[1:])
-            names = self._normalize_keys(dict.fromkeys(args))
+            pending.update(self._normalize_keys(dict.fromkeys(args)))
         else:
-            names = self.patterns if pattern else self.channels
-        pending = self.pending_unsubscribe_patterns if pattern else self.pending_unsubscribe_channels
-        pending.update(names)
+            pending.update(held)
         core = self._client()
         encoded = [self._codec.encode(n) for n in args]
-        if pattern:
-            core.punsubscribe(encoded)
-        else:
-            core.unsubscribe(encoded)
+        (core.punsubscribe if pattern else core.unsubscribe)(encoded)
 
     def unsubscribe(self, *args):
         """UNSUBSCRIBE channels; none: every channel."""
