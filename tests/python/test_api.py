@@ -103,6 +103,17 @@ def test_too_many_subscriptions(private_daemon):
     p.close()
 
 
+def test_too_many_clients(private_daemon):
+    d = private_daemon("--max-clients", "3")
+    clients = []
+    with pytest.raises(shmcast.TooManyClientsError, match="max-clients"):
+        for _ in range(4):
+            clients.append(shmcast.Redis(d.bus, request_timeout=0.5))
+    assert 1 <= len(clients) <= 3
+    clients.pop().close()
+    assert shmcast.Redis(d.bus).publish("c", "x") == 0  # a freed slot serves the next client
+
+
 def test_connect_errors():
     with pytest.raises(shmcast.InvalidBusNameError, match="invalid bus name") as e:
         shmcast.Redis(bus="no spaces")
