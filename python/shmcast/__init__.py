@@ -7,7 +7,8 @@ The calls and replies of redis-py 4.x's Pub/Sub; change the line that connects::
     p = r.pubsub()
     p.subscribe("alerts")
     r.publish("alerts", "hello")      # -> 1
-    p.get_message(timeout=1.0)        # {'type': 'subscribe', 'pattern': None, 'channel': b'alerts', 'data': 1}
+    p.get_message(timeout=1.0)
+    # {'type': 'subscribe', 'pattern': None, 'channel': b'alerts', 'data': 1}
 
 shmcast.asyncio has the same calls as coroutines, as redis.asyncio.
 """

@@ -36,8 +36,12 @@ class PubSub(_SyncPubSub):
     async def __aexit__(self, *exc_info: object) -> None: ...
     async def reset(self) -> None: ...  # type: ignore[override]
     async def close(self) -> None: ...  # type: ignore[override]
-    async def subscribe(self, *args: Name, **kwargs: AsyncHandler) -> None: ...  # type: ignore[override]
-    async def psubscribe(self, *args: Name, **kwargs: AsyncHandler) -> None: ...  # type: ignore[override]
+    async def subscribe(  # type: ignore[override]
+        self, *args: Name, **kwargs: AsyncHandler
+    ) -> None: ...
+    async def psubscribe(  # type: ignore[override]
+        self, *args: Name, **kwargs: AsyncHandler
+    ) -> None: ...
     async def unsubscribe(self, *args: Name) -> None: ...  # type: ignore[override]
     async def punsubscribe(self, *args: Name) -> None: ...  # type: ignore[override]
     async def get_message(  # type: ignore[override]

@@ -40,7 +40,8 @@ def spawn(args, **kwargs):
 def python_env():
     """The environment for a child python3 that imports this build's shmcast."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shmcast_root()), env.get("PYTHONPATH")) if p)
+    paths = [str(shmcast_root()), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
