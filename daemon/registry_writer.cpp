@@ -58,6 +58,9 @@ const std::byte* RegistryWriter::shared_tables() const noexcept {
 
 void RegistryWriter::adopt(const std::vector<bool>& may_subscribe) {
   BusHeader& h = view_.header();
+  // Readers compare the count of deaths with one they saw earlier (a ring's stall policy), so
+  // it goes on from the last coordinator's: back to 0 would look like deaths to them.
+  deaths_ = h.deaths.load(std::memory_order_acquire);
   version_ = (h.routing_version.load() | 1U) + 1;
   h.routing_version.store(version_, std::memory_order_release);
   begin_write();

@@ -276,6 +276,25 @@ TEST(DaemonRestart, ClientThatDiedWhileNoCoordinatorRanIsReapedOnAdoption) {
   Bus bus = Bus::connect(name);
   const std::vector<std::string> gone{"gone"};
   ASSERT_EQ(bus.numsub(gone)[0].second, 1U);
+  {
+    // One death under the first coordinator: the count of reaped clients goes on from it.
+    const pid_t victim = fork();
+    ASSERT_GE(victim, 0);
+    if (victim == 0) {
+      Bus early = Bus::connect(name);
+      Subscriber sub = early.subscriber();
+      (void)!write(ready[1], "x", 1);
+      pause();
+      _exit(0);
+    }
+    ASSERT_EQ(read(ready[0], &c, 1), 1);
+    test::stop(victim, SIGKILL);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (bus.stats().reaped < 1 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(bus.stats().reaped, 1U);
+  }
 
   first->kill_now();  // SIGKILL: no chance to clean anything
   test::stop(child, SIGKILL);
@@ -288,6 +307,7 @@ TEST(DaemonRestart, ClientThatDiedWhileNoCoordinatorRanIsReapedOnAdoption) {
   }
   EXPECT_EQ(bus.numsub(gone)[0].second, 0U);
   EXPECT_EQ(bus.channels().size(), 0U);
+  EXPECT_EQ(bus.stats().reaped, 2U) << "the count of deaths only grows, across adoptions too";
   close(ready[0]);
   close(ready[1]);
 }
