@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "coordinator.hpp"  // log_line
+#include "futex.hpp"
 
 namespace shmcast::daemon {
 
@@ -179,6 +180,9 @@ std::uint64_t RegistryWriter::restore_version(std::uint64_t found) {
 void RegistryWriter::count_death() {
   ++deaths_;
   view_.header().deaths.store(deaths_, std::memory_order_release);
+  // Subscribers sleep on this word too: a publisher that died between committing a record and
+  // waking its reader left a wake-up nobody else will make.
+  detail::futex_wake_all(detail::deaths_futex(view_.header()));
 }
 
 std::int64_t RegistryWriter::insert_entry(Table table, std::string_view name) {

@@ -12,8 +12,25 @@ namespace shmcast::detail {
 void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                 std::chrono::nanoseconds timeout) noexcept;
 
+/// A second word to sleep on beside the first: `word` points at a 32-bit futex word (it may be
+/// the low half of a wider counter), `seen` is the value it had.
+struct FutexAlso {
+  const void* word;
+  std::uint32_t seen;
+};
+
+/// As futex_wait, but also returns once `also` is woken or no longer holds `also.seen`
+/// (futex_waitv). Where the kernel lacks futex_waitv (before Linux 5.16) it sleeps on `word`
+/// alone, at most `fallback_timeout` at a time.
+void futex_wait_either(std::atomic<std::uint32_t>* word, std::uint32_t expected, FutexAlso also,
+                       std::chrono::nanoseconds timeout,
+                       std::chrono::nanoseconds fallback_timeout) noexcept;
+
 /// Wakes up to `count` sleepers on `word`.
 void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept;
+
+/// Wakes every sleeper on the 32-bit futex word at `word` (see FutexAlso).
+void futex_wake_all(const void* word) noexcept;
 
 /// A pause instruction for spin loops: yields the core's pipeline to the sibling thread.
 inline void cpu_relax() noexcept {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -90,6 +91,13 @@ struct BusHeader {
   // Clients ring it after writing a request; the coordinator sleeps on it.
   alignas(kCacheLine) std::atomic<std::uint32_t> doorbell;  // 320
 };
+/// The bus's count of reaped clients as a 32-bit futex word (its low half): the coordinator
+/// wakes it after each death, and a sleeping subscriber watches it beside its ring's word.
+inline const void* deaths_futex(const BusHeader& h) noexcept {
+  const auto* at = reinterpret_cast<const std::byte*>(&h.deaths);
+  return std::endian::native == std::endian::little ? at : at + sizeof(std::uint32_t);
+}
+
 static_assert(offsetof(BusHeader, slot_size) == 48);
 static_assert(offsetof(BusHeader, clients_offset) == 64);
 static_assert(offsetof(BusHeader, channel_slots) == 96);

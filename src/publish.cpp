@@ -215,10 +215,21 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
       std::as_bytes(std::span<const char>(channel.data(), channel.size())), payload};
   const std::uint32_t writer = current_pid();
   std::size_t delivered = 0;
+  if (route.targets.size() == 1) {
+    const RouteTarget& t = route.targets.front();
+    header.kind = static_cast<std::uint8_t>(t.kind);
+    header.sid = t.sid;
+    return t.ring->producer.try_write(parts, writer) == WriteStatus::ok ? 1 : 0;
+  }
+  // Every ring is written before any subscriber is woken: a wake-up made in the middle would
+  // hand the core to a subscriber while the others still wait for the message.
   for (const RouteTarget& t : route.targets) {
     header.kind = static_cast<std::uint8_t>(t.kind);
     header.sid = t.sid;
-    if (t.ring->producer.try_write(parts, writer) == WriteStatus::ok) ++delivered;
+    if (t.ring->producer.try_write(parts, writer, Wake::later) == WriteStatus::ok) ++delivered;
+  }
+  if (delivered > 0) {
+    for (const RouteTarget& t : route.targets) t.ring->producer.wake();
   }
   return delivered;
 }

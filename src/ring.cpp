@@ -100,7 +100,7 @@ std::uint64_t RingProducer::used() const noexcept {
 }
 
 WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> parts,
-                                    std::uint32_t writer) noexcept {
+                                    std::uint32_t writer, Wake when) noexcept {
   std::size_t length = 0;
   for (const auto& part : parts) length += part.size();
   if (length > ring_max_payload(capacity_)) return WriteStatus::too_big;
@@ -194,15 +194,26 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   }
   hook(RingWritePoint::before_commit);
 
-  // Commit. Sequentially consistent, as is the load of `sleeping` after it and the consumer's
-  // pair in wait() (store `sleeping`, load the header): either the consumer sees this record,
-  // or we see that it sleeps.
+  // Commit. Sequentially consistent, as is the load of `sleeping` in wake() after it and the
+  // consumer's pair in announce_sleep() (store `sleeping`, load the header): either the
+  // consumer sees this record, or wake() sees that it sleeps.
   header->store(header_word(writer, signed_total), std::memory_order_seq_cst);
-  if (layout_->sleeping.load(std::memory_order_seq_cst) != 0 &&
-      layout_->sleeping.exchange(0, std::memory_order_relaxed) != 0) {
-    futex_wake(&layout_->sleeping, 1);
-  }
+  hook(RingWritePoint::after_commit);
+  if (when == Wake::now) wake();
   return WriteStatus::ok;
+}
+
+bool RingProducer::wake() noexcept {
+  if (layout_->sleeping.load(std::memory_order_seq_cst) != kConsumerAsleep) return false;
+  // Only the producer that moves the word off `asleep` wakes: the others that committed since
+  // the consumer slept find it notified and make no system call.
+  std::uint32_t asleep = kConsumerAsleep;
+  if (!layout_->sleeping.compare_exchange_strong(asleep, kConsumerNotified,
+                                                 std::memory_order_relaxed)) {
+    return false;
+  }
+  futex_wake(&layout_->sleeping, 1);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,6 +375,40 @@ bool RingConsumer::ready() const noexcept {
   return static_cast<std::int32_t>(static_cast<std::uint32_t>(word)) > 0;
 }
 
+bool RingConsumer::announce_sleep() noexcept {
+  // Sequentially consistent, paired with the producer's commit (see RingProducer::try_write).
+  layout_->sleeping.store(kConsumerAsleep, std::memory_order_seq_cst);
+  if (!ready()) return true;
+  layout_->sleeping.store(kConsumerAwake, std::memory_order_relaxed);
+  return false;
+}
+
+void RingConsumer::end_sleep() noexcept {
+  layout_->sleeping.store(kConsumerAwake, std::memory_order_relaxed);
+}
+
+bool RingConsumer::in_flight() const noexcept {
+  return layout_->tail.load(std::memory_order_acquire) != head_;
+}
+
+bool RingConsumer::sleep(std::chrono::nanoseconds timeout, std::optional<FutexAlso> also) noexcept {
+  if (!announce_sleep()) return true;
+  // A record in flight may belong to a writer that died: wake up soon to let try_read see.
+  const bool in_flight = this->in_flight();
+  constexpr std::chrono::nanoseconds kNap = std::chrono::milliseconds(1);
+  if (in_flight && (timeout.count() < 0 || timeout > kNap)) timeout = kNap;
+  if (also) {
+    // Without futex_waitv the second word cannot be watched: sleep in short steps instead, as
+    // a wake-up owed by a dead publisher never comes.
+    constexpr std::chrono::nanoseconds kStep = std::chrono::milliseconds(100);
+    futex_wait_either(&layout_->sleeping, kConsumerAsleep, *also, timeout, kStep);
+  } else {
+    futex_wait(&layout_->sleeping, kConsumerAsleep, timeout);
+  }
+  end_sleep();
+  return in_flight || ready();
+}
+
 bool RingConsumer::wait(std::chrono::nanoseconds timeout, std::uint32_t spins) noexcept {
   for (std::uint32_t n = 0; n < spins; ++n) {
     if (ready()) return true;
@@ -377,25 +422,10 @@ bool RingConsumer::wait(std::chrono::nanoseconds timeout, std::uint32_t spins) n
   const auto deadline =
       std::chrono::steady_clock::now() + (forever ? std::chrono::nanoseconds(0) : timeout);
   for (;;) {
-    // Sequentially consistent, paired with the producer's commit (see RingProducer::try_write).
-    layout_->sleeping.store(1, std::memory_order_seq_cst);
-    if (ready()) {
-      layout_->sleeping.store(0, std::memory_order_relaxed);
-      return true;
-    }
-    const bool in_flight = layout_->tail.load(std::memory_order_acquire) != head_;
-    auto remaining =
+    const auto remaining =
         forever ? std::chrono::nanoseconds(-1) : deadline - std::chrono::steady_clock::now();
-    if (!forever && remaining <= std::chrono::nanoseconds(0)) {
-      layout_->sleeping.store(0, std::memory_order_relaxed);
-      return false;
-    }
-    // A record in flight may belong to a writer that died: wake up soon to let try_read see.
-    const auto nap = std::chrono::milliseconds(1);
-    if (in_flight && (forever || remaining > nap)) remaining = nap;
-    futex_wait(&layout_->sleeping, 1, remaining);
-    layout_->sleeping.store(0, std::memory_order_relaxed);
-    if (ready() || in_flight) return true;
+    if (!forever && remaining <= std::chrono::nanoseconds(0)) return ready();
+    if (sleep(remaining)) return true;
   }
 }
 

@@ -4,7 +4,8 @@
 // their writer id, copy the record, then release-store the positive length. The consumer reads
 // committed records in order, zeroes what it consumed and advances the head. A full ring makes
 // the producer fail (and count a drop); it never waits and never overwrites unread records.
-// The consumer may sleep on a futex; a producer wakes it only if it announced that it sleeps.
+// The consumer may sleep on a futex; a producer wakes it only if it announced that it sleeps,
+// and of several producers only the first to see the announcement makes the system call.
 #pragma once
 
 #include <atomic>
@@ -35,7 +36,7 @@ inline constexpr std::size_t kRecordHeader = 8;
 //   192 +--------------------------------+
 //       | head (u64)         consumer    |  release-stored after the consumed bytes are zeroed
 //   256 +--------------------------------+
-//       | sleeping (u32)     futex word  |  1: the consumer announced it sleeps
+//       | sleeping (u32)     futex word  |  kConsumerAwake / kConsumerAsleep / kConsumerNotified
 //   320 +--------------------------------+
 //       | dropped (u64)      producers   |  records refused because the ring was full
 //   384 +--------------------------------+
@@ -71,6 +72,14 @@ static_assert(offsetof(RingLayout, skipped) == 392);
 static_assert(offsetof(RingLayout, corrupt) == 400);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
+// Values of RingLayout::sleeping. The consumer moves it awake -> asleep before it sleeps and back
+// to awake once it is up; the producer that commits first after the announcement moves it
+// asleep -> notified and makes the one futex wake-up, so producers that commit meanwhile (the
+// consumer is not running yet) make none.
+inline constexpr std::uint32_t kConsumerAwake = 0;
+inline constexpr std::uint32_t kConsumerAsleep = 1;
+inline constexpr std::uint32_t kConsumerNotified = 2;
+
 inline constexpr std::size_t kRingMinCapacity = 256;
 inline constexpr std::size_t kRingMaxCapacity = std::size_t{1} << 31;
 
@@ -99,13 +108,24 @@ void ring_init(void* memory, std::size_t capacity);
 [[nodiscard]] std::size_t ring_checked_capacity(const void* memory, std::size_t bytes) noexcept;
 
 /// Points inside a write where a test may stop the writer (fault injection).
-enum class RingWritePoint { before_claim, after_claim, after_header, mid_copy, before_commit };
+enum class RingWritePoint {
+  before_claim,
+  after_claim,
+  after_header,
+  mid_copy,
+  before_commit,
+  after_commit,  // committed, the consumer not yet woken
+};
 
 /// Called at each RingWritePoint when set; null (no cost beyond a load and a branch) otherwise.
 /// Set it before starting writers; tests use it to kill or stop a writer at an exact point.
 extern void (*ring_write_hook)(RingWritePoint);
 
 enum class WriteStatus { ok, full, too_big };
+
+/// When try_write wakes a sleeping consumer: at once, or only when the writer calls wake() (a
+/// publish writes every subscriber's ring first, then wakes those that sleep).
+enum class Wake { now, later };
 
 /// The producer side. Any number of producers, in any processes, may write to one ring at
 /// once; each RingProducer object is used by one thread at a time. It keeps its own copy of
@@ -119,12 +139,20 @@ class RingProducer {
 
   /// Writes one record made of `parts` laid end to end, tagged with `writer` (1..2^31-1; 0 if
   /// unknown) so the consumer can skip it if the writer dies mid-write. Never blocks, never
-  /// makes a system call unless the consumer sleeps. full: counted in dropped().
-  WriteStatus try_write(std::span<const std::span<const std::byte>> parts,
-                        std::uint32_t writer) noexcept;
-  WriteStatus try_write(std::span<const std::byte> payload, std::uint32_t writer) noexcept {
-    return try_write(std::span<const std::span<const std::byte>>(&payload, 1), writer);
+  /// makes a system call unless the consumer sleeps. full: counted in dropped(). With
+  /// Wake::later, a record written (ok) must be followed by wake(): until then a consumer that
+  /// sleeps does not learn of it.
+  WriteStatus try_write(std::span<const std::span<const std::byte>> parts, std::uint32_t writer,
+                        Wake when = Wake::now) noexcept;
+  WriteStatus try_write(std::span<const std::byte> payload, std::uint32_t writer,
+                        Wake when = Wake::now) noexcept {
+    return try_write(std::span<const std::span<const std::byte>>(&payload, 1), writer, when);
   }
+
+  /// Wakes the consumer if it announced that it sleeps and no other producer has taken the
+  /// wake-up yet; true if this call made the futex system call. Ordered after this producer's
+  /// commits, so the consumer either saw them before it slept or is woken here.
+  bool wake() noexcept;
 
   [[nodiscard]] std::size_t max_payload() const noexcept { return ring_max_payload(capacity_); }
   [[nodiscard]] std::uint64_t dropped() const noexcept {
@@ -194,14 +222,40 @@ class RingConsumer {
     }
   }
 
-  /// Waits until a record may be readable: spins `spins` times, then announces it sleeps and
-  /// waits on the futex, at most `timeout` (negative: no limit). Returns true if a record is
-  /// committed at the head (or a stalled record needs handling), false on timeout.
+  /// Waits until a record may be readable: spins `spins` times, then sleeps (sleep()) at most
+  /// `timeout` (negative: no limit). Returns true if a record is committed at the head (or a
+  /// record in flight needs another look), false on timeout.
   bool wait(std::chrono::nanoseconds timeout, std::uint32_t spins = 2000) noexcept;
 
   /// Is there a committed record (or something for try_read to check) at the head? Reads the
   /// head's header only: cheap to poll.
   [[nodiscard]] bool ready() const noexcept;
+
+  // The sleep handshake, in three steps, for callers that sleep their own way (sleep() does
+  // all three): announce_sleep(); while it returns true, wait on sleep_word() for the value
+  // kConsumerAsleep; then end_sleep(). A producer that commits after the announcement sees it
+  // and wakes the word; one that committed before is seen by announce_sleep().
+
+  /// Announces that the consumer sleeps, then looks at the head once more (sequentially
+  /// consistent, paired with the producers' commit). false: a record is ready, the announcement
+  /// is withdrawn and the caller must not sleep.
+  [[nodiscard]] bool announce_sleep() noexcept;
+  /// Withdraws the announcement, whether a producer woke the consumer or not.
+  void end_sleep() noexcept;
+  /// The futex word that producers wake. Memory anyone with the ring can write: a sleeper must
+  /// cap its sleep, as a hostile writer can clear the word and so stop every wake-up.
+  [[nodiscard]] std::atomic<std::uint32_t>& sleep_word() noexcept { return layout_->sleeping; }
+  /// Is a record claimed and not yet committed at the head? Its writer may have died, and then
+  /// nobody wakes the consumer for it: a sleeper looks again after a millisecond.
+  [[nodiscard]] bool in_flight() const noexcept;
+
+  /// All three steps: sleeps until a producer wakes the consumer, at most `timeout` (negative:
+  /// no limit; a record in flight shortens it to a millisecond). Given `also`, wakes as well
+  /// when that word is woken or changes (the bus's count of dead clients: a publisher that died
+  /// between its commit and its wake-up leaves a record nobody wakes the consumer for).
+  /// Returns true if a record may be ready, false if the sleep ended without one.
+  bool sleep(std::chrono::nanoseconds timeout,
+             std::optional<FutexAlso> also = std::nullopt) noexcept;
 
   /// Acquire, paired with the producers' count of a drop: claimed() read after it is at least
   /// as far as the tail the dropping producer saw.

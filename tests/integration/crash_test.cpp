@@ -359,6 +359,7 @@ const char* point_name(detail::RingWritePoint point) {
     case detail::RingWritePoint::after_header: return "AfterHeader";
     case detail::RingWritePoint::mid_copy: return "MidCopy";
     case detail::RingWritePoint::before_commit: return "BeforeCommit";
+    case detail::RingWritePoint::after_commit: return "AfterCommit";
   }
   return "Unknown";
 }

@@ -1,6 +1,7 @@
 // Ring under load from producer processes, and producers killed at exact points mid-write.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,6 +48,36 @@ void reap(const std::vector<pid_t>& pids, bool expect_clean) {
       EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
     }
   }
+}
+
+// Producer processes hand records one at a time to a consumer that sleeps whenever its ring is
+// empty: it must be woken for every one, never left asleep until its cap.
+TEST(RingStressProcesses, SleepingConsumerIsWokenForEveryRecord) {
+  constexpr std::uint64_t kEach = 3000;
+  constexpr std::uint32_t kHanders = 3;
+  test::SharedRing ring(std::size_t{1} << 16);
+  void* shared = mmap(nullptr, sizeof(test::Handshake), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(shared, MAP_FAILED);
+  auto* handshake = new (shared) test::Handshake();
+  RingConsumer consumer(ring.memory(), ring.bytes());
+  std::vector<pid_t> pids;
+  for (std::uint32_t p = 1; p <= kHanders; ++p) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      test::handshake_produce(ring.memory(), ring.bytes(), p, kEach, *handshake);
+      _exit(0);
+    }
+    pids.push_back(pid);
+  }
+  Tally tally;
+  test::handshake_consume(consumer, tally, kHanders * kEach, *handshake, std::chrono::seconds(240));
+  reap(pids, true);
+  EXPECT_EQ(handshake->stalls.load(), 0U) << "records the consumer slept through";
+  EXPECT_EQ(tally.bad, 0U);
+  for (std::uint32_t p = 1; p <= kHanders; ++p) EXPECT_EQ(tally.received[p], kEach) << p;
+  munmap(shared, sizeof(test::Handshake));
 }
 
 TEST(RingStressProcesses, FourProducerProcessesMillionEach) {
@@ -154,6 +185,7 @@ INSTANTIATE_TEST_SUITE_P(AtEachPoint, RingWriterKilled,
                              case RingWritePoint::after_header: return std::string("AfterHeader");
                              case RingWritePoint::mid_copy: return std::string("MidCopy");
                              case RingWritePoint::before_commit: return std::string("BeforeCommit");
+                             case RingWritePoint::after_commit: return std::string("AfterCommit");
                            }
                            return std::string("Unknown");
                          });

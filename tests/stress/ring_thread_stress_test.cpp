@@ -85,5 +85,26 @@ TEST(RingStressThreads, SmallRingDropsAreCountedExactly) {
   EXPECT_EQ(tally.bad, 0U);
 }
 
+// Producer threads hand records one at a time to a consumer that sleeps whenever its ring is
+// empty: it must be woken for every one, never left asleep until its cap.
+TEST(RingStressThreads, SleepingConsumerIsWokenForEveryRecord) {
+  constexpr std::uint64_t kEach = 3000;
+  constexpr std::uint32_t kHanders = 3;
+  test::HeapRing ring(std::size_t{1} << 16);
+  RingConsumer consumer(ring.memory(), ring.bytes());
+  test::Handshake handshake;
+  std::vector<std::thread> producers;
+  for (std::uint32_t p = 1; p <= kHanders; ++p) {
+    producers.emplace_back(
+        [&, p] { test::handshake_produce(ring.memory(), ring.bytes(), p, kEach, handshake); });
+  }
+  Tally tally;
+  test::handshake_consume(consumer, tally, kHanders * kEach, handshake, std::chrono::seconds(240));
+  for (auto& t : producers) t.join();
+  EXPECT_EQ(handshake.stalls.load(), 0U) << "records the consumer slept through";
+  EXPECT_EQ(tally.bad, 0U);
+  for (std::uint32_t p = 1; p <= kHanders; ++p) EXPECT_EQ(tally.received[p], kEach) << p;
+}
+
 }  // namespace
 }  // namespace shmcast

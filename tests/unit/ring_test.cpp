@@ -262,6 +262,29 @@ TEST(RingWait, ProducerWakesASleepingConsumer) {
   EXPECT_EQ(out, "wake");
 }
 
+// Of the producers that commit while the consumer sleeps, only the first makes the wake-up; a
+// write with Wake::later wakes nobody until wake().
+TEST(RingWait, OnlyTheFirstCommitAfterTheAnnouncementWakes) {
+  HeapRing r(1024);
+  RingProducer first(r.memory(), r.bytes());
+  RingProducer second(r.memory(), r.bytes());
+  RingConsumer c(r.memory(), r.bytes());
+  ASSERT_TRUE(c.announce_sleep());
+  EXPECT_EQ(r.layout().sleeping.load(), detail::kConsumerAsleep);
+  ASSERT_EQ(first.try_write(as_bytes(std::string("a")), kWriter, detail::Wake::later),
+            WriteStatus::ok);
+  EXPECT_EQ(r.layout().sleeping.load(), detail::kConsumerAsleep) << "woken before wake()";
+  EXPECT_TRUE(first.wake());
+  EXPECT_EQ(r.layout().sleeping.load(), detail::kConsumerNotified);
+  ASSERT_EQ(second.try_write(as_bytes(std::string("b")), kWriter), WriteStatus::ok);
+  EXPECT_FALSE(second.wake()) << "a second wake-up for one sleep";
+  EXPECT_FALSE(first.wake());
+  c.end_sleep();
+  EXPECT_EQ(r.layout().sleeping.load(), detail::kConsumerAwake);
+  EXPECT_FALSE(c.announce_sleep()) << "records are ready: no sleep";
+  EXPECT_EQ(r.layout().sleeping.load(), detail::kConsumerAwake);
+}
+
 TEST(RingWait, AwakeConsumerIsNotFlagged) {
   HeapRing r(1024);
   RingProducer p(r.memory(), r.bytes());

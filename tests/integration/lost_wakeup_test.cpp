@@ -1,0 +1,107 @@
+// A subscriber asleep on its ring must never sleep through a record that is in it: not even
+// when the publisher that committed the record dies before it makes the wake-up.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "integration/bus_fixture.hpp"
+#include "integration/child_process.hpp"
+#include "integration/fault_support.hpp"
+#include "ring.hpp"
+#include "shmcast/shmcast.hpp"
+
+namespace shmcast {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Child;
+using test::Link;
+using test::now_ns;
+
+constexpr int kSleepers = 3;
+
+struct Board {
+  std::atomic<std::uint64_t> death_ns{0};
+  std::array<std::atomic<std::uint64_t>, kSleepers> received_ns{};
+};
+
+Board* g_board;
+std::uint64_t g_writes;
+
+// Dies once the last of the publish's ring writes is committed: every ring has the message,
+// and no subscriber has been woken for it.
+void die_after_last_commit(detail::RingWritePoint point) {
+  if (point != detail::RingWritePoint::after_commit || ++g_writes != kSleepers) return;
+  g_board->death_ns.store(now_ns());
+  raise(SIGKILL);
+}
+
+int sleeper(const std::string& bus_name, const std::string& channel, int index, Board& board,
+            Link& link) {
+  Bus bus = Bus::connect(bus_name);
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({channel});
+  if (!sub.receive(10s) || !link.send("ready")) return 1;  // the confirmation
+  // Wait::sleep sleeps on the futex at once, so the message finds it asleep.
+  const auto m = sub.receive(30s, Wait::sleep);
+  if (!m || m->kind != Kind::message || m->payload != "last words") return 2;
+  board.received_ns[index].store(now_ns());
+  return 0;
+}
+
+// The publisher dies between committing its message to every subscriber's ring and waking any
+// of them. The coordinator, reaping it, wakes every sleeper: each reads the message well within
+// the longest sleep (2 s), the bound a lost wake-up would otherwise cost.
+TEST(LostWakeup, PublisherDiesBetweenCommitAndWakeUp) {
+  test::Daemon daemon(test::unique_bus("lostwake"));
+  const std::string name = daemon.bus();
+  const std::string channel = "w";
+  test::SharedMemory<Board> board;
+
+  std::vector<std::unique_ptr<Child>> sleepers;
+  for (int i = 0; i < kSleepers; ++i) {
+    sleepers.push_back(std::make_unique<Child>([&name, &channel, i, &board](Link& link) {
+      return sleeper(name, channel, i, *board, link);
+    }));
+  }
+  for (auto& s : sleepers) ASSERT_EQ(s->link().receive(30s), "ready");
+  std::this_thread::sleep_for(200ms);  // all asleep on their rings
+
+  Child victim([&name, &channel, &board](Link&) {
+    Bus bus = Bus::connect(name);
+    g_board = &*board;
+    detail::ring_write_hook = die_after_last_commit;
+    bus.publish(channel, std::string("last words"));
+    return 0;
+  });
+  ASSERT_TRUE(victim.wait(10s));
+  EXPECT_TRUE(WIFSIGNALED(victim.status()) && WTERMSIG(victim.status()) == SIGKILL)
+      << "the victim was not killed after its commits: status " << victim.status();
+
+  double slowest_ms = 0;
+  for (int i = 0; i < kSleepers; ++i) {
+    ASSERT_TRUE(sleepers[i]->wait(30s)) << "sleeper " << i;
+    EXPECT_EQ(sleepers[i]->status(), 0) << "sleeper " << i << " did not get the message";
+    const std::uint64_t got = board->received_ns[i].load();
+    ASSERT_GT(got, 0U) << "sleeper " << i;
+    slowest_ms = std::max(slowest_ms, test::ms_of(got - board->death_ns.load()));
+  }
+  fmt::print(
+      "publisher killed after its commits: slowest sleeper read the message {:.2f} ms "
+      "after the death\n",
+      slowest_ms);
+  RecordProperty("woken_ms", fmt::format("{:.2f}", slowest_ms));
+  EXPECT_LT(slowest_ms, 1000.0);
+}
+
+}  // namespace
+}  // namespace shmcast
