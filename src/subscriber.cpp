@@ -13,6 +13,7 @@
 #include "client.hpp"
 #include "ring_watch.hpp"
 #include "subscriber_fd.hpp"
+#include "waiter.hpp"
 
 namespace shmcast {
 
@@ -279,29 +280,23 @@ class SubscriberState {
     confirmations_.pop_front();
   }
 
-  // Waits for the ring until `deadline`; false once it has passed. Each sleep is capped, so a
-  // wake-up lost to an overwritten `sleeping` flag delays the reader, never stops it.
+  // Waits for the ring until `deadline`; false once it has passed. Each sleep is capped (see
+  // kLongestSleep), so a wake-up lost to an overwritten `sleeping` word delays the reader, never
+  // stops it; a death on the bus wakes it too, for a publisher may have died between its commit
+  // and its wake-up.
   bool wait_until(bool forever, std::chrono::steady_clock::time_point deadline, Wait wait) {
     const auto now = std::chrono::steady_clock::now();
     if (!forever && now >= deadline) return false;
-    switch (wait) {
-      case Wait::spin:
-        // Polls the head's header only, which costs no shared line of the producers'; next()
-        // looks at the tail between rounds, for a record whose writer stalled.
-        for (int n = 0; n < 256 && !consumer_.ready(); ++n) cpu_relax();
-        break;
-      case Wait::sleep: {
-        // Once fd() is in use its watcher is the ring's one sleeper, so this waits on the fd.
-        if (fd_) {
-          fd_->wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
-          break;
-        }
-        constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::milliseconds(100);
-        consumer_.wait(forever ? kLongestSleep
-                               : std::min<std::chrono::nanoseconds>(deadline - now, kLongestSleep));
-        break;
-      }
+    // Once fd() is in use its watcher is the ring's one sleeper, so this waits on the fd.
+    if (fd_ && wait != Wait::spin) {
+      fd_->wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
+      return true;
     }
+    const std::atomic<std::uint64_t>& deaths = bus_->view->header().deaths;
+    const FutexAlso death_watch{deaths_futex(bus_->view->header()),
+                                static_cast<std::uint32_t>(deaths.load(std::memory_order_acquire))};
+    waiter_.wait(consumer_, wait,
+                 forever ? kLongestSleep : std::chrono::nanoseconds(deadline - now), death_watch);
     return true;
   }
 
@@ -372,6 +367,7 @@ class SubscriberState {
   ClientLink& link_;
   Segment ring_;
   RingConsumer consumer_;
+  Waiter waiter_;
   std::unordered_map<std::string, std::uint32_t> channels_;
   std::unordered_map<std::string, std::uint32_t> patterns_;
   std::unordered_map<std::uint32_t, Active> active_;  // subscriptions in force at the read position

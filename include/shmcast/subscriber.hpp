@@ -61,7 +61,7 @@ class SHMCAST_EXPORT Subscriber {
 
   /// The next frame, waiting at most `timeout` (negative: no limit) as `wait` says; nullopt on
   /// timeout.
-  std::optional<Message> receive(std::chrono::nanoseconds timeout, Wait wait = Wait::sleep);
+  std::optional<Message> receive(std::chrono::nanoseconds timeout, Wait wait = Wait::adaptive);
   /// The next frame if one is ready, without waiting.
   std::optional<Message> try_receive();
 
@@ -71,7 +71,7 @@ class SHMCAST_EXPORT Subscriber {
   /// frames it waits as `wait` says, as receive() does.
   std::size_t listen(const std::function<bool(const MessageView&)>& handler,
                      std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1),
-                     Wait wait = Wait::sleep);
+                     Wait wait = Wait::adaptive);
 
   /// Channels + patterns held now.
   [[nodiscard]] std::size_t subscription_count() const;

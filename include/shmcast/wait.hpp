@@ -6,16 +6,31 @@
 namespace shmcast {
 
 /// How Subscriber::receive() and Subscriber::listen() wait while the subscriber's ring is empty.
+///
+/// Whenever a subscriber sleeps, it sleeps until a publisher wakes it (or its timeout ends); it
+/// also looks again every two seconds (a ring's wake-up word is shared memory a faulty process may
+/// overwrite) and a millisecond after a publisher left a record half-written (its writer may be
+/// dead). While it sleeps its thread runs as SCHED_BATCH, if it was SCHED_OTHER, so that being
+/// woken does not preempt the publisher in the middle of its fan-out: the woken subscriber runs
+/// on an idle core at once, or when the publisher's time slice ends, and then finds a batch of
+/// messages instead of one.
 enum class Wait : std::uint8_t {
-  /// Polls briefly, then sleeps on the ring's futex until a publisher wakes it. Costs no CPU
-  /// while idle; a message that finds the subscriber asleep costs its publisher one futex
-  /// wake-up (a system call) and the subscriber a few microseconds to be scheduled again. The
-  /// default: right for most subscribers, and whenever there are more of them than cores.
+  /// Never spins: sleeps on the ring's futex as soon as the ring is empty. The least CPU (about
+  /// 5-10 us of CPU per wake-up on a 2-core VM, and none while idle); each message that finds
+  /// the subscriber asleep costs its publisher one futex wake-up (a system call, shared by all
+  /// messages published before the subscriber runs again) and the subscriber the time to be
+  /// scheduled (tens of microseconds on a VM).
   sleep,
   /// Busy-polls the ring and never sleeps. The lowest latency (a few hundred nanoseconds) and no
   /// wake-up for the publisher to pay, at the price of one core kept busy for as long as it
   /// waits. For a latency-critical subscriber on a core of its own.
   spin,
+  /// The default. Spins only while spinning pays: while recent messages came within a few tens
+  /// of microseconds of the ring running empty, and only while the machine has a core to spare
+  /// (fewer runnable threads than CPUs; never on a machine with one CPU). Otherwise it sleeps at
+  /// once, as `sleep` does. Back-to-back messages get `spin`'s latency (under a microsecond);
+  /// sparse ones (a message per millisecond, say) and idle subscribers cost what `sleep` costs.
+  adaptive,
 };
 
 }  // namespace shmcast
