@@ -82,6 +82,15 @@ inline void handshake_produce(void* memory, std::size_t bytes, std::uint32_t p, 
     // announcement.
     for (unsigned i = random() % 256; i > 0; --i) detail::cpu_relax();
     if (random() % 4 == 0) std::this_thread::yield();
+    if (s % 3 == 0) {
+      // Every third record only once the consumer has announced its sleep (or after a
+      // millisecond): the wake-up is then certainly the producers' to make.
+      const auto& word = static_cast<const detail::RingLayout*>(memory)->sleeping;
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+      while (word.load() != detail::kConsumerAsleep && std::chrono::steady_clock::now() < give_up) {
+        detail::cpu_relax();
+      }
+    }
     const std::uint64_t before = h.consumed.load();
     const StressRecord r{p, 0, s, stress_check(p, s)};
     const bool later = s % 2 == 1;
