@@ -6,10 +6,11 @@
 
 namespace shmcast::detail {
 
-RingWatch::RingWatch(void* memory, std::size_t bytes)
+RingWatch::RingWatch(void* memory, std::size_t bytes, const BusHeader& bus)
     : layout_(static_cast<RingLayout*>(memory)),
       data_(static_cast<std::byte*>(memory) + sizeof(RingLayout)),
-      capacity_(ring_checked_capacity(memory, bytes)) {
+      capacity_(ring_checked_capacity(memory, bytes)),
+      bus_(&bus) {
   if (capacity_ == 0) {
     throw std::invalid_argument(
         "ring watch: the ring's recorded capacity is invalid or larger than its memory");
@@ -28,21 +29,27 @@ RingWatch::Pending RingWatch::pending() const noexcept {
   return layout_->tail.load(std::memory_order_acquire) != head ? Pending::in_flight : Pending::none;
 }
 
-void RingWatch::announce_sleep() const noexcept {
-  layout_->sleeping.store(1, std::memory_order_seq_cst);
+void RingWatch::announce_sleep() noexcept {
+  // Before the announcement: a death counted after it, whose wake-up may come before the sleep,
+  // then shows as a changed count and the sleep does not start.
+  deaths_seen_ = static_cast<std::uint32_t>(bus_->deaths.load(std::memory_order_acquire));
+  layout_->sleeping.store(kConsumerAsleep, std::memory_order_seq_cst);
 }
 
 void RingWatch::end_sleep() const noexcept {
-  layout_->sleeping.store(0, std::memory_order_relaxed);
+  layout_->sleeping.store(kConsumerAwake, std::memory_order_relaxed);
 }
 
 void RingWatch::sleep(std::chrono::nanoseconds timeout) const noexcept {
-  futex_wait(&layout_->sleeping, 1, timeout);
+  // Without futex_waitv, deaths are seen at the next of these steps.
+  constexpr std::chrono::nanoseconds kStep = std::chrono::milliseconds(100);
+  futex_wait_either(&layout_->sleeping, kConsumerAsleep,
+                    FutexAlso{deaths_futex(*bus_), deaths_seen_}, timeout, kStep);
   end_sleep();
 }
 
 void RingWatch::wake_sleepers() const noexcept {
-  layout_->sleeping.store(0, std::memory_order_seq_cst);
+  layout_->sleeping.store(kConsumerAwake, std::memory_order_seq_cst);
   futex_wake(&layout_->sleeping, INT_MAX);
 }
 

@@ -216,8 +216,9 @@ class SubscriberState {
 
   int fd() {
     if (!fd_) {
-      fd_ = std::make_unique<SubscriberFd>(
-          RingWatch(ring_.base() + kSegmentHeaderSize, ring_.size() - kSegmentHeaderSize));
+      fd_ = std::make_unique<SubscriberFd>(RingWatch(ring_.base() + kSegmentHeaderSize,
+                                                     ring_.size() - kSegmentHeaderSize,
+                                                     bus_->view->header()));
       // The watcher sees the ring; what waits outside it must make the fd readable here.
       if (!confirmations_.empty() || gap_pending_ || consumer_.dropped() != seen_dropped_) {
         fd_->post();

@@ -21,9 +21,9 @@ namespace shmcast::detail {
 namespace {
 
 // The longest the watcher sleeps on the ring without a wake-up. It only matters when a
-// wake-up is lost (a publisher died between its commit and its wake, or the `sleeping` word
-// was overwritten): then the fd becomes readable this late. Long, so an idle watcher costs
-// next to nothing.
+// wake-up is lost (the `sleeping` word was overwritten; a publisher that died between its commit
+// and its wake is covered by the coordinator's wake-up on each death): then the fd becomes
+// readable this late. Long, so an idle watcher costs next to nothing.
 constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::seconds(1);
 // A record claimed but not committed: the watcher waits this long for its commit, then makes
 // the fd readable anyway, so the owner's read can skip it if its writer died.

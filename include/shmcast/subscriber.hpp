@@ -96,10 +96,12 @@ class SHMCAST_EXPORT Subscriber {
   /// shmcast-fd-bench on a 2-vCPU machine, one message a millisecond: the extra thread hop adds
   /// about 6 us to a wake-up at the median (p50 21 us against 15 us for receive()), and the
   /// subscriber's process uses about 20 us of CPU per message. Idle, the thread wakes once a
-  /// second (a guard against a wake-up lost to a publisher that died between its commit and its
-  /// wake), so a long epoll_wait on the fd costs about 20 us of CPU per second. After a wake-up,
-  /// the drain that finds nothing pays two system calls to re-arm. Once fd() was called,
-  /// receive() and listen() with Wait::sleep wait on the fd too, with the same added latency.
+  /// second (a guard against a wake-up lost to an overwritten ring; a publisher that died
+  /// between its commit and its wake-up is covered by the coordinator, which wakes sleepers on
+  /// each death), so a long epoll_wait on the fd costs about 20 us of CPU per second. After a
+  /// wake-up, the drain that finds nothing pays two system calls to re-arm. Once fd() was
+  /// called, receive() and listen() wait on the fd too (unless they spin), with the same added
+  /// latency.
   [[nodiscard]] int fd() const;
 
   Subscriber(Subscriber&&) noexcept;
