@@ -213,17 +213,18 @@ void Coordinator::create_or_adopt() {
   h->created_ns = created_ns_;
   auto* nodes = reinterpret_cast<Node*>(segment.base() + g.nodes_offset);
   for (std::uint32_t i = 0; i < g.node_count; ++i) nodes[i].client = kFreeNode;
+  // Who coordinates is in the header before anyone can open it: shm-stat never shows a bus
+  // without its coordinator.
+  start_ticks_ = detail::process_start_ticks(getpid());
+  started_ns_ = detail::realtime_ns();
+  h->coordinator_start_ticks.store(start_ticks_);
+  h->coordinator_started_ns.store(started_ns_);
+  h->heartbeat_ns.store(detail::monotonic_ns());
+  h->coordinator_pid.store(getpid(), std::memory_order_release);
   segment.publish();
   view_ = std::make_unique<detail::ControlView>(std::move(segment));
   writer_ = std::make_unique<RegistryWriter>(*view_, options_.bus);
   clients_.assign(limits.max_clients, Client{});
-  BusHeader& header = view_->header();
-  start_ticks_ = detail::process_start_ticks(getpid());
-  started_ns_ = detail::realtime_ns();
-  header.coordinator_start_ticks.store(start_ticks_);
-  header.coordinator_started_ns.store(started_ns_);
-  header.heartbeat_ns.store(detail::monotonic_ns());
-  header.coordinator_pid.store(getpid(), std::memory_order_release);
   fixed_header_.assign(view_->segment().base(), view_->segment().base() + kFixedHeaderBytes);
   log_line(options_.bus,
            fmt::format("created bus: {} bytes of registry, {} client slots, rings of {} bytes",
