@@ -4,12 +4,15 @@
 // integers bare, nil as an empty line); on a terminal, as redis-cli's human format
 // (`1) "subscribe"`). --raw and --no-raw force either, as they do for redis-cli.
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -212,12 +215,24 @@ void run_subscribe(shmcast::Bus& bus, const Invocation& inv, const Output& out) 
                                                  std::chrono::duration<double>(inv.timeout))
                             : Clock::time_point::max();
   std::uint64_t messages = 0;
+  // Waits in poll() on the subscriber's fd and the stop pipe: an idle subscriber wakes for
+  // nothing but a frame, a signal or the deadline.
+  std::array<pollfd, 2> waits{pollfd{sub.fd(), POLLIN, 0}, pollfd{stop_fd(), POLLIN, 0}};
   while (!stop_requested()) {
-    const auto left = deadline - Clock::now();
-    if (left <= Clock::duration::zero()) return;
-    // A bounded wait, so a signal or the deadline is noticed within 100 ms.
-    const auto message = sub.receive(std::min<Clock::duration>(left, 100ms));
-    if (!message) continue;
+    const auto message = sub.receive(std::chrono::nanoseconds(0));
+    if (!message) {
+      const auto left = deadline - Clock::now();
+      if (left <= Clock::duration::zero()) return;
+      const int ms =
+          deadline == Clock::time_point::max()
+              ? -1
+              : static_cast<int>(std::min<long long>(
+                    std::chrono::ceil<std::chrono::milliseconds>(left).count(), INT_MAX));
+      if (::poll(waits.data(), waits.size(), ms) < 0 && errno != EINTR) {
+        throw std::runtime_error(fmt::format("cannot wait for messages: {}", std::strerror(errno)));
+      }
+      continue;
+    }
     if (message->kind == shmcast::Kind::gap) {
       // Not a Redis frame: a script reading stdout must not mistake it for a message.
       fmt::print(stderr,

@@ -1,6 +1,8 @@
 #include "tool_support.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -8,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iterator>
+#include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>
@@ -21,8 +24,16 @@ using Clock = std::chrono::steady_clock;
 std::atomic<bool> g_stop{false};
 static_assert(std::atomic<bool>::is_always_lock_free);  // so a signal handler may store it
 
+// The pipe behind stop_fd(): the handler writes a byte, which write(2) may do in a handler.
+int g_stop_pipe[2] = {-1, -1};
+
 extern "C" void on_stop_signal(int /*signal*/) {
   g_stop.store(true, std::memory_order_relaxed);
+  if (g_stop_pipe[1] >= 0) {
+    const int saved = errno;
+    (void)!::write(g_stop_pipe[1], "x", 1);
+    errno = saved;
+  }
 }
 
 void append_hex(std::string& out, char c) {
@@ -32,12 +43,19 @@ void append_hex(std::string& out, char c) {
 }  // namespace
 
 void install_signal_handlers() {
+  if (g_stop_pipe[0] < 0 && ::pipe2(g_stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    throw std::runtime_error(fmt::format("cannot make a pipe: {}", std::strerror(errno)));
+  }
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
   signal(SIGPIPE, SIG_IGN);
+}
+
+int stop_fd() {
+  return g_stop_pipe[0];
 }
 
 bool stop_requested() {

@@ -24,6 +24,10 @@ void install_signal_handlers();
 // shm-stat --watch ends after the snapshot it is printing.
 bool stop_requested();
 
+// A descriptor that poll() reports readable once SIGINT or SIGTERM came (after
+// install_signal_handlers()), so an event loop waits for a stop without waking to look for one.
+int stop_fd();
+
 // Sleeps for `duration` unless SIGINT/SIGTERM comes first.
 void sleep_unless_stopped(std::chrono::duration<double> duration);
 
