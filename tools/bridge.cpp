@@ -1,14 +1,11 @@
+// Bridge: the out and in forwarding loops, their back-off, options and counters.
 #include "bridge.hpp"
 
 #include <hiredis/hiredis.h>
-#include <poll.h>
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <charconv>
 #include <exception>
-#include <memory>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -22,9 +19,6 @@ using namespace std::chrono_literals;
 
 constexpr auto kPollInterval = 100ms;  // how soon a stop request is seen
 constexpr auto kFirstBackoff = 100ms;
-constexpr timeval kConnectTimeout{2, 0};
-constexpr timeval kCommandTimeout{5, 0};  // a Redis that stops answering counts as gone
-constexpr auto kCommandTimeoutMs = 5000ms;
 // How often the subscribed connection, which otherwise only reads, asks whether the server is
 // still there: a peer that vanished without closing the connection sends nothing at all.
 constexpr auto kPingInterval = 3s;
@@ -34,126 +28,6 @@ constexpr auto kStableAfter = 3s;
 constexpr std::size_t kBatch = 1024;  // publishes pipelined before their replies are read
 constexpr std::size_t kEchoCapacity = 1 << 16;
 constexpr auto kEchoExpiry = 10s;
-
-constexpr std::string_view kUrlForms =
-    "use redis://[[user]:password@]host[:port] or unix:///path/to/socket";
-
-struct ContextFree {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-using Context = std::unique_ptr<redisContext, ContextFree>;
-
-struct ReplyFree {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyFree>;
-
-// Appends one command, its arguments binary-safe. False only when out of memory.
-bool append_command(redisContext* c, std::initializer_list<std::string_view> args) {
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lengths;
-  for (const auto arg : args) {
-    argv.push_back(arg.data());
-    lengths.push_back(arg.size());
-  }
-  return redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data()) ==
-         REDIS_OK;
-}
-
-// The next reply, waiting at most the context's command timeout; null when the connection
-// failed (c->errstr says why).
-Reply next_reply(redisContext* c) {
-  void* reply = nullptr;
-  if (redisGetReply(c, &reply) != REDIS_OK) return nullptr;
-  return Reply(static_cast<redisReply*>(reply));
-}
-
-std::string_view text(const redisReply* r) {
-  return {r->str, r->len};
-}
-
-std::string connection_error(const redisContext* c) {
-  return c->err == REDIS_ERR_EOF || c->errstr[0] == '\0' ? "the server closed the connection"
-                                                         : std::string(c->errstr);
-}
-
-// Connects and authenticates. Throws std::runtime_error with the reason.
-Context connect_redis(const RedisAddress& address) {
-  Context c(address.socket_path.empty()
-                ? redisConnectWithTimeout(address.host.c_str(), address.port, kConnectTimeout)
-                : redisConnectUnixWithTimeout(address.socket_path.c_str(), kConnectTimeout));
-  if (!c) throw std::runtime_error("out of memory");
-  if (c->err != 0) throw std::runtime_error(c->errstr);
-  // TCP keepalive lets the kernel find a peer that went away without a word.
-  if (address.socket_path.empty() && redisEnableKeepAlive(c.get()) != REDIS_OK) {
-    throw std::runtime_error(connection_error(c.get()));
-  }
-  if (redisSetTimeout(c.get(), kCommandTimeout) != REDIS_OK) {
-    throw std::runtime_error(connection_error(c.get()));
-  }
-  if (!address.password.empty()) {
-    const bool appended = address.user.empty()
-                              ? append_command(c.get(), {"AUTH", address.password})
-                              : append_command(c.get(), {"AUTH", address.user, address.password});
-    Reply reply = appended ? next_reply(c.get()) : nullptr;
-    if (!reply) throw std::runtime_error(connection_error(c.get()));
-    if (reply->type == REDIS_REPLY_ERROR) {
-      throw std::runtime_error(fmt::format("AUTH refused: {}", text(reply.get())));
-    }
-  }
-  // A server over maxclients, or in protected mode, accepts the connection, sends an error and
-  // closes it: only an answered command shows that the connection is usable.
-  Reply pong = append_command(c.get(), {"PING"}) ? next_reply(c.get()) : nullptr;
-  if (!pong) throw std::runtime_error(connection_error(c.get()));
-  if (pong->type == REDIS_REPLY_ERROR) {
-    throw std::runtime_error(fmt::format("Redis refused PING: {}", text(pong.get())));
-  }
-  return c;
-}
-
-// Writes out what was appended. Empty on success, else why the connection failed.
-std::string flush_output(redisContext* c) {
-  for (int flushed = 0; flushed == 0;) {
-    if (redisBufferWrite(c, &flushed) != REDIS_OK) return connection_error(c);
-  }
-  return {};
-}
-
-enum class ReadStatus { reply, timeout, failed };
-
-// Waits at most `timeout` for the next reply without giving up the connection on a timeout (a
-// hiredis read timeout would).
-ReadStatus read_reply(redisContext* c, std::chrono::milliseconds timeout, Reply& out) {
-  void* reply = nullptr;
-  if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return ReadStatus::failed;
-  if (reply == nullptr) {
-    pollfd p{c->fd, POLLIN, 0};
-    const int ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
-    if (ready < 0 && errno != EINTR) return ReadStatus::failed;
-    if (ready <= 0) return ReadStatus::timeout;
-    if (redisBufferRead(c) != REDIS_OK) return ReadStatus::failed;
-    if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return ReadStatus::failed;
-    if (reply == nullptr) return ReadStatus::timeout;
-  }
-  out.reset(static_cast<redisReply*>(reply));
-  return ReadStatus::reply;
-}
-
-// Why an idle connection is no longer usable, or nothing when it still is: the server closed it
-// (which an idle publisher would otherwise learn only by losing its next message), or it sent a
-// reply that nobody asked for, which would be taken for the answer to the next publish and put
-// every later reply out of step.
-std::optional<std::string> idle_connection_problem(redisContext* c) {
-  pollfd p{c->fd, POLLIN, 0};
-  if (::poll(&p, 1, 0) > 0 && redisBufferRead(c) != REDIS_OK) return connection_error(c);
-  void* reply = nullptr;
-  if (redisGetReplyFromReader(c, &reply) != REDIS_OK) return connection_error(c);
-  if (reply == nullptr) return std::nullopt;
-  const Reply unasked(static_cast<redisReply*>(reply));
-  return unasked->type == REDIS_REPLY_ERROR || unasked->type == REDIS_REPLY_STATUS
-             ? fmt::format("Redis sent a reply nobody asked for: {}", text(unasked.get()))
-             : std::string("Redis sent a reply nobody asked for");
-}
 
 // Exponential back-off between connection attempts: 100 ms, doubling up to the cap.
 class Backoff {
@@ -182,155 +56,11 @@ std::string seconds(std::chrono::milliseconds ms) {
   return fmt::format("{:.1f} s", static_cast<double>(ms.count()) / 1000);
 }
 
-// `url` with its password (everything after the user's colon, up to the last '@') as "***", so
-// that an error message about the URL does not put the password in a log.
-std::string redacted(std::string_view url) {
-  constexpr std::string_view kScheme = "redis://";
-  if (!url.starts_with(kScheme)) return std::string(url);
-  const std::string_view rest = url.substr(kScheme.size());
-  const auto at = rest.rfind('@');
-  if (at == std::string_view::npos) return std::string(url);
-  const std::string_view credentials = rest.substr(0, at);
-  const auto colon = credentials.find(':');
-  const std::string_view user =
-      colon == std::string_view::npos ? std::string_view() : credentials.substr(0, colon + 1);
-  return fmt::format("{}{}***{}", kScheme, user, rest.substr(at));
-}
-
 bool is_glob(std::string_view name) {
   return name.find_first_of("*?[") != std::string_view::npos;
 }
 
 }  // namespace
-
-std::string RedisAddress::display() const {
-  if (!socket_path.empty()) return "unix://" + socket_path;
-  const bool ipv6 = host.find(':') != std::string::npos;
-  return fmt::format("redis://{}{}{}:{}", ipv6 ? "[" : "", host, ipv6 ? "]" : "", port);
-}
-
-RedisAddress parse_redis_url(std::string_view url) {
-  RedisAddress address;
-  const auto fail = [&](std::string_view why) {
-    return std::invalid_argument(
-        fmt::format("bad Redis URL '{}': {}: {}", redacted(url), why, kUrlForms));
-  };
-  if (url.starts_with("unix://")) {
-    address.socket_path = url.substr(7);
-    if (!address.socket_path.starts_with('/')) throw fail("the socket path must be absolute");
-    return address;
-  }
-  if (!url.starts_with("redis://")) throw fail("unknown scheme");
-  std::string_view rest = url.substr(8);
-  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
-    const std::string_view credentials = rest.substr(0, at);
-    const auto colon = credentials.find(':');
-    if (colon == std::string_view::npos) throw fail("put the password after a colon");
-    address.user = credentials.substr(0, colon);
-    address.password = credentials.substr(colon + 1);
-    if (address.password.empty()) throw fail("the password is empty");
-    rest = rest.substr(at + 1);
-  }
-  if (rest.find('/') != std::string_view::npos) throw fail("a path or database has no meaning");
-  std::string_view port;
-  if (rest.starts_with('[')) {
-    const auto close = rest.find(']');
-    if (close == std::string_view::npos) throw fail("no ']' after the IPv6 address");
-    address.host = rest.substr(1, close - 1);
-    rest = rest.substr(close + 1);
-    if (!rest.empty() && !rest.starts_with(':')) throw fail("expected ':port' after ']'");
-    if (!rest.empty()) port = rest.substr(1);
-  } else {
-    const auto colon = rest.find(':');
-    address.host = rest.substr(0, colon);
-    if (colon != std::string_view::npos) port = rest.substr(colon + 1);
-    if (port.find(':') != std::string_view::npos) throw fail("put an IPv6 address in brackets");
-  }
-  if (address.host.empty()) throw fail("no host");
-  if (port.data() != nullptr) {
-    int value = 0;
-    const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (port.empty() || error != std::errc() || end != port.data() + port.size() || value < 1 ||
-        value > 65535) {
-      throw fail(fmt::format("the port '{}' is not a number from 1 to 65535", port));
-    }
-    address.port = value;
-  }
-  return address;
-}
-
-EchoFilter::EchoFilter(std::size_t capacity, std::chrono::milliseconds expiry)
-    : capacity_(capacity), expiry_(expiry) {}
-
-std::uint64_t EchoFilter::hash(std::string_view channel, std::string_view payload) {
-  const std::uint64_t c = std::hash<std::string_view>{}(channel);
-  const std::uint64_t p = std::hash<std::string_view>{}(payload);
-  return c ^ (p + 0x9e3779b97f4a7c15ULL + (c << 6) + (c >> 2)) ^
-         (static_cast<std::uint64_t>(payload.size()) << 40);
-}
-
-std::uint64_t EchoFilter::expect(std::string_view channel, std::string_view payload,
-                                 Clock::time_point now) {
-  const std::uint64_t h = hash(channel, payload);
-  const std::lock_guard lock(mutex_);
-  const std::uint64_t sequence = next_sequence_++;
-  if (!active_) return sequence;
-  if (entries_.size() == capacity_) {
-    entries_.pop_front();
-    ++forgotten_;
-  }
-  entries_.push_back({h, sequence, now});
-  return sequence;
-}
-
-void EchoFilter::forget(std::uint64_t sequence) {
-  const std::lock_guard lock(mutex_);
-  // Entries are in sequence order.
-  const auto it = std::lower_bound(entries_.begin(), entries_.end(), sequence,
-                                   [](const Entry& e, std::uint64_t s) { return e.sequence < s; });
-  if (it != entries_.end() && it->sequence == sequence) entries_.erase(it);
-}
-
-bool EchoFilter::consume(std::string_view channel, std::string_view payload,
-                         Clock::time_point now) {
-  const std::uint64_t h = hash(channel, payload);
-  const std::lock_guard lock(mutex_);
-  while (!entries_.empty() && now - entries_.front().published > expiry_) {
-    entries_.pop_front();
-    ++forgotten_;
-  }
-  // Own messages come back in order, so only a prefix of entries that may have been lost can
-  // be passed over to reach the match.
-  for (std::size_t i = 0; i < entries_.size(); ++i) {
-    if (entries_[i].hash == h) {
-      entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(i) + 1);
-      return true;
-    }
-    if (entries_[i].sequence >= lost_before_) break;
-  }
-  return false;
-}
-
-void EchoFilter::mark_lost() {
-  const std::lock_guard lock(mutex_);
-  lost_before_ = next_sequence_;
-}
-
-void EchoFilter::reset(bool active) {
-  const std::lock_guard lock(mutex_);
-  entries_.clear();
-  active_ = active;
-}
-
-std::size_t EchoFilter::size() const {
-  const std::lock_guard lock(mutex_);
-  return entries_.size();
-}
-
-std::uint64_t EchoFilter::forgotten() const {
-  const std::lock_guard lock(mutex_);
-  return forgotten_;
-}
 
 void check_options(const Options& options) {
   if (options.out.empty() && options.in.empty()) {
@@ -630,8 +360,8 @@ void Bridge::run_in(const std::function<bool()>& stop) {
     std::size_t unconfirmed = options_.in.size();
     while (error.empty() && !stop()) {
       const auto tick = Clock::now();
-      if (awaiting_pong && tick - ping_sent > kCommandTimeoutMs) {
-        error = fmt::format("no answer to PING within {}", seconds(kCommandTimeoutMs));
+      if (awaiting_pong && tick - ping_sent > kCommandTimeout) {
+        error = fmt::format("no answer to PING within {}", seconds(kCommandTimeout));
         continue;
       }
       if (!awaiting_pong && tick >= next_ping) {

@@ -1,98 +1,24 @@
-// shmcast-bridge's parts: where Redis is (its URL), how the bridge recognizes its own messages
-// coming back (EchoFilter), and the forwarding itself (Bridge). Kept apart from main() so that the
-// tests can check the URL parser and the echo rule without a Redis server.
+// shmcast-bridge's forwarding (Bridge), its options and its counters. Kept apart from main(),
+// with where Redis is (redis_link.hpp) and the echo rule (echo_filter.hpp), so that the tests can
+// check the URL parser and the echo rule without a Redis server.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "echo_filter.hpp"
 #include "glob.hpp"
+#include "redis_link.hpp"
 #include "shmcast/shmcast.hpp"
 
 namespace shmcast::bridge {
-
-using Clock = std::chrono::steady_clock;
-
-// Where the Redis server is: a TCP host and port, or a unix socket path.
-struct RedisAddress {
-  std::string host;
-  int port = 6379;
-  std::string socket_path;  // set for unix://, and then host is empty
-  std::string user;         // empty: AUTH with the password alone
-  std::string password;     // empty: no AUTH
-
-  // The address without its password, for logs.
-  [[nodiscard]] std::string display() const;
-};
-
-// Parses redis://[[user]:password@]host[:port] (port 6379 if left out; an IPv6 host in
-// brackets) or unix:///path/to/socket. Throws std::invalid_argument with a one-line message that
-// says what is wrong and which forms are accepted.
-RedisAddress parse_redis_url(std::string_view url);
-
-// Recognizes the messages this bridge published on one side when its own subscription on that
-// side delivers them back. Neither Redis nor shmcast tells a subscriber who published, so the
-// bridge remembers (channel, hash of the payload) of each message it publishes there, in order,
-// and drops an arriving message that equals the oldest remembered one. A subscription delivers
-// one publisher's messages in the order published, so its own messages come back in the order
-// remembered; messages of other publishers in between do not match and are delivered, even with
-// the same content, as many times as they were published.
-//
-// A remembered message can fail to come back (a full ring, a lost connection). mark_lost() says
-// so: the entries remembered until then may be skipped when a later one matches. A publish that
-// definitely failed (refused with an error) is forgotten at once with forget(), so that its entry
-// cannot take someone else's identical message for the bridge's own. Entries older than the
-// expiry, or beyond the capacity, are forgotten and counted: should such a message come back
-// after all, it is delivered again as if someone else had published it.
-//
-// Thread safety: every member may be called from any thread.
-class EchoFilter {
- public:
-  EchoFilter(std::size_t capacity, std::chrono::milliseconds expiry);
-
-  // Remembers a message about to be published, unless the filter is inactive. Returns its
-  // sequence number, for forget().
-  std::uint64_t expect(std::string_view channel, std::string_view payload, Clock::time_point now);
-  // True (and forgets it) when an arriving message is the bridge's own, remembered message.
-  bool consume(std::string_view channel, std::string_view payload, Clock::time_point now);
-  // The message expect() numbered `sequence` was not published: it will not come back.
-  void forget(std::uint64_t sequence);
-  // The messages remembered so far may never come back.
-  void mark_lost();
-  // Forgets everything; while inactive, expect() remembers nothing (no subscription will see
-  // the messages).
-  void reset(bool active);
-  [[nodiscard]] std::size_t size() const;
-  // How many entries expired or fell beyond the capacity before their message came back.
-  [[nodiscard]] std::uint64_t forgotten() const;
-
- private:
-  struct Entry {
-    std::uint64_t hash;
-    std::uint64_t sequence;
-    Clock::time_point published;
-  };
-
-  static std::uint64_t hash(std::string_view channel, std::string_view payload);
-
-  std::size_t capacity_;
-  std::chrono::milliseconds expiry_;
-  mutable std::mutex mutex_;
-  std::deque<Entry> entries_;
-  std::uint64_t next_sequence_ = 0;
-  std::uint64_t lost_before_ = 0;  // entries with a smaller sequence may never come back
-  std::uint64_t forgotten_ = 0;
-  bool active_ = true;
-};
 
 struct Options {
   std::string bus;
