@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "client_link.hpp"
 #include "coordinator.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
@@ -112,6 +113,31 @@ TEST(CoordinatorWake, StopThenWakeEndsTheRunAtOnce) {
   EXPECT_FALSE(serving.returned_within(200ms));
   coordinator.wake();
   EXPECT_TRUE(serving.returned_within(10s)) << "still serving 10 s after stop and wake";
+}
+
+// A client whose attach failed leaves its claimed slot marked detached as it goes; the ring that
+// follows lets the coordinator free the slot then, not at its next timed pass.
+TEST(CoordinatorWake, SlotOfAClientThatNeverAttachedIsFreedWhenItLeaves) {
+  const std::string name = test::unique_bus("wake-unattached");
+  Coordinator coordinator({name, Limits{}, 0600, std::nullopt, kNoTimedPass});
+  Serving serving(coordinator);
+  const auto view = detail::open_control(name);
+  const auto state_of_slot = [&view](std::uint32_t slot) {
+    return static_cast<detail::SlotState>(view->slot(slot).state.load());
+  };
+  std::uint32_t slot = 0;
+  {
+    detail::ClientLink claim(view, name, ConnectOptions{});
+    slot = claim.slot();
+    ASSERT_EQ(state_of_slot(slot), detail::SlotState::claimed);
+    std::this_thread::sleep_for(50ms);  // asleep on the doorbell by now
+  }
+  const auto deadline = Clock::now() + 10s;
+  while (state_of_slot(slot) != detail::SlotState::free && Clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(state_of_slot(slot), detail::SlotState::free) << "the slot is not free 10 s on";
+  EXPECT_EQ(view->slot(slot).pid.load(), 0) << "the slot still holds its claimer's pid";
 }
 
 }  // namespace
