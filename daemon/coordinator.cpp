@@ -290,9 +290,9 @@ void Coordinator::run(const std::atomic<bool>& stop) {
     if (stop.load(std::memory_order_acquire)) break;
     serve_once();
     h.heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
-    // Requests, deaths (through death_watch_) and stop signals ring the doorbell; what rings
-    // nothing (a claim whose process died before its attach request, a slot overwritten in
-    // shared memory) waits for the next timed pass.
+    // Requests, deaths (through death_watch_), a client leaving its slot detached and stop
+    // signals ring the doorbell; what rings nothing (a claim whose process died before its
+    // attach request, a slot overwritten in shared memory) waits for the next timed pass.
     const auto until_pass = next_timed_pass_ - std::chrono::steady_clock::now();
     detail::futex_wait(&h.doorbell, bell, std::max(until_pass, decltype(until_pass)::zero()));
   }
