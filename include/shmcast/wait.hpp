@@ -25,11 +25,15 @@ enum class Wait : std::uint8_t {
   /// wake-up for the publisher to pay, at the price of one core kept busy for as long as it
   /// waits. For a latency-critical subscriber on a core of its own.
   spin,
-  /// The default. Spins only while spinning pays: while recent messages came within a few tens
-  /// of microseconds of the ring running empty, and only while the machine has a core to spare
-  /// (fewer runnable threads than CPUs; never on a machine with one CPU). Otherwise it sleeps at
-  /// once, as `sleep` does. Back-to-back messages get `spin`'s latency (under a microsecond);
-  /// sparse ones (a message per millisecond, say) and idle subscribers cost what `sleep` costs.
+  /// The default. Spins (up to 30 us) only while spinning pays: while one of the last few waits
+  /// ended within 100 us, and only while the machine has a core to spare (at most twice as many
+  /// runnable threads as CPUs, from /proc/loadavg; never with one CPU). When no core is spare
+  /// and messages keep coming (many subscribers on few cores), it naps without asking to be
+  /// woken, 0.2 to 20 ms by the number of runnable threads, and reads a batch per nap: no
+  /// wake-up for the publisher to pay, at the price of up to one nap of latency under such load.
+  /// Otherwise it sleeps at once, as `sleep` does. Back-to-back messages get `spin`'s latency
+  /// (under a microsecond); sparse ones (a message per millisecond, say) and idle subscribers
+  /// cost what `sleep` costs.
   adaptive,
 };
 
