@@ -17,10 +17,22 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
 
 namespace {
 
-#ifdef SYS_futex_waitv
-// Set once a futex_waitv call failed with ENOSYS; from then on only the first word is waited on.
+// futex_waitv(2) (Linux 5.16), declared here so that older kernel and libc headers build too:
+// its system call number is the same on every architecture, and its entry layout is fixed.
+constexpr long kSysFutexWaitv = 449;
+constexpr std::uint32_t kFutex32 = 2;
+struct WaitvEntry {
+  std::uint64_t val;
+  std::uint64_t uaddr;
+  std::uint32_t flags;
+  std::uint32_t reserved;
+};
+static_assert(sizeof(WaitvEntry) == 24);
+
+// Set once futex_waitv failed for a reason other than a wake-up, a timeout or a signal (ENOSYS
+// on an old kernel, EPERM under a seccomp filter, ...): from then on only the first word is
+// waited on. Without it, such a failure would return at once from every sleep: a busy loop.
 std::atomic<bool> g_no_waitv{false};
-#endif
 
 timespec timespec_of(std::chrono::nanoseconds t) noexcept {
   timespec ts{};
@@ -46,15 +58,14 @@ void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 void futex_wait_either(std::atomic<std::uint32_t>* word, std::uint32_t expected, FutexAlso also,
                        std::chrono::nanoseconds timeout,
                        std::chrono::nanoseconds fallback_timeout) noexcept {
-#ifdef SYS_futex_waitv
   if (!g_no_waitv.load(std::memory_order_relaxed)) {
-    futex_waitv waiters[2]{};
+    WaitvEntry waiters[2]{};
     waiters[0].val = expected;
     waiters[0].uaddr = reinterpret_cast<std::uintptr_t>(word);
-    waiters[0].flags = FUTEX_32;
+    waiters[0].flags = kFutex32;
     waiters[1].val = also.seen;
     waiters[1].uaddr = reinterpret_cast<std::uintptr_t>(also.word);
-    waiters[1].flags = FUTEX_32;
+    waiters[1].flags = kFutex32;
     // futex_waitv takes an absolute time only.
     timespec deadline{};
     timespec* dp = nullptr;
@@ -65,14 +76,12 @@ void futex_wait_either(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                              std::chrono::nanoseconds(now.tv_nsec) + timeout);
       dp = &deadline;
     }
-    if (syscall(SYS_futex_waitv, waiters, 2, 0, dp, CLOCK_MONOTONIC) >= 0 || errno != ENOSYS) {
+    if (syscall(kSysFutexWaitv, waiters, 2, 0, dp, CLOCK_MONOTONIC) >= 0 || errno == EAGAIN ||
+        errno == ETIMEDOUT || errno == EINTR) {
       return;
     }
     g_no_waitv.store(true, std::memory_order_relaxed);
   }
-#else
-  (void)also;
-#endif
   futex_wait(word, expected,
              timeout.count() < 0 ? fallback_timeout : std::min(timeout, fallback_timeout));
 }

@@ -12,6 +12,10 @@ namespace shmcast::detail {
 void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                 std::chrono::nanoseconds timeout) noexcept;
 
+/// The default `fallback_timeout` of futex_wait_either: how late, without futex_waitv, a sleeper
+/// sees a change of its second word.
+inline constexpr std::chrono::nanoseconds kWaitvFallbackStep = std::chrono::milliseconds(500);
+
 /// A second word to sleep on beside the first: `word` points at a 32-bit futex word (it may be
 /// the low half of a wider counter), `seen` is the value it had.
 struct FutexAlso {
@@ -20,8 +24,8 @@ struct FutexAlso {
 };
 
 /// As futex_wait, but also returns once `also` is woken or no longer holds `also.seen`
-/// (futex_waitv). Where the kernel lacks futex_waitv (before Linux 5.16) it sleeps on `word`
-/// alone, at most `fallback_timeout` at a time.
+/// (futex_waitv). Where the kernel lacks futex_waitv (before Linux 5.16) or refuses it (a
+/// seccomp filter), it sleeps on `word` alone, at most `fallback_timeout` at a time.
 void futex_wait_either(std::atomic<std::uint32_t>* word, std::uint32_t expected, FutexAlso also,
                        std::chrono::nanoseconds timeout,
                        std::chrono::nanoseconds fallback_timeout) noexcept;

@@ -398,10 +398,9 @@ bool RingConsumer::sleep(std::chrono::nanoseconds timeout, std::optional<FutexAl
   constexpr std::chrono::nanoseconds kNap = std::chrono::milliseconds(1);
   if (in_flight && (timeout.count() < 0 || timeout > kNap)) timeout = kNap;
   if (also) {
-    // Without futex_waitv the second word cannot be watched: sleep in short steps instead, as
-    // a wake-up owed by a dead publisher never comes.
-    constexpr std::chrono::nanoseconds kStep = std::chrono::milliseconds(100);
-    futex_wait_either(&layout_->sleeping, kConsumerAsleep, *also, timeout, kStep);
+    // Without futex_waitv the second word cannot be watched: sleep in steps instead, as a
+    // wake-up owed by a dead publisher never comes.
+    futex_wait_either(&layout_->sleeping, kConsumerAsleep, *also, timeout, kWaitvFallbackStep);
   } else {
     futex_wait(&layout_->sleeping, kConsumerAsleep, timeout);
   }

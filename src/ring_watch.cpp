@@ -41,10 +41,9 @@ void RingWatch::end_sleep() const noexcept {
 }
 
 void RingWatch::sleep(std::chrono::nanoseconds timeout) const noexcept {
-  // Without futex_waitv, deaths are seen at the next of these steps.
-  constexpr std::chrono::nanoseconds kStep = std::chrono::milliseconds(100);
+  // Without futex_waitv, deaths are seen at the next step of kWaitvFallbackStep.
   futex_wait_either(&layout_->sleeping, kConsumerAsleep,
-                    FutexAlso{deaths_futex(*bus_), deaths_seen_}, timeout, kStep);
+                    FutexAlso{deaths_futex(*bus_), deaths_seen_}, timeout, kWaitvFallbackStep);
   end_sleep();
 }
 

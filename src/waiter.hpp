@@ -51,8 +51,8 @@ class Waiter {
   bool live_ = false;
 };
 
-/// Has the machine a core to spare for spinning: fewer runnable threads (this one included)
-/// than CPUs this thread may run on, and more than one CPU? Looked up at most once a
+/// Has the machine a core to spare for spinning: at most twice as many runnable threads (this
+/// one included) as CPUs this thread may run on, and more than one CPU? Looked up at most once a
 /// millisecond per process (/proc/loadavg), so asking costs nothing on the hot path.
 [[nodiscard]] bool cores_to_spare() noexcept;
 

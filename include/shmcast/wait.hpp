@@ -9,7 +9,7 @@ namespace shmcast {
 ///
 /// Whenever a subscriber sleeps, it sleeps until a publisher wakes it (or its timeout ends); it
 /// also looks again every two seconds (a ring's wake-up word is shared memory a faulty process may
-/// overwrite) and a millisecond after a publisher left a record half-written (its writer may be
+/// overwrite; every 500 ms on kernels before Linux 5.16, which lack futex_waitv) and a millisecond after a publisher left a record half-written (its writer may be
 /// dead). While it sleeps its thread runs as SCHED_BATCH, if it was SCHED_OTHER, so that being
 /// woken does not preempt the publisher in the middle of its fan-out: the woken subscriber runs
 /// on an idle core at once, or when the publisher's time slice ends, and then finds a batch of
