@@ -71,9 +71,14 @@ void SubscriberFd::rearm() noexcept {
   std::uint32_t state = state_.load(std::memory_order_acquire);
   // The watcher wrote the eventfd for a frame this drain has taken, and is about to mark it:
   // wait for the mark, or its count would outlast the drain. It is runnable, a few instructions
-  // from there.
-  while (state == kPosting) {
-    sched_yield();
+  // from there: yield to it, and past a few tries sleep a little, since a yield gives nothing to
+  // a watcher of lower real-time priority on the same core.
+  for (int tries = 1; state == kPosting; ++tries) {
+    if (tries <= 64) {
+      sched_yield();
+    } else {
+      futex_wait(&state_, kPosting, std::chrono::microseconds(100));
+    }
     state = state_.load(std::memory_order_acquire);
   }
   if (state != kSignalled) return;
