@@ -12,8 +12,9 @@ namespace shmcast::detail {
 
 /// The longest a subscriber sleeps without looking at its ring: the bound on how late a wake-up
 /// lost to an overwritten `sleeping` word is made up for. Long, so that idle subscribers cost
-/// nothing noticeable however many there are (one wake-up each every two seconds).
-inline constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::seconds(2);
+/// nothing noticeable however many there are (one wake-up each every five seconds: 1,000 idle
+/// subscribers used 0.7% of a core together in one run of shmcast-bench --scenario idle).
+inline constexpr std::chrono::nanoseconds kLongestSleep = std::chrono::seconds(5);
 
 /// How long Wait::adaptive spins before it sleeps, and within how long of the ring running
 /// empty a record must come for that wait to count as one that spinning pays for. A futex sleep

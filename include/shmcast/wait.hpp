@@ -8,7 +8,7 @@ namespace shmcast {
 /// How Subscriber::receive() and Subscriber::listen() wait while the subscriber's ring is empty.
 ///
 /// Whenever a subscriber sleeps, it sleeps until a publisher wakes it (or its timeout ends); it
-/// also looks again every two seconds (a ring's wake-up word is shared memory a faulty process may
+/// also looks again every five seconds (a ring's wake-up word is shared memory a faulty process may
 /// overwrite; every 500 ms on kernels before Linux 5.16, which lack futex_waitv) and a millisecond after a publisher left a record half-written (its writer may be
 /// dead). While it sleeps its thread runs as SCHED_BATCH, if it was SCHED_OTHER, so that being
 /// woken does not preempt the publisher in the middle of its fan-out: the woken subscriber runs

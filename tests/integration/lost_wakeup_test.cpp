@@ -70,7 +70,7 @@ int sleeper(const std::string& bus_name, const std::string& channel, int index, 
 
 // The publisher dies between committing its message to every subscriber's ring and waking any
 // of them. The coordinator, reaping it, wakes every sleeper: each reads the message well within
-// the longest sleep (2 s; 1 s for fd()'s watcher), the bound a lost wake-up would otherwise cost.
+// the longest sleep (5 s; 1 s for fd()'s watcher), the bound a lost wake-up would otherwise cost.
 TEST(LostWakeup, PublisherDiesBetweenCommitAndWakeUp) {
   test::Daemon daemon(test::unique_bus("lostwake"));
   const std::string name = daemon.bus();
