@@ -11,11 +11,9 @@
 // only once it is contended.
 
 #include <fcntl.h>
-#include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,19 +42,14 @@
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
 #include "shmcast/shmcast.hpp"
+#include "support/seccomp.hpp"
 
 namespace shmcast::test {
 namespace {
 
 using namespace std::chrono_literals;
 
-#if defined(__x86_64__)
-constexpr std::uint32_t kAuditArch = AUDIT_ARCH_X86_64;
-#elif defined(__aarch64__)
-constexpr std::uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
-#else
-constexpr std::uint32_t kAuditArch = 0;  // no filter written for this architecture
-#endif
+using testing::kAuditArch;
 
 constexpr std::string_view kPayload = "0123456789abcdef";
 
@@ -103,27 +96,24 @@ extern "C" void on_sigsys(int /*signal*/, siginfo_t* info, void* /*context*/) {
 // Allows write(report_fd, ...) and exit_group; traps every other call with SIGSYS. A call
 // made with another architecture's numbers kills the process.
 bool install_filter(int report_fd) {
-  constexpr auto kNr = static_cast<std::uint32_t>(offsetof(seccomp_data, nr));
-  constexpr auto kArch = static_cast<std::uint32_t>(offsetof(seccomp_data, arch));
-  // The low half of args[0]: both architectures here are little-endian.
-  constexpr auto kFirstArg = static_cast<std::uint32_t>(offsetof(seccomp_data, args));
+  using testing::kSeccompArch;
+  using testing::kSeccompFirstArg;
+  using testing::kSeccompNr;
   sock_filter program[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kArch),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kSeccompArch),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kAuditArch, 1, 0),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kNr),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kSeccompNr),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_exit_group, 0, 1),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_write, 0, 3),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kFirstArg),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kSeccompFirstArg),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(report_fd), 0, 1),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
   };
-  const sock_fprog filter{static_cast<unsigned short>(std::size(program)), program};
-  // Only this thread is filtered (no SECCOMP_FILTER_FLAG_TSYNC): it is the one that publishes.
-  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-         ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &filter) == 0;
+  // Only this thread is filtered: it is the one that publishes.
+  return testing::filter_this_thread(program);
 }
 
 struct Plan {
