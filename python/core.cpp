@@ -7,9 +7,13 @@
 #include <algorithm>
 #include <chrono>
 #include <concepts>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -183,28 +187,90 @@ std::chrono::milliseconds to_timeout(double seconds) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
 }
 
+// Whose turn it is to use a subscriber. A call that changes subscriptions goes before a
+// waiting next(), which takes one slice per turn: it waits for one slice at most, where a plain
+// mutex could hand the turn back to the reader slice after slice.
+class Turn {
+ public:
+  // Holds the turn while it lives; `reader`: a next() slice, which lets other calls go first.
+  class Held {
+   public:
+    Held(Turn& turn, bool reader) : turn_(turn) { turn_.take(reader); }
+    ~Held() { turn_.give(); }
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+
+   private:
+    Turn& turn_;
+  };
+
+  // Takes the turn if it is free and no call waits for it.
+  [[nodiscard]] bool try_take() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (busy_ || calls_waiting_ > 0) return false;
+    busy_ = true;
+    return true;
+  }
+
+  void give() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      busy_ = false;
+    }
+    free_.notify_all();
+  }
+
+ private:
+  void take(bool reader) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!reader) ++calls_waiting_;
+    free_.wait(lock, [&] { return !busy_ && (!reader || calls_waiting_ == 0); });
+    if (!reader) --calls_waiting_;
+    busy_ = true;
+  }
+
+  std::mutex mutex_;
+  std::condition_variable free_;
+  bool busy_ = false;
+  int calls_waiting_ = 0;
+};
+
+// A C++ Subscriber serves one thread at a time, while Python threads may share a PubSub (a
+// run_in_thread worker waits in next() while the main thread subscribes or closes). Each call
+// holds the subscriber through its own reference, so close() never frees it under a waiting
+// call, and takes the subscriber's turn with the GIL released, so two calls never overlap.
 class CoreSubscriber {
  public:
   CoreSubscriber(shmcast::Subscriber sub, Encoding enc)
-      : sub_(std::move(sub)), enc_(std::move(enc)) {}
+      : client_(std::make_shared<Client>(std::move(sub))), enc_(std::move(enc)) {}
 
   std::size_t subscribe(const std::vector<std::string>& names, bool pattern) {
-    shmcast::Subscriber& s = sub();
-    py::gil_scoped_release unlocked;
-    return pattern ? s.psubscribe(names) : s.subscribe(names);
+    return in_turn(
+        [&](shmcast::Subscriber& s) { return pattern ? s.psubscribe(names) : s.subscribe(names); });
   }
 
   std::size_t unsubscribe(const std::vector<std::string>& names, bool pattern) {
-    shmcast::Subscriber& s = sub();
-    py::gil_scoped_release unlocked;
-    return pattern ? s.punsubscribe(names) : s.unsubscribe(names);
+    return in_turn([&](shmcast::Subscriber& s) {
+      return pattern ? s.punsubscribe(names) : s.unsubscribe(names);
+    });
   }
 
   // The next frame as a message dictionary, or None once `timeout` seconds passed (None: no
-  // limit). A frame already waiting is taken without releasing the GIL.
+  // limit) or the subscriber is closed, as redis-py's get_message after close. A frame already
+  // waiting is taken without releasing the GIL. The turn is taken per slice, so a subscribe
+  // from another thread waits one slice at most.
   py::object next(std::optional<double> timeout) {
-    shmcast::Subscriber& s = sub();
-    std::optional<shmcast::Message> m = s.try_receive();
+    std::shared_ptr<Client> c = client_;
+    if (!c) return py::none();
+    std::optional<shmcast::Message> m;
+    if (c->turn.try_take()) {
+      m = c->sub.try_receive();
+      c->turn.give();
+    } else {
+      py::gil_scoped_release unlocked;
+      const Turn::Held turn(c->turn, true);
+      m = c->sub.try_receive();
+    }
     const bool forever = !timeout.has_value();
     if (!m && (forever || *timeout > 0)) {
       const auto deadline = std::chrono::steady_clock::now() +
@@ -218,33 +284,60 @@ class CoreSubscriber {
         }
         {
           py::gil_scoped_release unlocked;
-          m = s.receive(slice);
+          const Turn::Held turn(c->turn, true);
+          m = c->sub.receive(slice);
         }
-        if (m) break;
+        if (m || client_ != c) break;
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
       }
     }
-    if (!m) return py::none();
+    if (!m || client_ != c) return py::none();
     return message_dict(*m, enc_);
   }
 
-  [[nodiscard]] std::uint64_t dropped() { return sub().dropped(); }
-  [[nodiscard]] std::size_t subscription_count() { return sub().subscription_count(); }
+  [[nodiscard]] std::uint64_t dropped() {
+    return in_turn([](shmcast::Subscriber& s) { return s.dropped(); });
+  }
+  [[nodiscard]] std::size_t subscription_count() {
+    return in_turn([](shmcast::Subscriber& s) { return s.subscription_count(); });
+  }
 
+  // Drops this handle's reference: the subscriber goes (its subscriptions and ring with it) once
+  // a call still waiting on it returns, which next() does within one slice.
   void close() {
-    std::optional<shmcast::Subscriber> gone = std::move(sub_);
-    sub_.reset();
+    std::shared_ptr<Client> gone = std::move(client_);
+    client_.reset();
     py::gil_scoped_release unlocked;
     gone.reset();
   }
 
-  shmcast::Subscriber& sub() {
-    if (!sub_) throw py::value_error("this subscriber is closed: make a new one with pubsub()");
-    return *sub_;
+  // The subscriber, for reads of what never changes after it is made (its descriptor).
+  [[nodiscard]] std::shared_ptr<const shmcast::Subscriber> subscriber() const {
+    std::shared_ptr<Client> c = client();
+    return {c, &c->sub};
   }
 
  private:
-  std::optional<shmcast::Subscriber> sub_;
+  struct Client {
+    explicit Client(shmcast::Subscriber s) : sub(std::move(s)) {}
+    Turn turn;
+    shmcast::Subscriber sub;
+  };
+
+  [[nodiscard]] std::shared_ptr<Client> client() const {
+    if (!client_) throw py::value_error("this subscriber is closed: make a new one with pubsub()");
+    return client_;
+  }
+
+  template <class Call>
+  auto in_turn(Call call) -> std::invoke_result_t<Call, shmcast::Subscriber&> {
+    std::shared_ptr<Client> c = client();
+    py::gil_scoped_release unlocked;
+    const Turn::Held turn(c->turn, false);
+    return call(c->sub);
+  }
+
+  std::shared_ptr<Client> client_;  // changed with the GIL held; null once closed
   Encoding enc_;
 };
 
@@ -349,7 +442,8 @@ void bind_fd(py::class_<CoreSubscriber>& cls) {
                   { s.fd() } -> std::convertible_to<int>;
                 }) {
     cls.def(
-        "fileno", [](CoreSubscriber& self) { return static_cast<const S&>(self.sub()).fd(); },
+        "fileno",
+        [](const CoreSubscriber& self) { return static_cast<const S&>(*self.subscriber()).fd(); },
         "A file descriptor that poll() reports readable when frames may be waiting; read with "
         "next(0) until it returns None before waiting on it again.");
   }

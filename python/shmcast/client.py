@@ -128,11 +128,12 @@ Bus = Redis
 class PubSub:
     """Subscriptions of one client, and the stream of its frames, as redis-py's PubSub.
 
-    Used by one thread at a time. Frames are message dicts with the keys type, pattern, channel
-    and data; a channel or pattern subscribed with a handler (``subscribe(**{name: handler})``)
-    calls it instead. shmcast adds one type: {"type": "gap", "pattern": None, "channel": None,
-    "data": n} where n messages were lost because this subscriber fell behind and its ring
-    filled up.
+    Another thread may subscribe, unsubscribe or close while one waits in get_message() or
+    listen() (as with run_in_thread()); a close ends that wait with None. Frames are message
+    dicts with the keys type, pattern, channel and data; a channel or pattern subscribed with a
+    handler (``subscribe(**{name: handler})``) calls it instead. shmcast adds one type:
+    {"type": "gap", "pattern": None, "channel": None, "data": n} where n messages were lost
+    because this subscriber fell behind and its ring filled up.
     """
 
     PUBLISH_MESSAGE_TYPES = ("message", "pmessage")
@@ -250,15 +251,23 @@ class PubSub:
                 return None
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - start))
-        response = self._client().next(timeout)
+        response = self._read(timeout)
         if response is None:
             return None
         return self.handle_message(response, ignore_subscribe_messages)
 
+    def _read(self, timeout):
+        # The next frame of the client this PubSub holds now, or None once it is closed: a
+        # close() from another thread ends the wait, as it does in redis-py.
+        core = self._core
+        return None if core is None else core.next(timeout)
+
     def listen(self):
         """Yields every frame (handlers take theirs) while the client is subscribed."""
         while self._subscribed.is_set():
-            response = self.handle_message(self._client().next(None))
+            response = self._read(None)
+            if response is not None:
+                response = self.handle_message(response)
             if response is not None:
                 yield response
 
