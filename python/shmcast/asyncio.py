@@ -60,7 +60,8 @@ Bus = Redis
 
 class PubSub(client.PubSub):
     """shmcast.PubSub with coroutines: await subscribe(), get_message(), run(); async for
-    over listen(). Handlers may be coroutine functions. Used by one task at a time."""
+    over listen(). Handlers may be coroutine functions. Read by one task at a time; a close() from
+    another task ends its wait with None."""
 
     def __init__(self, redis, ignore_subscribe_messages=False):
         if not hasattr(_shmcast.Subscriber, "fileno"):
@@ -68,6 +69,7 @@ class PubSub(client.PubSub):
                 "this shmcast was built without Subscriber::fd(): rebuild it to use asyncio"
             )
         super().__init__(redis, ignore_subscribe_messages)
+        self._waiting = None  # (loop, fd, future) while a task waits on the descriptor
 
     async def __aenter__(self):
         return self
@@ -76,7 +78,18 @@ class PubSub(client.PubSub):
         await self.reset()
 
     async def reset(self):
+        # A task waiting on the descriptor is woken with None, and the descriptor leaves the
+        # loop before it is closed: its number may come back with the next subscriber.
+        self._stop_waiting()
         super().reset()
+
+    def _stop_waiting(self):
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            loop, fd, ready = waiting
+            loop.remove_reader(fd)
+            if not ready.done():
+                ready.set_result(None)
 
     close = reset
 
@@ -95,7 +108,9 @@ class PubSub(client.PubSub):
     async def _next(self, timeout):
         # The descriptor turns readable when frames may be waiting and stays quiet once
         # next(0) has found nothing, so read until then before waiting on it.
-        core = self._client()
+        core = self._core
+        if core is None:
+            return None
         message = core.next(0)
         if message is not None or timeout == 0:
             return message
@@ -105,6 +120,7 @@ class PubSub(client.PubSub):
         while True:
             ready = loop.create_future()
             loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            self._waiting = (loop, fd, ready)
             try:
                 if deadline is None:
                     await ready
@@ -113,9 +129,10 @@ class PubSub(client.PubSub):
             except _asyncio.TimeoutError:
                 return core.next(0)
             finally:
-                loop.remove_reader(fd)
+                if self._waiting is not None and self._waiting[2] is ready:
+                    self._stop_waiting()
             message = core.next(0)
-            if message is not None:
+            if message is not None or self._core is not core:
                 return message
 
     async def get_message(self, ignore_subscribe_messages=False, timeout=0.0):
@@ -129,7 +146,9 @@ class PubSub(client.PubSub):
     async def listen(self):
         """Yields every frame (handlers take theirs) while the client is subscribed."""
         while self.subscribed:
-            response = await self.handle_message(await self._next(None))
+            response = await self._next(None)
+            if response is not None:
+                response = await self.handle_message(response)
             if response is not None:
                 yield response
 

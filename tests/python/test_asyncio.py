@@ -154,3 +154,24 @@ async def test_errors(daemon):
         await r.publish("c", b"x" * 100000)
     with pytest.raises(TypeError):
         await r.publish("c", None)
+
+
+async def test_close_wakes_a_task_waiting_in_get_message(daemon, channel):
+    r = shmcast.asyncio.Redis(daemon.bus)
+    p = r.pubsub()
+    await p.subscribe(channel)
+    assert (await p.get_message())["type"] == "subscribe"
+    waiting = asyncio.ensure_future(p.get_message(timeout=None))
+    await asyncio.sleep(0.1)
+    await p.close()
+    assert await asyncio.wait_for(waiting, 5) is None
+    # The next subscriber may get the closed one's descriptor number: the loop still watches it.
+    q = r.pubsub()
+    await q.subscribe(channel)
+    assert (await q.get_message())["type"] == "subscribe"
+    reading = asyncio.ensure_future(q.get_message(timeout=5))
+    await asyncio.sleep(0.1)
+    assert await r.publish(channel, "x") == 1
+    assert (await reading)["data"] == b"x"
+    await q.close()
+    await r.close()
