@@ -15,7 +15,7 @@ def r(daemon):
         yield client
 
 
-def drain(p, timeout=0.2):
+def drain(p, timeout=0.5):
     """Every frame get_message returns until none comes for `timeout` seconds (it returns None
     also for frames that handlers or ignore_subscribe_messages take)."""
     out = []
