@@ -1,10 +1,7 @@
 #include "coordinator.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -12,11 +9,11 @@
 #include <climits>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <utility>
 
 #include <fmt/format.h>
 
+#include "bus_files.hpp"
 #include "shmcast/bus.hpp"
 #include "shmcast/error.hpp"
 
@@ -24,13 +21,8 @@ namespace shmcast::daemon {
 
 using detail::BusHeader;
 using detail::ClientSlot;
-using detail::kBusHeaderOffset;
-using detail::kFreeNode;
-using detail::Node;
 using detail::Op;
 using detail::Segment;
-using detail::SegmentErrc;
-using detail::SegmentError;
 using detail::SlotState;
 using detail::Status;
 using detail::Table;
@@ -57,36 +49,6 @@ void log_line(const std::string& bus, std::string_view message) {
   fmt::print(stderr, "shmcastd[{}]: {}\n", bus, message);
 }
 
-void check_limits(const Limits& l) {
-  const auto fail = [](const std::string& what) { throw Error(Errc::invalid_setting, what); };
-  const auto within = [&](std::string_view name, std::uint64_t value, std::uint64_t most) {
-    if (value < 1 || value > most) fail(fmt::format("--{} must be between 1 and {}", name, most));
-  };
-  within("max-clients", l.max_clients, detail::kMaxClientsBound);
-  if (l.max_channel > detail::kMaxNameBound) {
-    fail(fmt::format("--max-channel must be at most {} bytes", detail::kMaxNameBound));
-  }
-  if (l.max_pattern > detail::kMaxNameBound) {
-    fail(fmt::format("--max-pattern must be at most {} bytes", detail::kMaxNameBound));
-  }
-  if (l.max_subscriptions < 1) fail("--max-subscriptions must be at least 1");
-  within("max-channels", l.max_channels, detail::kMaxNamesBound);
-  within("max-patterns", l.max_patterns, detail::kMaxNamesBound);
-  within("max-total-subscriptions", l.max_total_subscriptions, detail::kMaxTotalSubscriptionsBound);
-  if (l.ring_bytes < detail::kRingMinCapacity || l.ring_bytes > detail::kRingMaxCapacity ||
-      (l.ring_bytes & (l.ring_bytes - 1)) != 0) {
-    fail(fmt::format("--ring-bytes {} must be a power of two between {} and {}", l.ring_bytes,
-                     detail::kRingMinCapacity, detail::kRingMaxCapacity));
-  }
-  const std::uint64_t frame = detail::max_frame(detail::to_bus_limits(l));
-  if (frame > detail::ring_max_payload(l.ring_bytes)) {
-    fail(fmt::format(
-        "--max-payload {} with --max-channel {} makes messages of up to {} bytes, more than "
-        "half of --ring-bytes {} can hold ({}): lower --max-payload or raise --ring-bytes",
-        l.max_payload, l.max_channel, frame, l.ring_bytes, detail::ring_max_payload(l.ring_bytes)));
-  }
-}
-
 Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(options)) {
   check_bus_name(options_.bus);
   check_limits(options_.limits);
@@ -97,7 +59,7 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
                             options_.mode));
   }
   lock_path_ = "/dev/shm/" + detail::lock_name(options_.bus);
-  take_lock();
+  lock_fd_ = take_bus_lock(lock_path_, options_.bus, options_.mode);
   try {
     create_or_adopt();
   } catch (...) {
@@ -109,41 +71,6 @@ Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(option
   }
 }
 
-// One coordinator per bus: an open-file-description lock, which the kernel drops when its
-// holder dies, so a crashed coordinator never blocks its successor. A coordinator that stops
-// and `shm-stat --remove-dead` unlink the lock file while they hold the lock: a lock taken on a
-// file that lost its name meanwhile locks nothing, so the name is checked once locked. The
-// removal holds the lock for a moment only, so it is waited for.
-void Coordinator::take_lock() {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
-  for (;;) {
-    lock_fd_ =
-        ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, options_.mode & 0660);
-    if (lock_fd_ < 0) {
-      throw Error(errno == EACCES ? Errc::permission_denied : Errc::system,
-                  fmt::format("cannot open {}: {}", lock_path_, std::strerror(errno)));
-    }
-    struct flock fl {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    struct stat held {};
-    struct stat named {};
-    const bool locked = fcntl(lock_fd_, F_OFD_SETLK, &fl) == 0;
-    if (locked && ::fstat(lock_fd_, &held) == 0 && ::lstat(lock_path_.c_str(), &named) == 0 &&
-        held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
-      return;
-    }
-    ::close(lock_fd_);
-    lock_fd_ = -1;
-    if (std::chrono::steady_clock::now() > deadline) break;
-    if (!locked) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  throw Error(
-      Errc::coordinator_running,
-      fmt::format("bus '{}' already has a live coordinator: stop it first, or use another --bus",
-                  options_.bus));
-}
-
 Coordinator::~Coordinator() {
   for (Client& c : clients_) {
     if (c.pidfd >= 0) ::close(c.pidfd);
@@ -152,83 +79,23 @@ Coordinator::~Coordinator() {
 }
 
 void Coordinator::create_or_adopt() {
-  const std::string name = detail::control_name(options_.bus);
-  try {
-    view_ = std::make_unique<detail::ControlView>(
-        Segment::open(name, detail::SegmentKind::control, detail::kLayoutVersion));
+  if (std::optional<Segment> found = open_control(options_.bus)) {
+    view_ = std::make_unique<detail::ControlView>(std::move(*found));
     adopt();
     return;
-  } catch (const SegmentError& e) {
-    switch (e.code()) {
-      case SegmentErrc::missing: break;
-      case SegmentErrc::not_ready:  // its creator died before publishing it: nobody uses it
-        Segment::remove(name);
-        break;
-      case SegmentErrc::bad_version:
-        throw Error(
-            Errc::version_mismatch,
-            fmt::format("{}; no client of this version can use it: remove /dev/shm/shmcast.{}.* "
-                        "once its clients are gone",
-                        e.what(), options_.bus));
-      case SegmentErrc::permission_denied: throw Error(Errc::permission_denied, e.what());
-      // The segment's own message already says what to do about it.
-      default: throw Error(Errc::bad_segment, e.what());
-    }
-  } catch (const std::runtime_error& e) {
-    if (dynamic_cast<const Error*>(&e) != nullptr) throw;
-    throw Error(Errc::bad_segment,
-                fmt::format("{}: remove /dev/shm/{} or use another --bus", e.what(), name));
   }
-
-  const detail::BusLimits limits = detail::to_bus_limits(options_.limits);
-  const detail::ControlGeometry g = detail::control_geometry(limits);
-  detail::Permissions perms{options_.mode, options_.group};
-  Segment segment = [&] {
-    try {
-      return Segment::create(name, g.total, detail::SegmentKind::control, detail::kLayoutVersion,
-                             perms);
-    } catch (const SegmentError& e) {
-      throw Error(
-          e.code() == SegmentErrc::permission_denied ? Errc::permission_denied : Errc::bad_segment,
-          e.what());
-    }
-  }();
-  auto* h = new (segment.base() + kBusHeaderOffset) BusHeader{};
-  h->limits = limits;
-  h->slot_size = g.slot_size;
-  h->entry_size_channel = g.entry_size_channel;
-  h->entry_size_pattern = g.entry_size_pattern;
-  h->segment_mode = options_.mode;
-  h->segment_gid = options_.group ? static_cast<std::int32_t>(*options_.group) : -1;
-  h->clients_offset = g.clients_offset;
-  h->channels_offset = g.channels_offset;
-  h->patterns_offset = g.patterns_offset;
-  h->nodes_offset = g.nodes_offset;
-  h->channel_slots = g.channel_slots;
-  h->pattern_slots = g.pattern_slots;
-  h->node_count = g.node_count;
-  h->route_versions_offset = g.route_versions_offset;
-  h->route_buckets = g.route_buckets;
-  created_ns_ = detail::realtime_ns();
-  h->created_ns = created_ns_;
-  auto* nodes = reinterpret_cast<Node*>(segment.base() + g.nodes_offset);
-  for (std::uint32_t i = 0; i < g.node_count; ++i) nodes[i].client = kFreeNode;
-  // Who coordinates is in the header before anyone can open it: shm-stat never shows a bus
-  // without its coordinator.
   start_ticks_ = detail::process_start_ticks(getpid());
   started_ns_ = detail::realtime_ns();
-  h->coordinator_start_ticks.store(start_ticks_);
-  h->coordinator_started_ns.store(started_ns_);
-  h->heartbeat_ns.store(detail::monotonic_ns());
-  h->coordinator_pid.store(getpid(), std::memory_order_release);
-  segment.publish();
-  view_ = std::make_unique<detail::ControlView>(std::move(segment));
+  created_ns_ = detail::realtime_ns();
+  view_ = std::make_unique<detail::ControlView>(
+      create_control(options_, CoordinatorStamp{start_ticks_, started_ns_, created_ns_}));
   writer_ = std::make_unique<RegistryWriter>(*view_, options_.bus);
+  const detail::BusLimits& limits = view_->limits();
   clients_.assign(limits.max_clients, Client{});
   fixed_header_.assign(view_->segment().base(), view_->segment().base() + kFixedHeaderBytes);
   log_line(options_.bus,
            fmt::format("created bus: {} bytes of registry, {} client slots, rings of {} bytes",
-                       g.total, limits.max_clients, limits.ring_bytes));
+                       view_->segment().size(), limits.max_clients, limits.ring_bytes));
 }
 
 void Coordinator::adopt() {

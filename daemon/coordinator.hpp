@@ -99,7 +99,6 @@ class Coordinator {
     return static_cast<std::uint32_t>(s);
   }
 
-  void take_lock();
   void create_or_adopt();
   void adopt();
   void handle(std::uint32_t slot);
@@ -143,9 +142,5 @@ class Coordinator {
 
 /// Writes one line of the coordinator's log, naming the bus.
 void log_line(const std::string& bus, std::string_view message);
-
-/// The effective limits must fit together (a message must fit half a ring); throws
-/// shmcast::Error naming the settings otherwise.
-void check_limits(const Limits& limits);
 
 }  // namespace shmcast::daemon

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "coordinator.hpp"
+#include "bus_files.hpp"
 #include "shmcast/error.hpp"
 
 namespace shmcast::daemon {
