@@ -6,7 +6,7 @@ import time
 import pytest
 
 import shmcast
-from conftest import popen_python, unique_bus
+from conftest import popen_python, unique_bus, wait_until
 
 
 @pytest.fixture
@@ -377,7 +377,8 @@ def test_pubsub_inspection(private_daemon):
         r.execute_command("PUBSUB", "NUMPAT", "extra")
     p.close()
     q.close()
-    assert r.pubsub_channels() == [] and r.pubsub_numpat() == 0
+    assert wait_until(lambda: r.pubsub_channels() == [] and r.pubsub_numpat() == 0), (
+        r.pubsub_channels(), r.pubsub_numpat())
 
 
 def test_decode_responses(daemon, channel):
