@@ -167,9 +167,7 @@ void Coordinator::run(const std::atomic<bool>& stop) {
 }
 
 void Coordinator::wake() noexcept {
-  BusHeader& h = view_->header();
-  h.doorbell.fetch_add(1, std::memory_order_seq_cst);
-  detail::futex_wake(&h.doorbell, INT_MAX);
+  detail::futex_ring(&view_->header().doorbell);
 }
 
 void Coordinator::serve_once() {

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -103,10 +102,7 @@ void DeathWatch::wait_for_deaths(std::atomic<std::uint32_t>* doorbell) const {
       if (events[i].data.fd == stop_fd_) return;
       died = true;
     }
-    if (died) {
-      doorbell->fetch_add(1, std::memory_order_seq_cst);
-      detail::futex_wake(doorbell, INT_MAX);
-    }
+    if (died) detail::futex_ring(doorbell);
   }
 }
 

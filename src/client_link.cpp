@@ -52,14 +52,6 @@ Error status_error(Status status, Op op, std::string_view name, const BusLimits&
 std::uint64_t self_start_ticks() {
   return process_start_ticks(static_cast<std::int32_t>(getpid()));
 }
-
-// The coordinator sleeps on the doorbell between its timed passes: whatever a client leaves in
-// its slot for it is seen at once only if the client rings.
-void ring_doorbell(BusHeader& h) {
-  h.doorbell.fetch_add(1, std::memory_order_seq_cst);
-  futex_wake(&h.doorbell, 1);
-}
-
 }  // namespace
 
 Error over_limit(Bounded what, std::size_t bytes, std::size_t limit) {
@@ -204,7 +196,9 @@ ClientLink::~ClientLink() {
     // The coordinator is gone: leave the slot for it to reap when it is back.
   }
   state().state.store(static_cast<std::uint32_t>(SlotState::detached), std::memory_order_release);
-  ring_doorbell(view_->header());
+  // The coordinator sleeps between its timed passes: a slot left detached is freed at once only
+  // if it is told.
+  futex_ring(&view_->header().doorbell);
 }
 
 std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name) {
@@ -215,7 +209,7 @@ std::int64_t ClientLink::request(Op op, std::uint32_t sid, std::string_view name
   s.name_len.store(static_cast<std::uint32_t>(name.size()), std::memory_order_relaxed);
   if (!name.empty()) std::memcpy(view_->slot_name(slot_), name.data(), name.size());
   s.req_seq.store(seq, std::memory_order_release);
-  ring_doorbell(view_->header());
+  futex_ring(&view_->header().doorbell);
 
   const auto start = std::chrono::steady_clock::now();
   auto next_check = start + std::chrono::milliseconds(100);

@@ -91,6 +91,11 @@ void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
           0);
 }
 
+void futex_ring(std::atomic<std::uint32_t>* word) noexcept {
+  word->fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(word, INT_MAX);
+}
+
 void futex_wake_all(const void* word) noexcept {
   syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }

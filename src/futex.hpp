@@ -30,6 +30,10 @@ void futex_wait_either(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                        std::chrono::nanoseconds timeout,
                        std::chrono::nanoseconds fallback_timeout) noexcept;
 
+/// Rings a doorbell: moves `word` on and wakes whoever sleeps on it. A sleeper that read the
+/// word before it looked for work and waits for that value cannot miss a ring.
+void futex_ring(std::atomic<std::uint32_t>* word) noexcept;
+
 /// Wakes up to `count` sleepers on `word`.
 void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept;
 
