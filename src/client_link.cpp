@@ -158,25 +158,37 @@ ClientLink::ClientLink(std::shared_ptr<ControlView> view, std::string bus, Conne
   wait_for_coordinator(*view_, bus_, options_.request_timeout);
   const auto me = static_cast<std::int32_t>(getpid());
   const std::uint32_t clients = view_->limits().max_clients;
-  for (std::uint32_t i = 0; i < clients; ++i) {
-    ClientSlot& s = view_->slot(i);
-    if (s.state.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(SlotState::free))
-      continue;
-    // The pid is the claim: the coordinator frees a slot by clearing it last.
-    std::int32_t expected = 0;
-    if (!s.pid.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) continue;
-    if (s.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SlotState::free)) {
-      s.pid.store(0, std::memory_order_release);
-      continue;
+  const auto deadline = std::chrono::steady_clock::now() + options_.request_timeout;
+  for (;;) {
+    // A slot whose client detached is free once the coordinator has finished removing it: a
+    // client that connects right after another closed waits for that, not for nothing.
+    bool leaving = false;
+    for (std::uint32_t i = 0; i < clients; ++i) {
+      ClientSlot& s = view_->slot(i);
+      const std::uint32_t state = s.state.load(std::memory_order_relaxed);
+      if (state == static_cast<std::uint32_t>(SlotState::detached)) leaving = true;
+      if (state != static_cast<std::uint32_t>(SlotState::free)) continue;
+      // The pid is the claim: the coordinator frees a slot by clearing it last.
+      std::int32_t expected = 0;
+      if (!s.pid.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) {
+        leaving = true;
+        continue;
+      }
+      if (s.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SlotState::free)) {
+        s.pid.store(0, std::memory_order_release);
+        continue;
+      }
+      s.start_ticks.store(self_start_ticks(), std::memory_order_relaxed);
+      s.has_ring.store(0, std::memory_order_relaxed);
+      s.ring_bytes.store(0, std::memory_order_relaxed);
+      s.state.store(static_cast<std::uint32_t>(SlotState::claimed), std::memory_order_release);
+      owner_ = me;
+      slot_ = i;
+      generation_ = s.generation.load(std::memory_order_acquire);
+      return;
     }
-    s.start_ticks.store(self_start_ticks(), std::memory_order_relaxed);
-    s.has_ring.store(0, std::memory_order_relaxed);
-    s.ring_bytes.store(0, std::memory_order_relaxed);
-    s.state.store(static_cast<std::uint32_t>(SlotState::claimed), std::memory_order_release);
-    owner_ = me;
-    slot_ = i;
-    generation_ = s.generation.load(std::memory_order_acquire);
-    return;
+    if (!leaving || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   throw Error(
       Errc::too_many_clients,
