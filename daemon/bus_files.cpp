@@ -48,6 +48,12 @@ void check_limits(const Limits& l) {
     fail(fmt::format("--ring-bytes {} must be a power of two between {} and {}", l.ring_bytes,
                      detail::kRingMinCapacity, detail::kRingMaxCapacity));
   }
+  within("max-holds", l.max_holds, detail::kMaxHoldsBound);
+  if (l.pool_bytes > detail::kMaxPoolBytesBound ||
+      (l.pool_bytes != 0 && l.pool_bytes < detail::kPoolBlock)) {
+    fail(fmt::format("--pool-bytes {} must be 0 (no loans) or between {} and {}", l.pool_bytes,
+                     detail::kPoolBlock, detail::kMaxPoolBytesBound));
+  }
   const std::uint64_t frame = detail::max_frame(detail::to_bus_limits(l));
   if (frame > detail::ring_max_payload(l.ring_bytes)) {
     fail(fmt::format(

@@ -18,7 +18,7 @@
 namespace shmcast::daemon {
 namespace {
 
-// The nine limits, by setting name; the table keeps --help, the file keys and limits() in step.
+// The limits, by setting name; the table keeps --help, the file keys and limits() in step.
 struct LimitField {
   std::string_view name;
   std::string_view help;
@@ -37,6 +37,10 @@ constexpr LimitField kLimitFields[] = {
      nullptr},
     {"ring-bytes", "Each subscriber's ring, a power of two", nullptr, &Limits::ring_bytes},
     {"max-payload", "Bytes in one message payload", nullptr, &Limits::max_payload},
+    {"pool-bytes", "Each publishing connection's pool for loaned payloads; 0: no loans", nullptr,
+     &Limits::pool_bytes},
+    {"max-holds", "Loaned payloads one connection keeps past their callback", &Limits::max_holds,
+     nullptr},
 };
 
 const LimitField* limit_field(std::string_view name) {

@@ -49,7 +49,8 @@ void log_line(const std::string& bus, std::string_view message) {
   fmt::print(stderr, "shmcastd[{}]: {}\n", bus, message);
 }
 
-Coordinator::Coordinator(CoordinatorOptions options) : options_(std::move(options)) {
+Coordinator::Coordinator(CoordinatorOptions options)
+    : options_(std::move(options)), loans_(options_.bus) {
   check_bus_name(options_.bus);
   check_limits(options_.limits);
   if ((options_.mode & ~0770U) != 0) {
@@ -84,6 +85,8 @@ void Coordinator::create_or_adopt() {
     adopt();
     return;
   }
+  // A new bus: pools under its name are leftovers of one removed while they were referenced.
+  loans_.remove_all_pools();
   start_ticks_ = detail::process_start_ticks(getpid());
   started_ns_ = detail::realtime_ns();
   created_ns_ = detail::realtime_ns();
@@ -142,6 +145,9 @@ void Coordinator::adopt() {
     ++live;
   }
   reap_dead();
+  std::vector<bool> live_slots(clients);
+  for (std::uint32_t i = 0; i < clients; ++i) live_slots[i] = clients_[i].pidfd >= 0;
+  loans_.orphan_pools_except(live_slots);
   log_line(options_.bus,
            fmt::format("adopted bus: {} live clients, {} channels, {} patterns, {} subscriptions",
                        live, writer_->channels(), writer_->patterns(), writer_->nodes_used()));
@@ -175,6 +181,7 @@ void Coordinator::serve_once() {
   const auto now = std::chrono::steady_clock::now();
   if (now >= next_timed_pass_) {
     audit_tables();
+    loans_.pass();
     next_timed_pass_ = now + options_.audit_step;
   }
   const std::uint32_t clients = view_->limits().max_clients;
@@ -293,7 +300,9 @@ Status Coordinator::add_ring(std::uint32_t slot) {
 
 std::uint32_t Coordinator::release_ring(std::uint32_t slot) {
   // Removed first, as in remove_client.
-  Segment::remove(detail::ring_name(options_.bus, slot, clients_[slot].generation));
+  const std::string ring = detail::ring_name(options_.bus, slot, clients_[slot].generation);
+  loans_.drain_ring(ring);
+  Segment::remove(ring);
   writer_->begin_write();
   const std::uint32_t dropped = clear_slot(slot);
   writer_->end_write();
@@ -327,7 +336,11 @@ void Coordinator::remove_client(std::uint32_t slot, Removal why) {
   // saying so (or inside the creation) leaves the segment all the same, and only it used the name.
   // Removed before the slot moves to its next generation, so a coordinator that dies in between
   // leaves no ring under a generation the slot no longer names.
-  Segment::remove(detail::ring_name(options_.bus, slot, c.generation));
+  const std::string ring = detail::ring_name(options_.bus, slot, c.generation);
+  loans_.drain_ring(ring);
+  Segment::remove(ring);
+  loans_.release_holds(view_->holds(slot), view_->limits().max_holds);
+  loans_.orphan_pools(slot);
   writer_->begin_write();
   const std::uint32_t dropped = clear_slot(slot);
   s.state.store(state_of(SlotState::free), std::memory_order_release);
@@ -405,6 +418,7 @@ bool Coordinator::shutdown() {
                          live));
     return false;
   }
+  loans_.remove_all_pools();
   Segment::remove(detail::control_name(options_.bus));
   ::unlink(lock_path_.c_str());
   log_line(options_.bus, "stopping; no client remains, bus removed");

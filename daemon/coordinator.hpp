@@ -17,6 +17,7 @@
 
 #include "audit.hpp"
 #include "death_watch.hpp"
+#include "loan_reaper.hpp"
 #include "registry.hpp"
 #include "registry_writer.hpp"
 #include "shmcast/limits.hpp"
@@ -129,6 +130,7 @@ class Coordinator {
   std::unique_ptr<RegistryWriter> writer_;
   std::vector<Client> clients_;
   DeathWatch death_watch_;
+  LoanReaper loans_;
   // The segment header and the fixed part of the bus header, as created or adopted.
   std::vector<std::byte> fixed_header_;
   std::uint64_t start_ticks_ = 0;

@@ -44,6 +44,8 @@ const char* errc_name(shmcast::Errc code) {
     case shmcast::Errc::registry_full: return "registry_full";
     case shmcast::Errc::system: return "system";
     case shmcast::Errc::invalid_setting: return "invalid_setting";
+    case shmcast::Errc::pool_full: return "pool_full";
+    case shmcast::Errc::too_many_holds: return "too_many_holds";
   }
   return "system";
 }
@@ -463,7 +465,7 @@ PYBIND11_MODULE(_shmcast, m) {
   });
 
   std::vector<std::string> codes;
-  for (int c = 0; c <= static_cast<int>(shmcast::Errc::invalid_setting); ++c) {
+  for (int c = 0; c <= static_cast<int>(shmcast::Errc::too_many_holds); ++c) {
     codes.emplace_back(errc_name(static_cast<shmcast::Errc>(c)));
   }
   m.attr("errc_names") = py::tuple(py::cast(codes));

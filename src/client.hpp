@@ -8,6 +8,7 @@
 #include <string>
 
 #include "client_link.hpp"
+#include "pool.hpp"
 #include "shmcast/bus.hpp"
 
 namespace shmcast::detail {
@@ -32,10 +33,20 @@ class BusState {
   std::unique_ptr<ClientLink> link;  // the publisher's own slot, so its death is counted
   std::uint64_t id;                  // unique in this process, keys per-thread caches
 
+  /// This connection's payload pool, made on first use. Throws Error as Bus::loan does.
+  PoolOwner& pool();
+  /// A pool this process reads from, mapped once for all its Subscribers of this bus; null if it
+  /// cannot be opened.
+  std::shared_ptr<const PoolView> pool_view(std::uint32_t slot, std::uint32_t pool_id);
+
  private:
   std::mutex slot_mutex_;  // Bus::subscriber() may run on several threads at once
   bool slot_lent_ = false;
   bool release_owed_ = false;  // the slot came back with a ring the coordinator did not release
+  std::mutex pool_mutex_;
+  std::unique_ptr<PoolOwner> pool_;
+  std::mutex views_mutex_;
+  std::unique_ptr<PoolMaps> views_;
 };
 
 /// The client slot a Subscriber holds its ring in: its Bus's slot while no other Subscriber of

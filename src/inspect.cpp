@@ -102,7 +102,30 @@ BusStats snapshot(const std::string& bus, detail::ControlView& view,
         // Its client left between the two reads.
       }
     }
+    const detail::Hold* holds = view.holds(i);
+    for (std::uint32_t k = 0; k < view.limits().max_holds; ++k) {
+      if (holds[k].state.load(std::memory_order_relaxed) == detail::kHoldHeld) ++c.holds;
+    }
     st.clients.push_back(c);
+  }
+  for (const auto& [slot, id] : detail::find_pools(bus, std::nullopt)) {
+    try {
+      const detail::PoolView pool(bus, slot, id);
+      PoolStat p;
+      p.slot = slot;
+      p.pool_id = id;
+      p.owner_pid = pool.header().owner_pid;
+      p.owner_attached = std::any_of(st.clients.begin(), st.clients.end(), [&](const auto& c) {
+        return c.slot == slot && c.pid == p.owner_pid;
+      });
+      p.bytes = pool.bytes();
+      const auto use = pool.use();
+      p.chunks_in_use = use.chunks;
+      p.bytes_in_use = use.bytes;
+      st.pools.push_back(p);
+    } catch (const std::exception&) {
+      // Removed, or not a pool: nothing to show.
+    }
   }
   return st;
 }

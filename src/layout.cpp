@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "pool.hpp"
+
 namespace shmcast::detail {
 
 namespace {
@@ -23,9 +25,11 @@ BusLimits to_bus_limits(const Limits& l) noexcept {
                    l.max_channels,
                    l.max_patterns,
                    l.max_total_subscriptions,
-                   0,
+                   l.max_holds,
                    l.ring_bytes,
-                   l.max_payload};
+                   l.max_payload,
+                   l.pool_bytes,
+                   0};
 }
 
 Limits to_limits(const BusLimits& l) noexcept {
@@ -37,13 +41,17 @@ Limits to_limits(const BusLimits& l) noexcept {
                 l.max_patterns,
                 l.max_total_subscriptions,
                 l.ring_bytes,
-                l.max_payload};
+                l.max_payload,
+                l.pool_bytes,
+                l.max_holds};
 }
 
 ControlGeometry control_geometry(const BusLimits& l) {
   ControlGeometry g{};
   const std::uint64_t longest = std::max(l.max_channel, l.max_pattern);
-  g.slot_size = static_cast<std::uint32_t>(sizeof(ClientSlot) + round_up(longest, kCacheLine));
+  g.holds_offset = static_cast<std::uint32_t>(sizeof(ClientSlot) + round_up(longest, kCacheLine));
+  g.slot_size = static_cast<std::uint32_t>(
+      g.holds_offset + round_up(std::uint64_t{l.max_holds} * sizeof(Hold), kCacheLine));
   g.entry_size_channel = static_cast<std::uint32_t>(sizeof(Entry) + round_up(l.max_channel, 32));
   g.entry_size_pattern = static_cast<std::uint32_t>(sizeof(Entry) + round_up(l.max_pattern, 32));
   // Half full at most, so linear probes stay short.

@@ -17,7 +17,7 @@
 namespace shmcast::detail {
 
 /// Bumped on every change of any struct below, of the ring layout, or of the frame format.
-inline constexpr std::uint32_t kLayoutVersion = 2;
+inline constexpr std::uint32_t kLayoutVersion = 3;
 
 // clang-format off
 //  Control segment:
@@ -42,11 +42,13 @@ struct BusLimits {  // Limits, fixed-width
   std::uint32_t max_channels;
   std::uint32_t max_patterns;
   std::uint32_t max_total_subscriptions;
-  std::uint32_t reserved;
+  std::uint32_t max_holds;
   std::uint64_t ring_bytes;
   std::uint64_t max_payload;
+  std::uint64_t pool_bytes;
+  std::uint64_t reserved;
 };
-static_assert(sizeof(BusLimits) == 48);
+static_assert(sizeof(BusLimits) == 64);
 
 // The largest limits a bus is created with, and that a client accepts from a segment: they keep
 // every product of the geometry within 64 bits and every table walk short.
@@ -54,42 +56,44 @@ inline constexpr std::uint32_t kMaxClientsBound = 1U << 16;
 inline constexpr std::uint32_t kMaxNameBound = 1U << 16;   // max_channel, max_pattern (bytes)
 inline constexpr std::uint32_t kMaxNamesBound = 1U << 24;  // max_channels, max_patterns
 inline constexpr std::uint32_t kMaxTotalSubscriptionsBound = 1U << 26;
+inline constexpr std::uint32_t kMaxHoldsBound = 1U << 16;
+inline constexpr std::uint64_t kMaxPoolBytesBound = std::uint64_t{1} << 40;
 
 struct BusHeader {
   // Written once at creation.
   BusLimits limits;                     // 0
-  std::uint32_t slot_size;              // 48
-  std::uint32_t entry_size_channel;     // 52
-  std::uint32_t entry_size_pattern;     // 56
-  std::uint32_t segment_mode;           // 60: mode of the bus's segments (rings follow it)
-  std::uint64_t clients_offset;         // 64
-  std::uint64_t channels_offset;        // 72
-  std::uint64_t patterns_offset;        // 80
-  std::uint64_t nodes_offset;           // 88
-  std::uint32_t channel_slots;          // 96: power of two
-  std::uint32_t pattern_slots;          // 100: power of two
-  std::uint32_t node_count;             // 104
-  std::int32_t segment_gid;             // 108: -1: none
-  std::uint64_t route_versions_offset;  // 112
-  std::uint32_t route_buckets;          // 120: power of two
-  std::uint32_t reserved0;              // 124
+  std::uint32_t slot_size;              // 64
+  std::uint32_t entry_size_channel;     // 68
+  std::uint32_t entry_size_pattern;     // 72
+  std::uint32_t segment_mode;           // 76: mode of the bus's segments (rings follow it)
+  std::uint64_t clients_offset;         // 80
+  std::uint64_t channels_offset;        // 88
+  std::uint64_t patterns_offset;        // 96
+  std::uint64_t nodes_offset;           // 104
+  std::uint32_t channel_slots;          // 112: power of two
+  std::uint32_t pattern_slots;          // 116: power of two
+  std::uint32_t node_count;             // 120
+  std::int32_t segment_gid;             // 124: -1: none
+  std::uint64_t route_versions_offset;  // 128
+  std::uint32_t route_buckets;          // 136: power of two
+  std::uint32_t reserved0;              // 140
   // The coordinator now running (rewritten by a coordinator that adopts the bus).
-  alignas(kCacheLine) std::atomic<std::int32_t> coordinator_pid;  // 128
-  std::atomic<std::uint64_t> coordinator_start_ticks;             // 136: /proc start time
-  std::atomic<std::uint64_t> coordinator_started_ns;              // 144: CLOCK_REALTIME
-  std::atomic<std::uint64_t> created_ns;                          // 152
+  alignas(kCacheLine) std::atomic<std::int32_t> coordinator_pid;  // 192
+  std::atomic<std::uint64_t> coordinator_start_ticks;             // 200: /proc start time
+  std::atomic<std::uint64_t> coordinator_started_ns;              // 208: CLOCK_REALTIME
+  std::atomic<std::uint64_t> created_ns;                          // 216
   // Seqlock over the registry (channels, patterns, nodes, slot generations): odd while the
   // coordinator writes. Publishers read it only to resolve a route: a cached route is kept while
   // the route version of its channel's bucket stays where it was (see kRouteBucketsMax).
-  alignas(kCacheLine) std::atomic<std::uint64_t> routing_version;  // 192
-  alignas(kCacheLine) std::atomic<std::uint64_t> heartbeat_ns;     // 256: CLOCK_MONOTONIC
-  std::atomic<std::uint64_t> deaths;                               // 264: clients reaped
-  std::atomic<std::uint32_t> channel_count;                        // 272
-  std::atomic<std::uint32_t> pattern_count;                        // 276
-  std::atomic<std::uint32_t> node_used;                            // 280
-  std::uint32_t reserved1;                                         // 284
+  alignas(kCacheLine) std::atomic<std::uint64_t> routing_version;  // 256
+  alignas(kCacheLine) std::atomic<std::uint64_t> heartbeat_ns;     // 320: CLOCK_MONOTONIC
+  std::atomic<std::uint64_t> deaths;                               // 328: clients reaped
+  std::atomic<std::uint32_t> channel_count;                        // 336
+  std::atomic<std::uint32_t> pattern_count;                        // 340
+  std::atomic<std::uint32_t> node_used;                            // 344
+  std::uint32_t reserved1;                                         // 348
   // Clients ring it after writing a request; the coordinator sleeps on it.
-  alignas(kCacheLine) std::atomic<std::uint32_t> doorbell;  // 320
+  alignas(kCacheLine) std::atomic<std::uint32_t> doorbell;  // 384
 };
 /// The bus's count of reaped clients as a 32-bit futex word (its low half): the coordinator
 /// wakes it after each death, and a sleeping subscriber watches it beside its ring's word.
@@ -98,20 +102,20 @@ inline const void* deaths_futex(const BusHeader& h) noexcept {
   return std::endian::native == std::endian::little ? at : at + sizeof(std::uint32_t);
 }
 
-static_assert(offsetof(BusHeader, slot_size) == 48);
-static_assert(offsetof(BusHeader, clients_offset) == 64);
-static_assert(offsetof(BusHeader, channel_slots) == 96);
-static_assert(offsetof(BusHeader, segment_gid) == 108);
-static_assert(offsetof(BusHeader, route_versions_offset) == 112);
-static_assert(offsetof(BusHeader, route_buckets) == 120);
-static_assert(offsetof(BusHeader, coordinator_pid) == 128);
-static_assert(offsetof(BusHeader, coordinator_start_ticks) == 136);
-static_assert(offsetof(BusHeader, routing_version) == 192);
-static_assert(offsetof(BusHeader, heartbeat_ns) == 256);
-static_assert(offsetof(BusHeader, deaths) == 264);
-static_assert(offsetof(BusHeader, channel_count) == 272);
-static_assert(offsetof(BusHeader, doorbell) == 320);
-static_assert(sizeof(BusHeader) == 384);
+static_assert(offsetof(BusHeader, slot_size) == 64);
+static_assert(offsetof(BusHeader, clients_offset) == 80);
+static_assert(offsetof(BusHeader, channel_slots) == 112);
+static_assert(offsetof(BusHeader, segment_gid) == 124);
+static_assert(offsetof(BusHeader, route_versions_offset) == 128);
+static_assert(offsetof(BusHeader, route_buckets) == 136);
+static_assert(offsetof(BusHeader, coordinator_pid) == 192);
+static_assert(offsetof(BusHeader, coordinator_start_ticks) == 200);
+static_assert(offsetof(BusHeader, routing_version) == 256);
+static_assert(offsetof(BusHeader, heartbeat_ns) == 320);
+static_assert(offsetof(BusHeader, deaths) == 328);
+static_assert(offsetof(BusHeader, channel_count) == 336);
+static_assert(offsetof(BusHeader, doorbell) == 384);
+static_assert(sizeof(BusHeader) == 448);
 
 inline constexpr std::size_t kBusHeaderOffset = kSegmentHeaderSize;
 
@@ -163,13 +167,15 @@ enum class Status : std::uint32_t {
 };
 
 // clang-format off
-//  Client slot (slot_size bytes: 256 + the longest name, rounded to a cache line):
+//  Client slot (slot_size bytes: 256 + the longest name and the holds, each rounded to a cache
+//  line):
 //
 //   0    identity   state, pid, start ticks, generation, ring   client claims, coordinator frees
 //   64   request    req_seq, op, sid, name length               client writes
 //   128  response   resp_seq (futex), status, value             coordinator writes
 //   192  counters   subscriptions                               coordinator writes
 //   256  name[]     request argument                            client writes
+//   ...  Hold holds[max_holds]                                  client takes, coordinator frees
 struct ClientSlot {
   std::atomic<std::uint32_t> state;                              // 0: SlotState
   std::atomic<std::int32_t> pid;                                 // 4
@@ -232,13 +238,13 @@ enum class FrameKind : std::uint8_t {
 // clang-format off
 struct FrameHeader {
   std::uint8_t kind;        // 0: FrameKind
-  std::uint8_t flags;       // 1: zero
+  std::uint8_t flags;       // 1: kFrameLoaned or zero
   std::uint16_t reserved;   // 2
   std::uint32_t sid;        // 4: the subscription that routed the message
   std::uint32_t name_len;   // 8: channel bytes that follow the header
   std::uint32_t reserved2;  // 12
   std::int64_t count;       // 16: zero
-  // channel[name_len] follows at 24, then the payload
+  // channel[name_len] follows at 24, then the payload (or, flags kFrameLoaned, a LoanFrame)
 };
 // clang-format on
 static_assert(sizeof(FrameHeader) == 24);
@@ -254,7 +260,7 @@ static_assert(sizeof(FrameHeader) == 24);
 
 /// The computed geometry of a control segment for given limits.
 struct ControlGeometry {
-  std::uint32_t slot_size, entry_size_channel, entry_size_pattern;
+  std::uint32_t slot_size, holds_offset, entry_size_channel, entry_size_pattern;
   std::uint32_t channel_slots, pattern_slots, node_count, route_buckets;
   std::uint64_t route_versions_offset, clients_offset, channels_offset, patterns_offset,
       nodes_offset, total;

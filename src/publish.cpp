@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "client.hpp"
+#include "pool.hpp"
 #include "ring.hpp"
 
 namespace shmcast {
@@ -205,10 +206,26 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
   throw over_limit(Bounded::payload, payload, limits.max_payload);
 }
 
+// What a record carries a reference to: nothing for a copied payload, a chunk for a loan. A
+// chunk's reference is taken before its record is written, so that a subscriber that reads and
+// lets go of it at once cannot free it while others are still being written.
+struct NoReference {
+  void take() const noexcept {}
+  void undo() const noexcept {}
+};
+struct ChunkReference {
+  std::atomic<std::uint32_t>* refs;
+  void take() const noexcept { refs->fetch_add(1, std::memory_order_relaxed); }
+  void undo() const noexcept { refs->fetch_sub(1, std::memory_order_relaxed); }
+};
+
 // Writes one frame per target; out of line, so a publish that reaches nobody stays short.
+template <class Reference>
 [[gnu::noinline]] std::size_t deliver(const Route& route, std::string_view channel,
-                                      std::span<const std::byte> payload) {
+                                      std::span<const std::byte> payload, std::uint8_t flags,
+                                      const Reference& reference) {
   FrameHeader header{};
+  header.flags = flags;
   header.name_len = static_cast<std::uint32_t>(channel.size());
   const std::span<const std::byte> parts[] = {
       std::as_bytes(std::span<const FrameHeader, 1>(&header, 1)),
@@ -219,19 +236,39 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
     const RouteTarget& t = route.targets.front();
     header.kind = static_cast<std::uint8_t>(t.kind);
     header.sid = t.sid;
-    return t.ring->producer.try_write(parts, writer) == WriteStatus::ok ? 1 : 0;
+    reference.take();
+    if (t.ring->producer.try_write(parts, writer) == WriteStatus::ok) return 1;
+    reference.undo();
+    return 0;
   }
   // Every ring is written before any subscriber is woken: a wake-up made in the middle would
   // hand the core to a subscriber while the others still wait for the message.
   for (const RouteTarget& t : route.targets) {
     header.kind = static_cast<std::uint8_t>(t.kind);
     header.sid = t.sid;
-    if (t.ring->producer.try_write(parts, writer, Wake::later) == WriteStatus::ok) ++delivered;
+    reference.take();
+    if (t.ring->producer.try_write(parts, writer, Wake::later) == WriteStatus::ok) {
+      ++delivered;
+    } else {
+      reference.undo();
+    }
   }
   if (delivered > 0) {
     for (const RouteTarget& t : route.targets) t.ring->producer.wake();
   }
   return delivered;
+}
+
+// The route of `channel` for this thread, resolved again if the registry moved under it.
+Route& route_of(const std::shared_ptr<BusState>& state, std::string_view channel) {
+  PublisherCache& cache = publisher_cache(state);
+  Route* route = cached_route(cache, channel);
+  if (route == nullptr || route->bucket->load(std::memory_order_acquire) != route->version ||
+      (route->recheck && cache.view->header().routing_version.load(std::memory_order_acquire) !=
+                             route->recheck_seq)) [[unlikely]] {
+    route = &resolve(cache, channel);
+  }
+  return *route;
 }
 
 }  // namespace
@@ -247,16 +284,41 @@ std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> pa
   if (channel.size() > s.limits.max_channel || payload.size() > s.limits.max_payload) [[unlikely]] {
     detail::refuse_publish(s.limits, channel.size(), payload.size());
   }
-  detail::PublisherCache& cache = detail::publisher_cache(state_);
-  detail::Route* route = detail::cached_route(cache, channel);
-  if (route == nullptr || route->bucket->load(std::memory_order_acquire) != route->version ||
-      (route->recheck && cache.view->header().routing_version.load(std::memory_order_acquire) !=
-                             route->recheck_seq)) [[unlikely]] {
-    route = &detail::resolve(cache, channel);
-  }
+  const detail::Route& route = detail::route_of(state_, channel);
+  if (route.targets.empty()) return 0;
+  return detail::deliver(route, channel, payload, 0, detail::NoReference{});
+}
 
-  if (route->targets.empty()) return 0;
-  return detail::deliver(*route, channel, payload);
+std::size_t Bus::publish(std::string_view channel, Loan&& loan) {
+  if (!loan || loan.bus_ != state_) {
+    throw std::invalid_argument(loan ? "a loan is published on the Bus that lent it"
+                                     : "this loan was published already, or never made");
+  }
+  const detail::BusState& s = *state_;
+  if (channel.size() > s.limits.max_channel) [[unlikely]] {
+    detail::refuse_publish(s.limits, channel.size(), 0);
+  }
+  detail::PoolOwner& pool = state_->pool();
+  const detail::Chunk chunk{loan.chunk_, loan.blocks_, loan.serial_};
+  const detail::LoanFrame frame{pool.ref(chunk), loan.size_};
+  // Spent whatever happens next: the chunk is the pool's again once its references are gone.
+  loan.bus_.reset();
+  loan.data_ = nullptr;
+  loan.size_ = 0;
+  std::size_t delivered = 0;
+  try {
+    const detail::Route& route = detail::route_of(state_, channel);
+    if (!route.targets.empty()) {
+      delivered = detail::deliver(route, channel,
+                                  std::as_bytes(std::span<const detail::LoanFrame, 1>(&frame, 1)),
+                                  detail::kFrameLoaned, detail::ChunkReference{&pool.refs(chunk)});
+    }
+  } catch (...) {
+    pool.published(chunk);
+    throw;
+  }
+  pool.published(chunk);
+  return delivered;
 }
 
 }  // namespace shmcast

@@ -21,7 +21,9 @@ BusLimits checked_limits(const Segment& segment) {
                     l.max_total_subscriptions <= kMaxTotalSubscriptionsBound &&
                     l.ring_bytes >= kRingMinCapacity && l.ring_bytes <= kRingMaxCapacity &&
                     (l.ring_bytes & (l.ring_bytes - 1)) == 0 &&
-                    max_frame(l) <= ring_max_payload(l.ring_bytes);
+                    max_frame(l) <= ring_max_payload(l.ring_bytes) &&
+                    l.max_holds >= 1 && l.max_holds <= kMaxHoldsBound &&
+                    l.pool_bytes <= kMaxPoolBytesBound;
   if (!sane)
     throw std::runtime_error("control segment " + segment.name() + " holds invalid limits");
   return l;

@@ -18,6 +18,7 @@
 
 #include "glob.hpp"
 #include "layout.hpp"
+#include "pool.hpp"
 #include "segment.hpp"
 
 namespace shmcast::detail {
@@ -56,6 +57,10 @@ class Tables {
   }
   [[nodiscard]] char* slot_name(std::uint32_t i) const noexcept {
     return reinterpret_cast<char*>(&slot(i)) + sizeof(ClientSlot);
+  }
+  /// The holds of slot `i`: limits().max_holds of them.
+  [[nodiscard]] Hold* holds(std::uint32_t i) const noexcept {
+    return reinterpret_cast<Hold*>(reinterpret_cast<std::byte*>(&slot(i)) + geometry_.holds_offset);
   }
   [[nodiscard]] Entry& entry(Table table, std::uint32_t i) const noexcept {
     return table == Table::patterns

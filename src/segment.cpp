@@ -60,6 +60,7 @@ std::string_view kind_name(std::uint32_t kind) {
   switch (static_cast<SegmentKind>(kind)) {
     case SegmentKind::control: return "control";
     case SegmentKind::ring: return "ring";
+    case SegmentKind::pool: return "pool";
   }
   return "unknown";
 }
@@ -227,7 +228,7 @@ Segment Segment::create(const std::string& name, std::size_t size, SegmentKind k
 }
 
 Segment Segment::open(const std::string& name, SegmentKind kind, std::uint32_t layout_version,
-                      std::size_t min_size) {
+                      std::size_t min_size, std::size_t writable) {
   check_name(name);
   const std::string path = disk_path(name);
   bip::shared_memory_object object;
@@ -262,9 +263,17 @@ Segment Segment::open(const std::string& name, SegmentKind kind, std::uint32_t l
                                    path, real_size, kSegmentHeaderSize));
   }
 
+  if (writable >= real_size) writable = 0;
   bip::mapped_region region;
+  bip::mapped_region read_only;
   try {
-    region = bip::mapped_region(object, bip::read_write, 0, static_cast<std::size_t>(real_size));
+    if (writable == 0) {
+      region = bip::mapped_region(object, bip::read_write, 0, static_cast<std::size_t>(real_size));
+    } else {
+      region = bip::mapped_region(object, bip::read_write, 0, writable);
+      read_only = bip::mapped_region(object, bip::read_only, static_cast<bip::offset_t>(writable),
+                                     static_cast<std::size_t>(real_size) - writable);
+    }
   } catch (const bip::interprocess_exception& e) {
     throw SegmentError(SegmentErrc::system,
                        fmt::format("cannot map shared-memory segment {}: {}", path, describe(e)));
@@ -319,7 +328,9 @@ Segment Segment::open(const std::string& name, SegmentKind kind, std::uint32_t l
                                    "bytes expected: it is corrupt or from a misconfigured creator",
                                    path, real_size, min_size));
   }
-  return Segment(name, std::move(region), layout_version);
+  Segment segment(name, std::move(region), layout_version);
+  segment.read_only_ = std::move(read_only);
+  return segment;
 }
 
 bool Segment::remove(const std::string& name) noexcept {

@@ -18,7 +18,7 @@
 namespace shmcast::detail {
 
 /// What a segment holds; checked on open so a ring is never opened as a control segment.
-enum class SegmentKind : std::uint32_t { control = 1, ring = 2 };
+enum class SegmentKind : std::uint32_t { control = 1, ring = 2, pool = 3 };
 
 /// Why creating or opening a segment failed.
 enum class SegmentErrc {
@@ -103,8 +103,11 @@ class Segment {
   /// Opens and maps an existing, published segment read-write and checks its header:
   /// magic and kind, layout version, recorded size against the real size, and at least
   /// `min_size` bytes.
+  /// With `writable` bytes (a multiple of the page size, less than the segment's size), only
+  /// that first part is mapped read-write and the rest read-only (read_only_base()): a pool's
+  /// payloads, which only their publisher may change.
   static Segment open(const std::string& name, SegmentKind kind, std::uint32_t layout_version,
-                      std::size_t min_size = 0);
+                      std::size_t min_size = 0, std::size_t writable = 0);
 
   /// Removes the name; mappings stay valid until unmapped. False if there was none.
   static bool remove(const std::string& name) noexcept;
@@ -118,7 +121,14 @@ class Segment {
   [[nodiscard]] std::byte* base() const noexcept {
     return static_cast<std::byte*>(region_.get_address());
   }
-  [[nodiscard]] std::size_t size() const noexcept { return region_.get_size(); }
+  /// The whole segment's size, the read-only part included.
+  [[nodiscard]] std::size_t size() const noexcept {
+    return region_.get_size() + read_only_.get_size();
+  }
+  /// The read-only part of a segment opened with `writable` bytes; null otherwise.
+  [[nodiscard]] const std::byte* read_only_base() const noexcept {
+    return static_cast<const std::byte*>(read_only_.get_address());
+  }
   [[nodiscard]] SegmentHeader& header() const noexcept {
     return *reinterpret_cast<SegmentHeader*>(base());
   }
@@ -136,6 +146,7 @@ class Segment {
 
   std::string name_;
   boost::interprocess::mapped_region region_;
+  boost::interprocess::mapped_region read_only_;
   std::uint32_t version_ = 0;
 };
 

@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 
 #include "client.hpp"
+#include "held_payload.hpp"
+#include "pool.hpp"
 #include "ring_watch.hpp"
 #include "subscriber_fd.hpp"
 #include "waiter.hpp"
@@ -155,6 +157,13 @@ class SubscriberState {
             }
           },
           stop);
+      // The record's reference to a loaned payload goes once the record is consumed: a
+      // subscriber killed in between leaks it, never drops it twice (the coordinator drops the
+      // references of the records left in a dead subscriber's ring).
+      if (current_.pool) {
+        current_.pool->release(current_.ref);
+        current_ = {};
+      }
       if (status == ReadStatus::record) {
         if (delivered) return true;
         continue;
@@ -213,6 +222,41 @@ class SubscriberState {
   }
 
   std::uint64_t dropped() const { return consumer_.dropped(); }
+
+  std::unique_ptr<HeldPayload> keep(const MessageView& frame) {
+    auto held = std::make_unique<HeldPayload>();
+    if (!current_.pool || reinterpret_cast<const std::byte*>(frame.payload.data()) != current_.at) {
+      held->copy = std::string(frame.payload);
+      return held;
+    }
+    const std::uint32_t slot = bus_->link->slot();
+    Hold* holds = bus_->view->holds(slot);
+    const std::uint32_t count = bus_->limits.max_holds;
+    for (std::uint32_t k = 0; k < count; ++k) {
+      Hold& h = holds[(next_hold_ + k) % count];
+      std::uint32_t expected = kHoldFree;
+      if (!h.state.compare_exchange_strong(expected, kHoldFilling, std::memory_order_acq_rel)) {
+        continue;
+      }
+      next_hold_ = (next_hold_ + k + 1) % count;
+      // The reference before the hold says held: a process killed in between leaks it rather
+      // than have the coordinator drop one it never took.
+      current_.pool->retain(current_.ref);
+      h.ref = current_.ref;
+      h.state.store(kHoldHeld, std::memory_order_release);
+      held->pool = current_.pool;
+      held->bus = bus_;
+      held->hold = &h;
+      held->ref = current_.ref;
+      held->bytes = std::span<const std::byte>(current_.at, frame.payload.size());
+      return held;
+    }
+    throw Error(Errc::too_many_holds,
+                fmt::format("bus '{}': this connection keeps {} loaned payloads already "
+                            "(--max-holds): release some (Payload::reset) before keeping more, "
+                            "or restart shmcastd with a larger --max-holds",
+                            bus_->name, count));
+  }
 
   int fd() {
     if (!fd_) {
@@ -336,7 +380,23 @@ class SubscriberState {
     if (h.name_len > record.size() - sizeof h) return std::nullopt;
     const auto* text = reinterpret_cast<const char*>(record.data()) + sizeof h;
     const std::string_view name(text, h.name_len);
-    const std::string_view rest(text + h.name_len, record.size() - sizeof h - h.name_len);
+    std::string_view rest(text + h.name_len, record.size() - sizeof h - h.name_len);
+    if ((h.flags & kFrameLoaned) != 0) {
+      // Only a descriptor that names a live chunk inside a pool is read, or released.
+      LoanFrame frame{};
+      if (rest.size() != sizeof frame) return std::nullopt;
+      std::memcpy(&frame, rest.data(), sizeof frame);
+      if (!last_pool_ || last_pool_->slot() != frame.ref.pool_slot ||
+          last_pool_->id() != frame.ref.pool_id) {
+        last_pool_ = bus_->pool_view(frame.ref.pool_slot, frame.ref.pool_id);
+      }
+      if (!last_pool_) return std::nullopt;
+      std::shared_ptr<const PoolView> pool = last_pool_;
+      const auto bytes = pool->payload(frame);
+      if (!bytes) return std::nullopt;
+      current_ = {std::move(pool), frame.ref, bytes->data()};
+      rest = std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+    }
     const bool pmessage = h.kind == static_cast<std::uint8_t>(FrameKind::pmessage);
     if (!pmessage && h.kind != static_cast<std::uint8_t>(FrameKind::message)) return std::nullopt;
     const Active* active = find_active(h.sid);
@@ -363,6 +423,13 @@ class SubscriberState {
     return hot_;
   }
 
+  // The loaned payload of the record being read: its reference is released once it is consumed.
+  struct CurrentLoan {
+    std::shared_ptr<const PoolView> pool;
+    LoanRef ref{};
+    const std::byte* at = nullptr;
+  };
+
   std::shared_ptr<BusState> bus_;
   SubscriberSlot slot_;
   ClientLink& link_;
@@ -380,6 +447,9 @@ class SubscriberState {
   bool gap_pending_ = false;
   std::uint64_t gap_dropped_ = 0;  // the drop counter when the pending gap was seen
   std::uint64_t gap_at_ = 0;       // ring position after which the pending gap is reported
+  std::shared_ptr<const PoolView> last_pool_;  // the pool of the last loaned record
+  CurrentLoan current_;
+  std::uint32_t next_hold_ = 0;  // where the search for a free hold starts
   // Made by the first fd(). Last, so its watcher stops before the ring it reads goes away.
   std::unique_ptr<SubscriberFd> fd_;
 };
@@ -425,6 +495,9 @@ std::uint64_t Subscriber::dropped() const {
 }
 int Subscriber::fd() const {
   return state_->fd();
+}
+Payload Subscriber::keep(const MessageView& frame) {
+  return Payload(state_->keep(frame));
 }
 
 }  // namespace shmcast

@@ -72,6 +72,8 @@ std::vector<LimitRow> limit_rows(const shmcast::Limits& l) {
        l.max_total_subscriptions},
       {"ring_bytes", "--ring-bytes", "each subscriber's ring", l.ring_bytes},
       {"max_payload", "--max-payload", "bytes in one message payload", l.max_payload},
+      {"pool_bytes", "--pool-bytes", "each publisher's pool for loans", l.pool_bytes},
+      {"max_holds", "--max-holds", "loaned payloads kept per client", l.max_holds},
   };
 }
 
@@ -82,6 +84,9 @@ void sort_snapshot(shmcast::BusStats& s) {
             [](const auto& a, const auto& b) { return a.pattern < b.pattern; });
   std::sort(s.clients.begin(), s.clients.end(),
             [](const auto& a, const auto& b) { return a.slot < b.slot; });
+  std::sort(s.pools.begin(), s.pools.end(), [](const auto& a, const auto& b) {
+    return std::pair(a.slot, a.pool_id) < std::pair(b.slot, b.pool_id);
+  });
 }
 
 // One line: --watch --json prints one object per line, so a reader can split on newlines.
@@ -118,9 +123,18 @@ std::string format_json(const shmcast::BusStats& s) {
     const auto& c = s.clients[i];
     fmt::format_to(it,
                    "{}{{\"slot\":{},\"pid\":{},\"subscriptions\":{},\"ring_bytes\":{},"
-                   "\"ring_used\":{},\"delivered\":{},\"dropped\":{}}}",
+                   "\"ring_used\":{},\"delivered\":{},\"dropped\":{},\"holds\":{}}}",
                    i > 0 ? "," : "", c.slot, c.pid, c.subscriptions, c.ring_bytes, c.ring_used,
-                   c.delivered, c.dropped);
+                   c.delivered, c.dropped, c.holds);
+  }
+  out += "],\"pools\":[";
+  for (std::size_t i = 0; i < s.pools.size(); ++i) {
+    const auto& p = s.pools[i];
+    fmt::format_to(it,
+                   "{}{{\"slot\":{},\"pool_id\":{},\"owner_pid\":{},\"owner_attached\":{},"
+                   "\"bytes\":{},\"chunks_in_use\":{},\"bytes_in_use\":{}}}",
+                   i > 0 ? "," : "", p.slot, p.pool_id, p.owner_pid, p.owner_attached, p.bytes,
+                   p.chunks_in_use, p.bytes_in_use);
   }
   out += "]}\n";
   return out;
@@ -175,9 +189,11 @@ std::string format_table(const shmcast::BusStats& s) {
   }
 
   fmt::format_to(it, "\nclients: {}\n", s.clients.size());
-  if (s.clients.empty()) return out;
-  fmt::format_to(it, "  {:>5} {:>8} {:>13} {:>12} {:>12} {:>7} {:>12} {:>10}\n", "SLOT", "PID",
-                 "SUBSCRIPTIONS", "RING", "USED", "USED%", "DELIVERED", "DROPPED");
+  if (!s.clients.empty()) {
+    fmt::format_to(it, "  {:>5} {:>8} {:>13} {:>12} {:>12} {:>7} {:>12} {:>10} {:>6}\n", "SLOT",
+                   "PID", "SUBSCRIPTIONS", "RING", "USED", "USED%", "DELIVERED", "DROPPED",
+                   "HOLDS");
+  }
   for (const auto& c : s.clients) {
     // A publish-only client has no ring.
     const std::string ring = c.ring_bytes > 0 ? fmt::format("{}", c.ring_bytes) : "-";
@@ -186,8 +202,18 @@ std::string format_table(const shmcast::BusStats& s) {
         c.ring_bytes > 0 ? fmt::format("{:.1f}", 100.0 * static_cast<double>(c.ring_used) /
                                                      static_cast<double>(c.ring_bytes))
                          : "-";
-    fmt::format_to(it, "  {:>5} {:>8} {:>13} {:>12} {:>12} {:>7} {:>12} {:>10}\n", c.slot, c.pid,
-                   c.subscriptions, ring, used, percent, c.delivered, c.dropped);
+    fmt::format_to(it, "  {:>5} {:>8} {:>13} {:>12} {:>12} {:>7} {:>12} {:>10} {:>6}\n", c.slot,
+                   c.pid, c.subscriptions, ring, used, percent, c.delivered, c.dropped, c.holds);
+  }
+  // Pools outlive their publisher while subscribers still read from them.
+  fmt::format_to(it, "\npools: {}\n", s.pools.size());
+  if (s.pools.empty()) return out;
+  fmt::format_to(it, "  {:>5} {:>6} {:>8} {:>9} {:>12} {:>13} {:>12}\n", "SLOT", "ID", "PID",
+                 "PUBLISHER", "BYTES", "CHUNKS IN USE", "BYTES IN USE");
+  for (const auto& p : s.pools) {
+    fmt::format_to(it, "  {:>5} {:>6} {:>8} {:>9} {:>12} {:>13} {:>12}\n", p.slot, p.pool_id,
+                   p.owner_pid, p.owner_attached ? "attached" : "gone", p.bytes, p.chunks_in_use,
+                   p.bytes_in_use);
   }
   return out;
 }

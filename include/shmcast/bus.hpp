@@ -13,6 +13,7 @@
 #include "shmcast/error.hpp"
 #include "shmcast/export.hpp"
 #include "shmcast/limits.hpp"
+#include "shmcast/loan.hpp"
 #include "shmcast/stats.hpp"
 
 namespace shmcast {
@@ -58,6 +59,23 @@ class SHMCAST_EXPORT Bus {
   std::size_t publish(std::string_view channel, std::string_view payload) {
     return publish(channel, std::as_bytes(std::span<const char>(payload.data(), payload.size())));
   }
+
+  /// Lends `bytes` of this connection's payload pool, for a message written once and read by
+  /// every subscriber in place (zero copy): see Loan. The pool (Limits::pool_bytes, shared by
+  /// all copies of this Bus) is made on the first loan. A chunk comes back once the loan is
+  /// dropped unpublished, or once every subscriber it reached has read it and let go of it
+  /// (Subscriber::keep holds it longer). If the pool has no room, waits up to `wait` for one,
+  /// then throws Error(pool_full); throws Error(payload_too_large) if `bytes` exceeds the whole
+  /// pool or the bus has no pools (pool_bytes 0), and Error (system) if the pool cannot be made.
+  [[nodiscard]] Loan loan(std::size_t bytes,
+                          std::chrono::nanoseconds wait = std::chrono::nanoseconds(0));
+
+  /// Publishes a loan of this Bus (or a copy of it) on `channel`, as publish() does a copied
+  /// payload: same return value, never blocks, a full ring is skipped and counted; the rings
+  /// carry a 24-byte descriptor instead of the bytes, so payloads of any size up to the pool's
+  /// go without max_payload. The loan is spent (false) afterwards, delivered or not. Throws
+  /// Error(channel_too_long), or std::invalid_argument for an empty loan or one of another bus.
+  std::size_t publish(std::string_view channel, Loan&& loan);
 
   /// Creates a subscriber: a client with its own ring, waiting for the coordinator as connect()
   /// does. See Subscriber.

@@ -26,6 +26,8 @@ enum class Errc {
   registry_full,           ///< the bus's channel, pattern or subscription table is full
   system,                  ///< any other system error
   invalid_setting,         ///< shmcastd: a flag, variable or --config line holds no valid value
+  pool_full,               ///< Bus::loan: the connection's pool (pool_bytes) has no room now
+  too_many_holds,          ///< Subscriber::keep: the connection holds max_holds payloads
 };
 
 class SHMCAST_EXPORT Error : public std::runtime_error {

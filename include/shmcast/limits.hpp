@@ -16,6 +16,11 @@ struct Limits {
   std::uint32_t max_total_subscriptions = 65536;  ///< --max-total-subscriptions: bus-wide
   std::uint64_t ring_bytes = 1U << 20;    ///< --ring-bytes: each subscriber's ring (power of two)
   std::uint64_t max_payload = 64U << 10;  ///< --max-payload: bytes in one message payload
+  /// --pool-bytes: each publishing connection's payload pool for loans (Bus::loan), made on its
+  /// first loan; 0: no loans on this bus.
+  std::uint64_t pool_bytes = 64U << 20;
+  /// --max-holds: loaned payloads one connection keeps past their callback (Subscriber::keep).
+  std::uint32_t max_holds = 64;
 };
 
 }  // namespace shmcast

@@ -5,6 +5,7 @@
 #include "shmcast/error.hpp"
 #include "shmcast/host.hpp"
 #include "shmcast/limits.hpp"
+#include "shmcast/loan.hpp"
 #include "shmcast/message.hpp"
 #include "shmcast/stats.hpp"
 #include "shmcast/subscriber.hpp"

@@ -27,6 +27,19 @@ struct ClientStat {
   std::uint64_t ring_used = 0;      ///< bytes written and not yet read
   std::uint64_t delivered = 0;      ///< records the client has read from its ring
   std::uint64_t dropped = 0;        ///< records refused because its ring was full
+  std::uint32_t holds = 0;          ///< loaned payloads it keeps (Subscriber::keep)
+};
+
+/// A payload pool (Bus::loan): one per connection that loaned, kept after it left until no
+/// subscriber references a chunk of it.
+struct PoolStat {
+  std::uint32_t slot = 0;     ///< the client slot of its publisher
+  std::uint32_t pool_id = 0;  ///< names it with the slot: shmcast.<bus>.pool.<slot>.<id>
+  std::int32_t owner_pid = 0;
+  bool owner_attached = false;      ///< its publisher is still a client of the bus
+  std::uint64_t bytes = 0;          ///< the pool's size (Limits::pool_bytes when made)
+  std::uint64_t chunks_in_use = 0;  ///< published chunks still referenced by a ring or a hold
+  std::uint64_t bytes_in_use = 0;   ///< those chunks' bytes, and loans not yet published
 };
 
 struct BusStats {
@@ -43,6 +56,7 @@ struct BusStats {
   std::vector<ChannelStat> channels;
   std::vector<PatternStat> patterns;
   std::vector<ClientStat> clients;
+  std::vector<PoolStat> pools;
 };
 
 }  // namespace shmcast

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "shmcast/export.hpp"
+#include "shmcast/loan.hpp"
 #include "shmcast/message.hpp"
 #include "shmcast/wait.hpp"
 
@@ -60,18 +61,27 @@ class SHMCAST_EXPORT Subscriber {
   }
 
   /// The next frame, waiting at most `timeout` (negative: no limit) as `wait` says; nullopt on
-  /// timeout.
+  /// timeout. A loaned payload is copied into the Message (listen() hands it without a copy).
   std::optional<Message> receive(std::chrono::nanoseconds timeout, Wait wait = Wait::adaptive);
   /// The next frame if one is ready, without waiting.
   std::optional<Message> try_receive();
 
   /// The callback loop: calls `handler` for every frame, without copying it, until the handler
   /// returns false or `timeout` passes with no frame (negative: no limit). Returns the number
-  /// of frames handled. The handler must not call this subscriber's other members. Between
+  /// of frames handled. A loaned payload is handed in place, in the publisher's pool. The
+  /// handler must not call this subscriber's other members, but keep(). Between
   /// frames it waits as `wait` says, as receive() does.
   std::size_t listen(const std::function<bool(const MessageView&)>& handler,
                      std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1),
                      Wait wait = Wait::adaptive);
+
+  /// Keeps the payload of the frame a listen() handler is given, past the handler (the one
+  /// member a handler may call). A loaned payload (Bus::loan) stays in the publisher's pool,
+  /// read-only and valid until the Payload is reset or destroyed, from any thread; it takes one
+  /// of the connection's Limits::max_holds holds (throws Error(too_many_holds) when all are
+  /// taken) and keeps its chunk from returning to the publisher, so keep few and briefly. Any
+  /// other payload is copied.
+  [[nodiscard]] Payload keep(const MessageView& frame);
 
   /// Channels + patterns held now.
   [[nodiscard]] std::size_t subscription_count() const;

@@ -101,6 +101,18 @@ class InvalidSettingError(Error):
     code = "invalid_setting"
 
 
+class PoolFullError(Error):
+    """The connection's payload pool (pool_bytes) has no room for a loan now."""
+
+    code = "pool_full"
+
+
+class TooManyHoldsError(Error):
+    """The connection keeps max_holds loaned payloads already."""
+
+    code = "too_many_holds"
+
+
 class PubSubError(Error):
     """A PubSub used in a way redis-py refuses too (run_in_thread without handlers)."""
 
@@ -125,6 +137,8 @@ ERRORS = {
         RegistryFullError,
         SystemFailureError,
         InvalidSettingError,
+        PoolFullError,
+        TooManyHoldsError,
     )
 }
 

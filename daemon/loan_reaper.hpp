@@ -1,0 +1,59 @@
+// The coordinator's part in loans: the references a client leaves behind when it goes, and the
+// pools nobody can publish from any more.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pool.hpp"
+#include "ring.hpp"
+#include "segment.hpp"
+
+namespace shmcast::daemon {
+
+/// How long a departed subscriber's ring is kept and read again: a publisher that resolved its
+/// route before the subscriber left may still write to it for as long as it is descheduled.
+inline constexpr std::chrono::milliseconds kRingDrainTime{1000};
+
+class LoanReaper {
+ public:
+  explicit LoanReaper(std::string bus) : bus_(bus), pools_(std::move(bus)) {}
+
+  /// Before the ring `name` is removed: drops the references its unread records hold, and keeps
+  /// reading it for kRingDrainTime.
+  void drain_ring(const std::string& name);
+  /// A client left its slot: drops the references of its holds (`count` of them) and frees them.
+  void release_holds(detail::Hold* holds, std::uint32_t count);
+  /// A client left `slot`: its pools are removed once nothing references them.
+  void orphan_pools(std::uint32_t slot);
+  /// At adoption: pools of slots that hold no live client are orphans.
+  void orphan_pools_except(const std::vector<bool>& live_slots);
+  /// The timed pass: reads the draining rings again, removes orphan pools nobody references.
+  void pass();
+  /// The bus goes: every pool goes with it.
+  void remove_all_pools();
+
+  [[nodiscard]] std::size_t orphans() const noexcept { return orphans_.size(); }
+
+ private:
+  struct Draining {
+    detail::Segment segment;
+    detail::RingConsumer consumer;
+    std::chrono::steady_clock::time_point until;
+  };
+  // Drops the reference of each loaned record readable now.
+  void drain(detail::RingConsumer& consumer);
+  void release(const detail::LoanRef& ref);
+
+  std::string bus_;
+  detail::PoolMaps pools_;
+  std::vector<std::unique_ptr<Draining>> draining_;
+  std::set<std::pair<std::uint32_t, std::uint32_t>> orphans_;
+};
+
+}  // namespace shmcast::daemon
