@@ -12,6 +12,7 @@
 // then SIGKILLed), so every message is either published or not; kills inside publish() are the
 // crash tests' subject. At the end the publishers stop, and each subscriber owes the counts
 // they reached minus the ones it recorded, once per subscription that matches the channel.
+// Every other message is a loan: once every process is gone, no payload pool may be left.
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -109,6 +110,22 @@ struct Board {
 
 // ---- the roles -------------------------------------------------------------------------------
 
+// Every other message goes as a loan (falling back to a copy while the pool is full), so the
+// books cover loaned payloads, their references and their pools as well.
+std::size_t publish_stamp(shmcast::Bus& bus, const std::string& channel, const Stamp& s,
+                          bool loaned) {
+  if (loaned) {
+    try {
+      shmcast::Loan loan = bus.loan(sizeof s);
+      std::memcpy(loan.data().data(), &s, sizeof s);
+      return bus.publish(channel, std::move(loan));
+    } catch (const shmcast::Error& e) {
+      if (e.code() != shmcast::Errc::pool_full) throw;
+    }
+  }
+  return bus.publish(channel, std::string_view(reinterpret_cast<const char*>(&s), sizeof s));
+}
+
 void run_publisher(const std::string& bus_name, Board& board, std::uint32_t id,
                    std::uint64_t seed) {
   PublisherSlot& me = board.publishers[id];
@@ -122,8 +139,7 @@ void run_publisher(const std::string& bus_name, Board& board, std::uint32_t id,
     s.check = stamp_check(s);
     me.channel.store(c);
     me.op.fetch_add(1);  // odd: inside publish
-    const std::size_t delivered =
-        bus.publish(channel_name(c), std::string_view(reinterpret_cast<const char*>(&s), sizeof s));
+    const std::size_t delivered = publish_stamp(bus, channel_name(c), s, n % 2 == 1);
     me.done[c].fetch_add(1);
     me.deliveries.fetch_add(delivered);
     me.op.fetch_add(1);
@@ -309,7 +325,8 @@ int soak(double seconds) {
   if (memory == MAP_FAILED) throw std::runtime_error("mmap failed");
   Board& board = *new (memory) Board();
   const pid_t coordinator = bench_support::start_private_coordinator(
-      bus, {"--ring-bytes", "262144", "--max-payload", "1024", "--max-clients", "256"});
+      bus, {"--ring-bytes", "262144", "--max-payload", "1024", "--max-clients", "256",
+            "--pool-bytes", "4194304"});
 
   std::mt19937_64 random(static_cast<std::uint64_t>(getpid()));
   std::vector<Process> publishers;
@@ -390,6 +407,17 @@ int soak(double seconds) {
       fmt::print(stderr, "shmcast-soak: subscriber {} failed (status {})\n", s.pid, status);
       ok = false;
     }
+  }
+  // Every client is gone: no chunk may still be referenced, so every pool goes.
+  std::size_t pools_left = 0;
+  const auto pools_deadline = Clock::now() + 3s;
+  while ((pools_left = shmcast::inspect(bus).pools.size()) != 0 && Clock::now() < pools_deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (pools_left != 0) {
+    fmt::print(stderr, "shmcast-soak: {} payload pools still referenced with no client left\n",
+               pools_left);
+    ok = false;
   }
   bench_support::stop_private_coordinator(coordinator);
 

@@ -28,6 +28,8 @@
 #include "coordinator.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/child_process.hpp"
+#include "integration/fault_support.hpp"
+#include "pool.hpp"
 #include "publish.hpp"
 #include "registry.hpp"
 
@@ -859,6 +861,90 @@ TEST(Hostile, RegistryReadsNeverAnswerFromAVersionHeldOdd) {
   EXPECT_EQ(patient.channels(), a);
   EXPECT_GE(Clock::now() - start, detail::kRegistryPatience);
   EXPECT_EQ(patient.numsub(a), (std::vector<std::pair<std::string, std::size_t>>{{"a", 1}}));
+}
+
+// Ring records that carry forged loan descriptors: each names no pool, a chunk outside the
+// pool, a stale allocation, more bytes than its chunk, or a chunk whose block count was
+// overwritten in the pool's shared header. The subscriber skips each, reads nothing outside a
+// pool, and releases no reference it was not given.
+TEST(Hostile, ForgedLoanDescriptorsAreSkippedAndReleaseNothing) {
+  Daemon d(test::unique_bus("forged"));
+  Bus bus = Bus::connect(d.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"c"});  // subscription id 1
+  ASSERT_EQ(sub.receive(1s)->kind, Kind::subscribe);
+  Loan loan = bus.loan(4096);
+  std::memset(loan.data().data(), 'L', loan.size());
+  ASSERT_EQ(bus.publish("c", std::move(loan)), 1U);
+  Payload kept;
+  sub.listen(
+      [&](const MessageView& m) {
+        kept = sub.keep(m);
+        return false;
+      },
+      1s);
+  ASSERT_TRUE(kept.loaned());
+
+  const auto pools = detail::find_pools(d.bus(), std::nullopt);
+  ASSERT_EQ(pools.size(), 1U);
+  const detail::PoolView pool(d.bus(), pools[0].first, pools[0].second);
+  detail::LoanRef real{pools[0].first, pools[0].second, 0, 0};
+  const auto* meta = reinterpret_cast<detail::ChunkMeta*>(
+      const_cast<std::byte*>(reinterpret_cast<const std::byte*>(&pool.header())) +
+      sizeof(detail::PoolHeader));
+  const std::uint64_t blocks = pool.header().block_count;
+  for (std::uint32_t i = 0; i < blocks; ++i) {
+    if (meta[i].refs.load() != 0) {
+      real.chunk = i;
+      real.serial = meta[i].serial.load();
+      break;
+    }
+  }
+  ASSERT_EQ(meta[real.chunk].refs.load(), 1U);  // the hold's
+  auto& last = const_cast<detail::ChunkMeta&>(meta[blocks - 1]);
+  last.blocks.store(1000);
+  last.serial.store(77);
+
+  const auto rings = test::ring_files(d.bus());
+  ASSERT_EQ(rings.size(), 1U);
+  detail::Segment ring =
+      detail::Segment::open(*rings.begin(), detail::SegmentKind::ring, detail::kLayoutVersion);
+  detail::RingProducer producer(ring.base() + detail::kSegmentHeaderSize,
+                                ring.size() - detail::kSegmentHeaderSize);
+  const auto forge = [&](detail::LoanRef ref, std::uint64_t length, std::size_t cut = 0) {
+    detail::FrameHeader h{};
+    h.kind = static_cast<std::uint8_t>(detail::FrameKind::message);
+    h.flags = detail::kFrameLoaned;
+    h.sid = 1;
+    h.name_len = 1;
+    const detail::LoanFrame frame{ref, length};
+    std::string record(reinterpret_cast<const char*>(&h), sizeof h);
+    record += 'c';
+    record.append(reinterpret_cast<const char*>(&frame), sizeof frame - cut);
+    ASSERT_EQ(producer.try_write(std::as_bytes(std::span(record)), 0), detail::WriteStatus::ok);
+  };
+  forge({999, 0, 0, 1}, 16);                                               // no such pool
+  forge({real.pool_slot, real.pool_id, 1U << 30, real.serial}, 16);        // outside the pool
+  forge({real.pool_slot, real.pool_id, real.chunk, real.serial + 1}, 16);  // stale
+  forge(real, 4096 + 1);                                                   // past its chunk
+  forge(real, 16, 8);                                                      // a short descriptor
+  forge({real.pool_slot, real.pool_id, static_cast<std::uint32_t>(blocks - 1), 77},
+        2 * detail::kPoolBlock);  // a block count that runs past the pool
+  bus.publish("c", "after");
+
+  std::vector<std::string> got;
+  sub.listen(
+      [&](const MessageView& m) {
+        got.emplace_back(m.payload);
+        return true;
+      },
+      300ms);
+  EXPECT_EQ(got, std::vector<std::string>{"after"});
+  // The hold still keeps its chunk: no forged record dropped its reference.
+  EXPECT_EQ(meta[real.chunk].refs.load(), 1U);
+  EXPECT_EQ(kept.view(), std::string(4096, 'L'));
+  kept.reset();
+  EXPECT_EQ(meta[real.chunk].refs.load(), 0U);
 }
 
 }  // namespace
