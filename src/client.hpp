@@ -2,6 +2,7 @@
 // slot a Subscriber holds its ring in.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,9 @@ class BusState {
   /// A pool this process reads from, mapped once for all its Subscribers of this bus; null if it
   /// cannot be opened.
   std::shared_ptr<const PoolView> pool_view(std::uint32_t slot, std::uint32_t pool_id);
+  /// Lets go of the pools that were removed (at most once a second; a Subscriber calls it when
+  /// its ring runs empty). False once no pool is mapped.
+  bool forget_removed_pools();
 
  private:
   std::mutex slot_mutex_;  // Bus::subscriber() may run on several threads at once
@@ -47,6 +51,8 @@ class BusState {
   std::unique_ptr<PoolOwner> pool_;
   std::mutex views_mutex_;
   std::unique_ptr<PoolMaps> views_;
+  std::chrono::steady_clock::time_point views_swept_{};
+  void sweep_views();  // with views_mutex_ held
 };
 
 /// The client slot a Subscriber holds its ring in: its Bus's slot while no other Subscriber of

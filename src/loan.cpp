@@ -40,7 +40,24 @@ PoolOwner& BusState::pool() {
 std::shared_ptr<const PoolView> BusState::pool_view(std::uint32_t slot, std::uint32_t pool_id) {
   const std::lock_guard lock(views_mutex_);
   if (!views_) views_ = std::make_unique<PoolMaps>(name);
+  sweep_views();
   return views_->find(slot, pool_id);
+}
+
+bool BusState::forget_removed_pools() {
+  const std::lock_guard lock(views_mutex_);
+  if (!views_) return false;
+  sweep_views();
+  return !views_->empty();
+}
+
+// A pool stays mapped while its view is kept: the views of removed pools are let go at most
+// once a second, so a reader of many publishers that come and go does not keep their memory.
+void BusState::sweep_views() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - views_swept_ < std::chrono::seconds(1)) return;
+  views_swept_ = now;
+  views_->forget_removed();
 }
 
 HeldPayload::~HeldPayload() {

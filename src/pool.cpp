@@ -187,9 +187,10 @@ std::shared_ptr<const PoolView> PoolMaps::find(std::uint32_t slot, std::uint32_t
   }
 }
 
-void PoolMaps::forget_slot(std::uint32_t slot, std::optional<std::uint32_t> keep_id) {
+void PoolMaps::forget_removed() {
   std::erase_if(views_, [&](const auto& entry) {
-    return entry.first >> 32 == slot && (!keep_id || (entry.first & 0xffff'ffffU) != *keep_id);
+    return !Segment::exists(pool_name(bus_, static_cast<std::uint32_t>(entry.first >> 32),
+                                      static_cast<std::uint32_t>(entry.first)));
   });
 }
 

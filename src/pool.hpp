@@ -152,9 +152,11 @@ class PoolMaps {
   explicit PoolMaps(std::string bus) : bus_(std::move(bus)) {}
   /// The view of pool (slot, id); null if it cannot be opened (gone, or not a pool).
   std::shared_ptr<const PoolView> find(std::uint32_t slot, std::uint32_t pool_id);
-  /// Forgets the views of a slot's pools other than `keep_id` (their owner left).
-  void forget_slot(std::uint32_t slot, std::optional<std::uint32_t> keep_id = std::nullopt);
   void forget(std::uint32_t slot, std::uint32_t pool_id);
+  /// Forgets the views of pools removed from /dev/shm (their publisher left and nothing
+  /// referenced them any more), so their memory goes once no Payload holds it.
+  void forget_removed();
+  [[nodiscard]] bool empty() const noexcept { return views_.empty(); }
 
  private:
   std::string bus_;

@@ -332,6 +332,11 @@ class SubscriberState {
   bool wait_until(bool forever, std::chrono::steady_clock::time_point deadline, Wait wait) {
     const auto now = std::chrono::steady_clock::now();
     if (!forever && now >= deadline) return false;
+    // The pools read from are let go once removed, while waiting (so at no cost per message).
+    if (reads_pools_) {
+      last_pool_.reset();
+      reads_pools_ = bus_->forget_removed_pools();
+    }
     // Once fd() is in use its watcher is the ring's one sleeper, so this waits on the fd.
     if (fd_ && wait != Wait::spin) {
       fd_->wait(forever ? std::chrono::nanoseconds(-1) : deadline - now);
@@ -391,6 +396,7 @@ class SubscriberState {
         last_pool_ = bus_->pool_view(frame.ref.pool_slot, frame.ref.pool_id);
       }
       if (!last_pool_) return std::nullopt;
+      reads_pools_ = true;
       std::shared_ptr<const PoolView> pool = last_pool_;
       const auto bytes = pool->payload(frame);
       if (!bytes) return std::nullopt;
@@ -448,6 +454,7 @@ class SubscriberState {
   std::uint64_t gap_dropped_ = 0;  // the drop counter when the pending gap was seen
   std::uint64_t gap_at_ = 0;       // ring position after which the pending gap is reported
   std::shared_ptr<const PoolView> last_pool_;  // the pool of the last loaned record
+  bool reads_pools_ = false;                   // this process may map pools to let go
   CurrentLoan current_;
   std::uint32_t next_hold_ = 0;  // where the search for a free hold starts
   // Made by the first fd(). Last, so its watcher stops before the ring it reads goes away.

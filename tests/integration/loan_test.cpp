@@ -240,5 +240,35 @@ TEST(Loan, ABusWithoutPoolsRefusesLoans) {
   test::expect_error(Errc::payload_too_large, "--pool-bytes", [&] { (void)bus.loan(1); });
 }
 
+// A reader maps the pool of each publisher it reads from; once a publisher left and the
+// coordinator removed its pool, the reader lets go of the mapping too, or every departed
+// publisher's pool memory would stay for as long as the reader lives.
+TEST(Loan, AReaderLetsGoOfThePoolOfAPublisherThatLeft) {
+  test::Daemon d;
+  Bus reader = Bus::connect(d.bus());
+  Subscriber s = reader.subscriber();
+  s.subscribe({"c"});
+  ASSERT_EQ(s.receive(1s)->kind, Kind::subscribe);
+  {
+    Bus publisher = Bus::connect(d.bus());
+    Loan loan = publisher.loan(100);
+    fill(loan.data(), 1);
+    ASSERT_EQ(publisher.publish("c", std::move(loan)), 1U);
+  }
+  const auto m = s.receive(1s);
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(matches(std::as_bytes(std::span(m->payload)), 100, 1));
+  ASSERT_TRUE(eventually([&] { return inspect(d.bus()).pools.empty(); }));
+  const std::string pool = "shmcast." + d.bus() + ".pool.";
+  EXPECT_NE(test::read_file("/proc/self/maps").find(pool), std::string::npos);
+  // Idle waits let go of removed pools, at most once a second.
+  const auto start = std::chrono::steady_clock::now();
+  while (test::read_file("/proc/self/maps").find(pool) != std::string::npos &&
+         std::chrono::steady_clock::now() - start < 3s) {
+    EXPECT_FALSE(s.receive(100ms));
+  }
+  EXPECT_EQ(test::read_file("/proc/self/maps").find(pool), std::string::npos);
+}
+
 }  // namespace
 }  // namespace shmcast
