@@ -28,7 +28,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir build-asan -j "$jobs" --output-on-failure
 
 echo "== TSan (thread-based stress tests)"
-configure_and_build build-tsan "ring_thread_stress_test registry_thread_stress_test subscriber_fd_thread_stress_test" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMCAST_SANITIZE=thread \
+configure_and_build build-tsan "ring_thread_stress_test registry_thread_stress_test subscriber_fd_thread_stress_test loan_thread_stress_test" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMCAST_SANITIZE=thread \
   -DSHMCAST_BUILD_BENCH=OFF -DSHMCAST_BUILD_EXAMPLES=OFF
 # TSan's shadow memory needs the address layout it expects: run without ASLR.
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
