@@ -189,6 +189,47 @@ TEST(ShmStatJson, RingFillAndCountersFollowTheSubscriber) {
   EXPECT_LE(ring_client(full)["ring_used"].u64(), 65536U);
 }
 
+TEST(ShmStatJson, PoolsAndHoldsFollowLoans) {
+  Daemon daemon(unique_bus("pools"), {"--pool-bytes", "1048576", "--max-holds", "4"});
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"p"});
+  ASSERT_EQ(sub.receive(5s)->kind, Kind::subscribe);
+  EXPECT_EQ(stat_json(daemon.bus())["pools"].items.size(), 0U);
+  for (int i = 0; i < 3; ++i) {
+    Loan loan = bus.loan(5000);  // two 4 KiB blocks each
+    ASSERT_EQ(bus.publish("p", std::move(loan)), 1U);
+  }
+  const Json sent = stat_json(daemon.bus());
+  ASSERT_EQ(sent["pools"].items.size(), 1U);
+  const Json& pool = sent["pools"].items[0];
+  EXPECT_EQ(pool["bytes"].u64(), 1048576U);
+  EXPECT_EQ(pool["chunks_in_use"].u64(), 3U);
+  EXPECT_EQ(pool["bytes_in_use"].u64(), 3U * 8192U);
+  EXPECT_EQ(pool["owner_pid"].u64(), static_cast<std::uint64_t>(getpid()));
+  EXPECT_TRUE(pool["owner_attached"].flag());
+
+  Payload kept;
+  sub.listen(
+      [&](const MessageView& m) {
+        if (!kept.loaned()) kept = sub.keep(m);
+        return true;
+      },
+      100ms);
+  const Json held = stat_json(daemon.bus());
+  EXPECT_EQ(held["pools"].items[0]["chunks_in_use"].u64(), 1U);
+  std::uint64_t holds = 0;
+  for (const auto& c : held["clients"].items) holds += c["holds"].u64();
+  EXPECT_EQ(holds, 1U);
+  const Result table = shm_stat(daemon.bus());
+  EXPECT_NE(table.out.find("pools: 1"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("attached"), std::string::npos) << table.out;
+  kept.reset();
+  const Json released = stat_json(daemon.bus());
+  EXPECT_EQ(released["pools"].items[0]["chunks_in_use"].u64(), 0U);
+  EXPECT_EQ(released["pools"].items[0]["bytes_in_use"].u64(), 0U);
+}
+
 TEST(ShmStatJson, KilledSubscriberDisappearsWithinOneSecond) {
   Daemon daemon;
   Bus bus = Bus::connect(daemon.bus());
@@ -300,7 +341,9 @@ TEST(ShmStatTable, NamesEachLimitWithItsFlag) {
       {"max_patterns", "--max-patterns", l.max_patterns},
       {"max_total_subscriptions", "--max-total-subscriptions", l.max_total_subscriptions},
       {"ring_bytes", "--ring-bytes", l.ring_bytes},
-      {"max_payload", "--max-payload", l.max_payload}};
+      {"max_payload", "--max-payload", l.max_payload},
+      {"pool_bytes", "--pool-bytes", l.pool_bytes},
+      {"max_holds", "--max-holds", l.max_holds}};
   for (const auto& [name, flag, value] : expected) {
     const std::string line = line_with(flag);
     EXPECT_NE(line, "") << flag << " missing:\n" << r.out;
