@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -259,6 +260,34 @@ template <class Reference>
   return delivered;
 }
 
+// Writes every payload into each target's ring as one batch, then wakes those that sleep.
+[[gnu::noinline]] std::size_t deliver_batch(const Route& route, std::string_view channel,
+                                            std::span<const std::string_view> payloads) {
+  thread_local std::vector<std::array<std::span<const std::byte>, 3>> parts;
+  thread_local std::vector<std::span<const std::span<const std::byte>>> records;
+  FrameHeader header{};
+  header.name_len = static_cast<std::uint32_t>(channel.size());
+  const auto head = std::as_bytes(std::span<const FrameHeader, 1>(&header, 1));
+  const auto name = std::as_bytes(std::span<const char>(channel.data(), channel.size()));
+  parts.resize(payloads.size());
+  records.resize(payloads.size());
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    parts[i] = {head, name, std::as_bytes(std::span<const char>(payloads[i]))};
+    records[i] = parts[i];
+  }
+  const std::uint32_t writer = current_pid();
+  std::size_t delivered = 0;
+  for (const RouteTarget& t : route.targets) {
+    header.kind = static_cast<std::uint8_t>(t.kind);
+    header.sid = t.sid;
+    delivered += t.ring->producer.try_write_batch(records, writer);
+  }
+  if (delivered > 0) {
+    for (const RouteTarget& t : route.targets) t.ring->producer.wake();
+  }
+  return delivered;
+}
+
 // The route of `channel` for this thread, resolved again if the registry moved under it.
 Route& route_of(const std::shared_ptr<BusState>& state, std::string_view channel) {
   PublisherCache& cache = publisher_cache(state);
@@ -287,6 +316,20 @@ std::size_t Bus::publish(std::string_view channel, std::span<const std::byte> pa
   const detail::Route& route = detail::route_of(state_, channel);
   if (route.targets.empty()) return 0;
   return detail::deliver(route, channel, payload, 0, detail::NoReference{});
+}
+
+std::size_t Bus::publish_batch(std::string_view channel,
+                               std::span<const std::string_view> payloads) {
+  const detail::BusState& s = *state_;
+  std::size_t longest = 0;
+  for (const std::string_view p : payloads) longest = std::max(longest, p.size());
+  if (channel.size() > s.limits.max_channel || longest > s.limits.max_payload) [[unlikely]] {
+    detail::refuse_publish(s.limits, channel.size(), longest);
+  }
+  if (payloads.empty()) return 0;
+  const detail::Route& route = detail::route_of(state_, channel);
+  if (route.targets.empty()) return 0;
+  return detail::deliver_batch(route, channel, payloads);
 }
 
 std::size_t Bus::publish(std::string_view channel, Loan&& loan) {

@@ -203,6 +203,68 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   return WriteStatus::ok;
 }
 
+std::size_t RingProducer::try_write_batch(
+    std::span<const std::span<const std::span<const std::byte>>> records,
+    std::uint32_t writer) noexcept {
+  const auto one_by_one = [&](std::size_t from) {
+    std::size_t written = from;
+    for (std::size_t i = from; i < records.size(); ++i) {
+      if (try_write(records[i], writer, Wake::later) == WriteStatus::ok) ++written;
+    }
+    return written;
+  };
+  if (records.size() < 2) return one_by_one(0);
+  std::uint64_t need = 0;
+  for (const auto& parts : records) {
+    std::size_t length = 0;
+    for (const auto& part : parts) length += part.size();
+    if (length > ring_max_payload(capacity_)) return one_by_one(0);
+    need += align_record(kRecordHeader + length);
+  }
+  writer &= kWriterMask;
+  hook(RingWritePoint::before_claim);
+  std::uint64_t tail = layout_->tail.load(std::memory_order_relaxed);
+  std::uint64_t head = layout_->head_cache.load(std::memory_order_acquire);
+  for (;;) {
+    // Only a batch that fits whole, and before the end of the ring, is claimed at once; any
+    // other goes record by record, each dropped or padded as a single write would be.
+    if ((tail & (kRecordAlign - 1)) != 0 || (tail & (capacity_ - 1)) + need > capacity_ ||
+        head > tail) {
+      return one_by_one(0);
+    }
+    if (tail - head + need > capacity_) {
+      head = layout_->head.load(std::memory_order_acquire);
+      if (head > tail || tail - head + need > capacity_) return one_by_one(0);
+      layout_->head_cache.store(head, std::memory_order_release);
+    }
+    if (layout_->tail.compare_exchange_weak(tail, tail + need, std::memory_order_relaxed,
+                                            std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  hook(RingWritePoint::after_claim);
+  std::uint64_t index = tail & (capacity_ - 1);
+  for (const auto& parts : records) {
+    std::size_t length = 0;
+    for (const auto& part : parts) length += part.size();
+    const auto signed_total = static_cast<std::int32_t>(kRecordHeader + length);
+    auto* header = header_at(data_, index);
+    header->store(header_word(writer, -signed_total), std::memory_order_release);
+    hook(RingWritePoint::after_header);
+    std::byte* out = data_ + index + kRecordHeader;
+    for (const auto& part : parts) {
+      if (!part.empty()) std::memcpy(out, part.data(), part.size());
+      out += part.size();
+    }
+    hook(RingWritePoint::before_commit);
+    // As in try_write: sequentially consistent, paired with announce_sleep().
+    header->store(header_word(writer, signed_total), std::memory_order_seq_cst);
+    hook(RingWritePoint::after_commit);
+    index += align_record(kRecordHeader + length);
+  }
+  return records.size();
+}
+
 bool RingProducer::wake() noexcept {
   if (layout_->sleeping.load(std::memory_order_seq_cst) != kConsumerAsleep) return false;
   // Only the producer that moves the word off `asleep` wakes: the others that committed since

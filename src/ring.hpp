@@ -149,6 +149,13 @@ class RingProducer {
     return try_write(std::span<const std::span<const std::byte>>(&payload, 1), writer, when);
   }
 
+  /// Writes several records, each made of its parts, in order, as that many try_write calls
+  /// with Wake::later would: returns how many were written (those that did not fit are counted
+  /// in dropped()). Records that fit together before the end of the ring are claimed with one
+  /// atomic operation, which is the point: the ring's shared lines are touched once per batch.
+  std::size_t try_write_batch(std::span<const std::span<const std::span<const std::byte>>> records,
+                              std::uint32_t writer) noexcept;
+
   /// Wakes the consumer if it announced that it sleeps and no other producer has taken the
   /// wake-up yet; true if this call made the futex system call. Ordered after this producer's
   /// commits, so the consumer either saw them before it slept or is woken here.

@@ -60,6 +60,14 @@ class SHMCAST_EXPORT Bus {
     return publish(channel, std::as_bytes(std::span<const char>(payload.data(), payload.size())));
   }
 
+  /// Publishes each of `payloads` on `channel`, in order, as that many publish() calls would,
+  /// and returns their deliveries summed. The payloads for one subscriber go into its ring as
+  /// one batch (one claim instead of one per message, when they fit together) and it is woken
+  /// once: at wide fan-out, where touching each ring costs more than copying into it, a batch of
+  /// a few dozen messages costs a fraction of as many publish() calls. Throws as publish() does,
+  /// before publishing any of them.
+  std::size_t publish_batch(std::string_view channel, std::span<const std::string_view> payloads);
+
   /// Lends `bytes` of this connection's payload pool, for a message written once and read by
   /// every subscriber in place (zero copy): see Loan. The pool (Limits::pool_bytes, shared by
   /// all copies of this Bus) is made on the first loan. A chunk comes back once the loan is

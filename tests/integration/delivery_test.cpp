@@ -757,5 +757,64 @@ TEST(DeliveryStats, StatsAgreeWithNumsubAndNumpat) {
   expect_registry(bus, {}, {});
 }
 
+// publish_batch is that many publishes: the same frames, in the same order, to channel and
+// pattern subscribers, the same drops and gaps when a ring fills, and a payload over the limit
+// refuses the whole batch before any of it is published.
+TEST(PublishBatch, IsThatManyPublishesInOrder) {
+  test::Daemon d(test::unique_bus("batch"), {"--ring-bytes", "4096", "--max-payload", "1024"});
+  Bus bus = Bus::connect(d.bus());
+  Subscriber a = bus.subscriber();
+  Subscriber b = bus.subscriber();
+  a.subscribe({"b"});
+  b.psubscribe({"b*"});
+  ASSERT_EQ(a.receive(std::chrono::seconds(5))->kind, Kind::subscribe);
+  ASSERT_EQ(b.receive(std::chrono::seconds(5))->kind, Kind::psubscribe);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 10; ++i) texts.push_back(fmt::format("m{}", i));
+  const std::vector<std::string_view> ten(texts.begin(), texts.end());
+  EXPECT_EQ(bus.publish_batch("b", ten), 20U);
+  for (int i = 0; i < 10; ++i) {
+    const auto m = a.receive(std::chrono::seconds(5));
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->kind, Kind::message);
+    EXPECT_EQ(m->payload, texts[i]);
+    const auto p = b.receive(std::chrono::seconds(5));
+    ASSERT_TRUE(p);
+    EXPECT_EQ(p->kind, Kind::pmessage);
+    EXPECT_EQ(p->pattern, "b*");
+    EXPECT_EQ(p->channel, "b");
+    EXPECT_EQ(p->payload, texts[i]);
+  }
+
+  const std::string too_big(1025, 'x');
+  const std::vector<std::string_view> refused{"first", too_big};
+  try {
+    bus.publish_batch("b", refused);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::payload_too_large);
+  }
+  EXPECT_FALSE(a.receive(std::chrono::milliseconds(50)));
+
+  // 100 records of 128 bytes into a ring of 4096: what fits is delivered, the rest is a gap.
+  const std::string hundred_bytes(100, 'h');
+  const std::vector<std::string_view> many(100, hundred_bytes);
+  const std::size_t delivered = bus.publish_batch("b", many);
+  EXPECT_GT(delivered, 20U);
+  EXPECT_LT(delivered, 100U);
+  std::size_t read = 0;
+  std::int64_t gap = 0;
+  while (const auto m = a.receive(std::chrono::milliseconds(50))) {
+    if (m->kind == Kind::gap) {
+      gap += m->count;
+    } else {
+      EXPECT_EQ(m->payload, hundred_bytes);
+      ++read;
+    }
+  }
+  EXPECT_EQ(read + static_cast<std::size_t>(gap), 100U);
+  EXPECT_EQ(2 * read, delivered);  // both rings are alike
+}
+
 }  // namespace
 }  // namespace shmcast

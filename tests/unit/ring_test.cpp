@@ -2,6 +2,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <random>
 #include <thread>
 
@@ -209,6 +210,52 @@ TEST(RingWrap, EveryOffsetEverySize) {
       EXPECT_EQ(r.layout().head.load(), r.layout().tail.load());
     }
   }
+}
+
+// A batch reads back as the same records written one by one, in order, across every offset of
+// the ring (so at and around the end, where a batch goes record by record with padding), and
+// as many records are counted as written or dropped as were given.
+TEST(RingBatch, ReadsBackAsSingleWritesAtEveryOffset) {
+  for (std::size_t offset = 0; offset < 1024; offset += 8) {
+    HeapRing r(1024);
+    RingProducer p(r.memory(), r.bytes());
+    RingConsumer c(r.memory(), r.bytes());
+    std::string out;
+    for (std::size_t at = 0; at < offset; at += 8) {  // empty records move the tail 8 bytes
+      ASSERT_EQ(p.try_write(std::span<const std::byte>(), kWriter), WriteStatus::ok);
+      ASSERT_EQ(read_one(c, out), ReadStatus::record);
+    }
+    std::vector<std::string> payloads;
+    std::vector<std::array<std::span<const std::byte>, 2>> parts;
+    std::vector<std::span<const std::span<const std::byte>>> records;
+    for (unsigned i = 0; i < 5; ++i) payloads.push_back(pattern_payload(20 + 9 * i, i));
+    for (const std::string& s : payloads) {
+      const auto bytes = as_bytes(s);
+      parts.push_back({bytes.first(3), bytes.subspan(3)});
+    }
+    for (const auto& a : parts) records.emplace_back(a);
+    ASSERT_EQ(p.try_write_batch(records, kWriter), 5U) << "offset " << offset;
+    for (const std::string& expected : payloads) {
+      ASSERT_EQ(read_one(c, out), ReadStatus::record) << "offset " << offset;
+      EXPECT_EQ(out, expected) << "offset " << offset;
+    }
+    EXPECT_EQ(read_one(c, out), ReadStatus::empty);
+    EXPECT_EQ(c.dropped(), 0U);
+  }
+}
+
+TEST(RingBatch, ABatchThatDoesNotFitWritesWhatFitsAndCountsTheRest) {
+  HeapRing r(256);
+  RingProducer p(r.memory(), r.bytes());
+  RingConsumer c(r.memory(), r.bytes());
+  const std::string payload(56, 'b');  // 64-byte records: four fill the ring
+  const std::array<std::span<const std::byte>, 1> part{as_bytes(payload)};
+  const std::vector<std::span<const std::span<const std::byte>>> records(6, part);
+  EXPECT_EQ(p.try_write_batch(records, kWriter), 4U);
+  EXPECT_EQ(p.dropped(), 2U);
+  std::string out;
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(read_one(c, out), ReadStatus::record);
+  EXPECT_EQ(read_one(c, out), ReadStatus::empty);
 }
 
 TEST(RingWrap, ConsumedBytesAreZeroed) {
