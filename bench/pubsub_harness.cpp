@@ -434,12 +434,12 @@ void print(const Run& r, const Report& rep) {
                          : fmt::format(",\"count\":{},\"expected\":{}", r.opt.count, expected);
     fmt::print(
         "{{\"scenario\":\"{}\",\"transport\":\"{}\",\"publishers\":{},\"subscribers\":{},"
-        "\"payload\":{},\"wait\":\"{}\",\"pipeline\":{},\"seconds\":{:.3f},"
+        "\"payload\":{},\"fill\":{},\"wait\":\"{}\",\"pipeline\":{},\"seconds\":{:.3f},"
         "\"publishes_per_s\":{:.0f},\"deliveries_per_s\":{:.0f},\"received_per_s\":{:.0f},"
         "\"received\":{}{},\"rate\":{},\"latency_ns\":{{\"p50\":{},\"p90\":{},\"p99\":{},"
         "\"p999\":{},\"max\":{},\"mean\":{:.0f},\"samples\":{}}},\"dropped\":{},\"patterns\":{},"
         "\"cpu_ns_per_delivery\":{},\"server_cpu_ns_per_delivery\":{}",
-        sc.name, r.transport.name(), sc.publishers, sc.subscribers, r.opt.payload, wait,
+        sc.name, r.transport.name(), sc.publishers, sc.subscribers, r.opt.payload, r.opt.fill, wait,
         r.opt.pipeline, rep.window_s, pubs, dels, recv, rep.received, count_fields, sc.rate,
         percentile(l, 0.5), percentile(l, 0.9), percentile(l, 0.99), percentile(l, 0.999),
         l.empty() ? 0 : l.back(), mean, l.size(), rep.dropped, sc.patterns, per_read(rep.cpu_ns),
@@ -462,10 +462,10 @@ void print(const Run& r, const Report& rep) {
                               ? std::string("one-way, every message")
                               : fmt::format("one-way, every {}th message", kThroughputSampleEvery);
   fmt::print(
-      "scenario     {} over {} ({} publisher(s), {} subscriber(s), payload {} B, wait {}, "
+      "scenario     {} over {} ({} publisher(s), {} subscriber(s), payload {} B{}, wait {}, "
       "pipeline {}, {:.2f} s)\n",
-      sc.name, r.transport.name(), sc.publishers, sc.subscribers, r.opt.payload, wait,
-      r.opt.pipeline, rep.window_s);
+      sc.name, r.transport.name(), sc.publishers, sc.subscribers, r.opt.payload,
+      r.opt.fill ? " filled" : "", wait, r.opt.pipeline, rep.window_s);
   fmt::print("publishes/s  {:.0f}\n", pubs);
   fmt::print("deliveries/s {:.0f}   (messages read in the window: {:.0f}/s, {} in all{})\n", dels,
              recv, rep.received,
@@ -581,6 +581,10 @@ void add_options(CLI::App& app, Options& opt, const std::string& scenarios) {
                  "Messages per second each publisher sends, evenly spaced, every one's latency "
                  "sampled (throughput scenarios; sparse: 1000)")
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{10'000'000}));
+  app.add_flag("--fill", opt.fill,
+               "The publisher writes every byte of each payload before it stamps and publishes "
+               "it, and each subscriber reads its last byte too (throughput and latency "
+               "scenarios)");
   app.add_flag("--json", opt.json, "Print one JSON object");
 }
 
@@ -613,6 +617,10 @@ int run_and_report(const std::string& program, const Options& opt, Transport& tr
     return 2;
   }
   if (opt.rate) sc->rate = *opt.rate;
+  if (opt.fill && (sc->kind == Kind::pingpong || sc->idle)) {
+    fmt::print(stderr, "{}: {} has no payload to fill; drop --fill\n", program, sc->name);
+    return 2;
+  }
   if (opt.seconds) sc->seconds = *opt.seconds;
   if (sc->idle && (opt.publishers || opt.count != 0 || opt.rate)) {
     fmt::print(stderr, "{}: idle has no publisher; drop --publishers, --count and --rate\n",

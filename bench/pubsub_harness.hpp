@@ -19,10 +19,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -67,6 +69,14 @@ class Publisher {
   virtual ~Publisher() = default;
   /// Queues one message; a transport may send it at once or at flush().
   virtual void queue(std::string_view channel, std::string_view payload) = 0;
+  /// Where the throughput and lockstep publisher writes its next message: `buffer` (as long as
+  /// the payload), queued as a copy at commit(), or memory the transport lends for it (shmcast
+  /// --publish loan). Empty if `stopped` turned true while the transport had none to lend.
+  virtual std::span<char> claim(std::string& buffer, const Stopped& /*stopped*/) { return buffer; }
+  /// Queues the message written into what claim() returned, as queue() does.
+  virtual void commit(std::string_view channel, std::span<char> written) {
+    queue(channel, std::string_view(written.data(), written.size()));
+  }
   /// Sends every queued message and waits for whatever the transport answers. Returns the
   /// receivers the transport reports, summed over the messages (0 if it reports none), or
   /// nullopt if `stopped` turned true first. Throws std::runtime_error if the connection failed.
@@ -269,6 +279,9 @@ struct Options {
   std::size_t pipeline = 1;  // messages per flush; only Redis offers more than one
   std::uint64_t count = 0;   // messages per publisher instead of a timed window; 0: timed
   std::optional<std::uint64_t> rate;
+  // The publisher writes every byte of each payload before it publishes it, and each subscriber
+  // reads its last byte as well as its stamp: a message that is made and used, not only moved.
+  bool fill = false;
   bool json = false;
 };
 
@@ -350,6 +363,7 @@ void publish_loop(const Run& run, Slot& slot, P& pub, std::size_t index) {
   const bool lockstep = sc.kind == Kind::lockstep;
   const bool server = run.transport.has_server();
   const bool counts = run.transport.counts_receivers();
+  const bool fill = run.opt.fill;
   // Messages per flush. Without a server a publish costs tens of nanoseconds, so the loop reads
   // the clock and does its books once per 16 of them: a stamp is then early by at most 15
   // publishes, which overstates latency, never understates it. Lockstep runs stamp every one.
@@ -372,9 +386,17 @@ void publish_loop(const Run& run, Slot& slot, P& pub, std::size_t index) {
     const bool counted = slot.in_window(stamp);
     const bool churning = slot.control().churning.load(std::memory_order_relaxed) != 0;
     for (std::uint64_t i = 0; i < n; ++i) {
-      if (server && i > 0) stamp = bench_support::now_ns();
-      bench_support::set_stamp(payload, stamp);
-      pub.queue(names[next], payload);
+      const std::span<char> message = pub.claim(payload, stopped);
+      if (message.empty()) return;
+      if (fill) {
+        // A byte that changes with every message, so no write repeats what is there already.
+        std::memset(message.data() + sizeof stamp, static_cast<int>((sent + i) & 0xff),
+                    message.size() - sizeof stamp);
+      }
+      // Stamped once written: the latency is the message's way, not its making.
+      if (fill || (server && i > 0)) stamp = bench_support::now_ns();
+      bench_support::set_stamp(message, stamp);
+      pub.commit(names[next], message);
       if (++next == sc.channels) next = 0;
     }
     const std::optional<std::uint64_t> delivered = pub.flush(stopped);

@@ -37,6 +37,7 @@ void run_subscriber(const Run& run, Slot& slot, std::size_t index, int ready_fd)
 
   const bool lockstep = sc.kind == Kind::lockstep;
   const bool wake_publisher = lockstep && run.transport.has_server();
+  const bool fill = run.opt.fill;
   const std::uint64_t every = lockstep || sc.rate > 0 ? 1 : kThroughputSampleEvery;
   const std::uint64_t expected =
       run.opt.count * static_cast<std::uint64_t>(std::max(0, sc.publishers));
@@ -45,6 +46,12 @@ void run_subscriber(const Run& run, Slot& slot, std::size_t index, int ready_fd)
   bool done = false;
   const OnMessage on_message = [&](std::string_view payload) {
     const std::uint64_t stamp = stamp_of(payload);
+    if (fill) {
+      // Its last byte is read too (the value is not needed: only the compiler must load it), so
+      // a large message costs its reader the cache lines at both ends.
+      const char last = payload.back();
+      asm volatile("" : : "r"(last));
+    }
     result.read_total.store(++read, std::memory_order_relaxed);
     if (lockstep) {
       slot.control().consumed.store(static_cast<std::uint32_t>(read), std::memory_order_release);

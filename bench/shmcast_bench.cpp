@@ -12,6 +12,8 @@
 #include <bit>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -108,20 +110,66 @@ class ShmcastSubscription final : public pubsub_bench::Subscription {
   std::string last_;
 };
 
-// Publishes at queue(), so nothing waits for flush(); final, so publish_loop inlines it.
+// How the throughput and latency publishers put a message on the bus (--publish).
+enum class PublishMode {
+  copy,       // Bus::publish(channel, bytes): one copy into each receiving ring
+  loan,       // written in place into a loan (Bus::loan), whose descriptor the rings carry
+  loan_copy,  // written into the process's own buffer, then copied into a loan: what the
+              // ordinary publish would cost if it went through the pool
+};
+
+// Publishes at queue() and commit(), so nothing waits for flush(); final, so publish_loop
+// inlines it. queue() (the ping-pong roles) always copies.
 class ShmcastPublisher final : public pubsub_bench::Publisher {
  public:
-  explicit ShmcastPublisher(shmcast::Bus bus) : bus_(std::move(bus)) {}
+  ShmcastPublisher(shmcast::Bus bus, PublishMode mode) : bus_(std::move(bus)), mode_(mode) {}
 
   void queue(std::string_view channel, std::string_view payload) override {
     delivered_ += bus_.publish(channel, payload);
+  }
+  std::span<char> claim(std::string& buffer, const Stopped& stopped) override {
+    stopped_ = &stopped;
+    if (mode_ != PublishMode::loan) return buffer;
+    loan_ = lend(buffer.size());
+    const std::span<std::byte> bytes = loan_.data();
+    return {reinterpret_cast<char*>(bytes.data()), bytes.size()};
+  }
+  void commit(std::string_view channel, std::span<char> written) override {
+    switch (mode_) {
+      case PublishMode::copy:
+        queue(channel, std::string_view(written.data(), written.size()));
+        return;
+      case PublishMode::loan: delivered_ += bus_.publish(channel, std::move(loan_)); return;
+      case PublishMode::loan_copy:
+        if (shmcast::Loan loan = lend(written.size())) {
+          std::memcpy(loan.data().data(), written.data(), written.size());
+          delivered_ += bus_.publish(channel, std::move(loan));
+        }
+        return;
+    }
   }
   std::optional<std::uint64_t> flush(const Stopped& /*stopped*/) override {
     return std::exchange(delivered_, 0);
   }
 
  private:
+  // A full pool waits, as Bus::loan does when asked to, until subscribers let go of a chunk;
+  // an empty loan if the run stops first.
+  shmcast::Loan lend(std::size_t bytes) {
+    while (!(*stopped_)()) {
+      try {
+        return bus_.loan(bytes, kPollInterval);
+      } catch (const shmcast::Error& e) {
+        if (e.code() != shmcast::Errc::pool_full) throw;
+      }
+    }
+    return {};
+  }
+
   shmcast::Bus bus_;
+  PublishMode mode_;
+  const Stopped* stopped_ = nullptr;  // the publish loop's, from its latest claim()
+  shmcast::Loan loan_;                // claimed, until committed
   std::uint64_t delivered_ = 0;
 };
 
@@ -130,8 +178,10 @@ std::uint64_t ring_bytes_for(std::size_t payload) {
   return std::max<std::uint64_t>(std::uint64_t{1} << 20, std::bit_ceil(4 * (payload + 512)));
 }
 
-// The limits a scenario needs, as shmcastd flags.
-std::vector<std::string> coordinator_flags(const Scenario& sc, std::size_t payload) {
+// The limits a scenario needs, as shmcastd flags. Loaned payloads need no room in the rings.
+std::vector<std::string> coordinator_flags(const Scenario& sc, std::size_t payload,
+                                           PublishMode mode) {
+  if (mode != PublishMode::copy) payload = 64;
   const auto subscribers = static_cast<std::size_t>(std::max(1, sc.subscribers));
   const std::size_t per_client =
       std::max<std::size_t>(sc.patterns, (sc.channels + subscribers - 1) / subscribers);
@@ -157,6 +207,7 @@ std::vector<std::string> coordinator_flags(const Scenario& sc, std::size_t paylo
 
 struct ShmcastOptions {
   std::string bus;
+  PublishMode publish = PublishMode::copy;
   std::optional<std::size_t> patterns;
   std::optional<int> churn;
 };
@@ -175,11 +226,18 @@ class ShmcastTransport final : public pubsub_bench::Transport {
     return std::make_unique<ShmcastSubscription>(std::move(sub));
   }
   std::unique_ptr<pubsub_bench::Publisher> publisher() override {
-    return std::make_unique<ShmcastPublisher>(bus());
+    return std::make_unique<ShmcastPublisher>(bus(), opt_.publish);
   }
   bool counts_receivers() const override { return true; }
   bool has_server() const override { return false; }
-  std::string name() const override { return "shmcast"; }
+  std::string name() const override {
+    switch (opt_.publish) {
+      case PublishMode::copy: return "shmcast";
+      case PublishMode::loan: return "shmcast-loan";
+      case PublishMode::loan_copy: return "shmcast-loan-copy";
+    }
+    return "shmcast";
+  }
 
   std::optional<Scenario> scenario(const std::string& name) const override {
     Scenario s;
@@ -214,6 +272,9 @@ class ShmcastTransport final : public pubsub_bench::Transport {
       return fmt::format("{} holds no patterns; drop --patterns", sc.name);
     }
     if (opt_.churn && sc.churn == 0) return "--churn is for the churn scenario";
+    if (opt_.publish != PublishMode::copy && sc.kind == Kind::pingpong) {
+      return fmt::format("{} publishes copies; drop --publish", sc.name);
+    }
     if (opt_.patterns) sc.patterns = *opt_.patterns;
     if (opt_.churn) sc.churn = *opt_.churn;
     return {};
@@ -230,7 +291,7 @@ class ShmcastTransport final : public pubsub_bench::Transport {
   }
 
   void run_publisher(const Run& run, Slot& slot, std::size_t index, int ready_fd) override {
-    ShmcastPublisher pub(bus());
+    ShmcastPublisher pub(bus(), opt_.publish);
     signal_ready(ready_fd);
     pubsub_bench::publish_loop(run, slot, pub, index);
   }
@@ -244,8 +305,8 @@ class ShmcastTransport final : public pubsub_bench::Transport {
     }
     bus_name_ = runs_++ == 0 ? fmt::format("bench-{}", getpid())
                              : fmt::format("bench-{}-{}", getpid(), runs_);
-    coordinator_ =
-        bench_support::start_private_coordinator(bus_name_, coordinator_flags(sc, payload_));
+    coordinator_ = bench_support::start_private_coordinator(
+        bus_name_, coordinator_flags(sc, payload_, opt_.publish));
   }
   void end_run() override { stop_coordinator(); }
   std::vector<pid_t> servers() const override {
@@ -330,6 +391,15 @@ int main(int argc, char** argv) {
                  "Patterns an idle subscriber holds, none of them matching the published channel "
                  "(throughput scenarios)")
       ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 24));
+  app.add_option("--publish", own.publish,
+                 "How the throughput and latency publishers publish: copy (Bus::publish with the "
+                 "bytes), loan (written in place into a Bus::loan) or loan-copy (written into "
+                 "the publisher's buffer, then copied into a loan)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, PublishMode>{{"copy", PublishMode::copy},
+                                             {"loan", PublishMode::loan},
+                                             {"loan-copy", PublishMode::loan_copy}}))
+      ->capture_default_str();
   app.add_option("--churn", own.churn,
                  "Subscribe/unsubscribe pairs per second on an unrelated channel (churn)")
       ->check(CLI::Range(1, 1'000'000));
