@@ -134,6 +134,22 @@ TEST(Examples, PatternsMatchEveryUsersAlerts) {
   expect_success(run, "patterns: user:*:alerts matched 3 of 5 channels");
 }
 
+TEST(Examples, LargeFramesReachBothSubscribersIntact) {
+  Daemon daemon(unique_bus("frames"));
+  const ExampleRun run = run_example("large_frames", daemon.bus());
+  expect_success(run, "publisher: 50 frames of 4194304 bytes, 100 deliveries");
+  expect_success(run, "subscriber 1: 50 of 50 frames, every byte as drawn, in order");
+  expect_success(run, "subscriber 2: 50 of 50 frames, every byte as drawn, in order");
+  expect_success(run, "large_frames: both subscribers checked all 50 frames");
+  // Every frame went back to the pool once both had read it, and the pool left with its
+  // publisher.
+  const auto deadline = std::chrono::steady_clock::now() + seconds(5);
+  while (!inspect(daemon.bus()).pools.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(inspect(daemon.bus()).pools.empty());
+}
+
 // Started by hand rather than with spawn(): its stdin is a pipe the test writes a line into.
 TEST(Examples, EventLoopMultiplexesTheSubscriberATimerAndStdin) {
   Daemon daemon(unique_bus("evloop"));

@@ -1,0 +1,127 @@
+// Large frames without copies: a publisher draws 4 MiB frames straight into loaned shared memory
+// (Bus::loan) and two subscriber processes check every byte of each frame where it lies, in the
+// publisher's pool, mapped read-only. No ring is large enough for such a frame; only its
+// descriptor travels through the rings.
+//
+//   example-large_frames --bus NAME     (a shmcastd must be serving NAME)
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <iostream>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <shmcast/shmcast.hpp>
+
+#include "example_bus.hpp"
+
+namespace {
+
+const std::string kChannel = "camera";
+constexpr std::size_t kFrameBytes = std::size_t{4} << 20;
+constexpr std::uint64_t kFrames = 50;
+constexpr int kSubscribers = 2;
+
+// Word k of frame n is (n << 32 | k): word 0 carries the frame number, and a byte out of place
+// anywhere shows.
+void draw(std::span<std::byte> frame, std::uint64_t number) {
+  for (std::size_t k = 0; k < frame.size() / 8; ++k) {
+    const std::uint64_t word = number << 32 | k;
+    std::memcpy(frame.data() + 8 * k, &word, 8);
+  }
+}
+
+bool intact(std::string_view frame, std::uint64_t number) {
+  if (frame.size() != kFrameBytes) return false;
+  for (std::size_t k = 0; k < frame.size() / 8; ++k) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, frame.data() + 8 * k, 8);
+    if (word != (number << 32 | k)) return false;
+  }
+  return true;
+}
+
+// One subscriber process: checks frames until it has them all or 5 s pass without one.
+int run_subscriber(const std::string& bus_name, int index, int ready_fd) {
+  auto bus = shmcast::Bus::connect(bus_name);
+  auto sub = bus.subscriber();
+  sub.subscribe({kChannel});
+  (void)!write(ready_fd, "r", 1);
+  close(ready_fd);
+
+  std::uint64_t good = 0;
+  // listen() hands each frame in place, in the publisher's pool (receive() would copy it).
+  sub.listen(
+      [&](const shmcast::MessageView& m) {
+        if (m.kind != shmcast::Kind::message) return true;
+        if (intact(m.payload, good)) ++good;
+        return good < kFrames;
+      },
+      std::chrono::seconds(5));
+  std::cout << "subscriber " << index << ": " << good << " of " << kFrames << " frames, every byte"
+            << " as drawn, in order" << std::endl;
+  return good == kFrames ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const std::string bus_name = example::bus_name(argc, argv);
+
+  int ready[2];
+  if (pipe(ready) != 0) return 1;
+  std::vector<pid_t> children;
+  for (int i = 1; i <= kSubscribers; ++i) {
+    const pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid == 0) {
+      close(ready[0]);
+      int status = 1;
+      try {
+        status = run_subscriber(bus_name, i, ready[1]);
+      } catch (const shmcast::Error& e) {
+        std::cerr << "subscriber " << i << ": " << e.what() << std::endl;
+      }
+      _exit(status);
+    }
+    children.push_back(pid);
+  }
+  close(ready[1]);
+  int listening = 0;
+  for (char c; listening < kSubscribers && read(ready[0], &c, 1) == 1;) ++listening;
+  close(ready[0]);
+
+  std::size_t deliveries = 0;
+  if (listening == kSubscribers) {
+    auto bus = shmcast::Bus::connect(bus_name);
+    for (std::uint64_t n = 0; n < kFrames; ++n) {
+      // The pool (shmcastd --pool-bytes, 64 MiB by default) holds 16 such frames: once the
+      // subscribers are that far behind, wait for them to let one go.
+      shmcast::Loan frame = bus.loan(kFrameBytes, std::chrono::seconds(5));
+      draw(frame.data(), n);
+      deliveries += bus.publish(kChannel, std::move(frame));
+    }
+  }
+  std::cout << "publisher: " << kFrames << " frames of " << kFrameBytes << " bytes, " << deliveries
+            << " deliveries" << std::endl;
+
+  bool ok = deliveries == kSubscribers * kFrames;
+  for (const pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  if (!ok) {
+    std::cerr << "large_frames: a subscriber missed a frame or found one damaged\n";
+    return 1;
+  }
+  std::cout << "large_frames: both subscribers checked all " << kFrames << " frames\n";
+  return 0;
+} catch (const shmcast::Error& e) {
+  std::cerr << "large_frames: " << e.what() << "\n";
+  return 1;
+}
