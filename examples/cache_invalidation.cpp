@@ -6,7 +6,6 @@
 //
 // The example forks three cache processes, broadcasts two invalidations, and checks that every
 // cache dropped exactly those two keys.
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +17,7 @@
 #include <shmcast/shmcast.hpp>
 
 #include "example_bus.hpp"
+#include "subscriber_processes.hpp"
 
 namespace {
 
@@ -59,32 +59,12 @@ int run_cache(const std::string& bus_name, int index, int ready_fd) {
 int main(int argc, char** argv) try {
   const std::string bus_name = example::bus_name(argc, argv);
 
-  int ready[2];
-  if (pipe(ready) != 0) return 1;
-  std::vector<pid_t> caches;
-  for (int i = 1; i <= kCaches; ++i) {
-    const pid_t pid = fork();
-    if (pid < 0) return 1;
-    if (pid == 0) {
-      close(ready[0]);
-      int status = 1;
-      try {
-        status = run_cache(bus_name, i, ready[1]);
-      } catch (const shmcast::Error& e) {
-        std::cerr << "cache " << i << ": " << e.what() << std::endl;
-      }
-      _exit(status);
-    }
-    caches.push_back(pid);
-  }
-  close(ready[1]);
+  // Publishes wait until every cache listens: a broadcast reaches only subscribers that exist
+  // already.
+  example::SubscriberProcesses caches(
+      kCaches, "cache", [&](int i, int ready_fd) { return run_cache(bus_name, i, ready_fd); });
 
-  // Wait until every cache listens: a broadcast reaches only subscribers that exist already.
-  int listening = 0;
-  for (char c; listening < kCaches && read(ready[0], &c, 1) == 1;) ++listening;
-  close(ready[0]);
-
-  bool ok = listening == kCaches;
+  bool ok = caches.listening();
   if (ok) {
     auto bus = shmcast::Bus::connect(bus_name);
     for (const auto& key : kStale) {
@@ -95,12 +75,7 @@ int main(int argc, char** argv) try {
     }
   }
 
-  for (const pid_t pid : caches) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
-  if (!ok) {
+  if (!caches.succeeded() || !ok) {
     std::cerr << "cache_invalidation: a cache did not drop exactly the stale keys\n";
     return 1;
   }

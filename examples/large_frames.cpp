@@ -4,7 +4,6 @@
 // descriptor travels through the rings.
 //
 //   example-large_frames --bus NAME     (a shmcastd must be serving NAME)
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,11 +12,11 @@
 #include <iostream>
 #include <span>
 #include <string>
-#include <vector>
 
 #include <shmcast/shmcast.hpp>
 
 #include "example_bus.hpp"
+#include "subscriber_processes.hpp"
 
 namespace {
 
@@ -72,31 +71,12 @@ int run_subscriber(const std::string& bus_name, int index, int ready_fd) {
 int main(int argc, char** argv) try {
   const std::string bus_name = example::bus_name(argc, argv);
 
-  int ready[2];
-  if (pipe(ready) != 0) return 1;
-  std::vector<pid_t> children;
-  for (int i = 1; i <= kSubscribers; ++i) {
-    const pid_t pid = fork();
-    if (pid < 0) return 1;
-    if (pid == 0) {
-      close(ready[0]);
-      int status = 1;
-      try {
-        status = run_subscriber(bus_name, i, ready[1]);
-      } catch (const shmcast::Error& e) {
-        std::cerr << "subscriber " << i << ": " << e.what() << std::endl;
-      }
-      _exit(status);
-    }
-    children.push_back(pid);
-  }
-  close(ready[1]);
-  int listening = 0;
-  for (char c; listening < kSubscribers && read(ready[0], &c, 1) == 1;) ++listening;
-  close(ready[0]);
+  example::SubscriberProcesses subscribers(kSubscribers, "subscriber", [&](int i, int ready_fd) {
+    return run_subscriber(bus_name, i, ready_fd);
+  });
 
   std::size_t deliveries = 0;
-  if (listening == kSubscribers) {
+  if (subscribers.listening()) {
     auto bus = shmcast::Bus::connect(bus_name);
     for (std::uint64_t n = 0; n < kFrames; ++n) {
       // The pool (shmcastd --pool-bytes, 64 MiB by default) holds 16 such frames: once the
@@ -109,13 +89,7 @@ int main(int argc, char** argv) try {
   std::cout << "publisher: " << kFrames << " frames of " << kFrameBytes << " bytes, " << deliveries
             << " deliveries" << std::endl;
 
-  bool ok = deliveries == kSubscribers * kFrames;
-  for (const pid_t pid : children) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
-  if (!ok) {
+  if (!subscribers.succeeded() || deliveries != kSubscribers * kFrames) {
     std::cerr << "large_frames: a subscriber missed a frame or found one damaged\n";
     return 1;
   }
