@@ -81,6 +81,9 @@ class Publisher {
   /// receivers the transport reports, summed over the messages (0 if it reports none), or
   /// nullopt if `stopped` turned true first. Throws std::runtime_error if the connection failed.
   virtual std::optional<std::uint64_t> flush(const Stopped& stopped) = 0;
+  /// True if it sends what it queued only at flush(), as a batch (a server transport, or
+  /// shmcast --publish batch): the loop then queues --pipeline messages per flush.
+  virtual bool batches() const { return false; }
 };
 
 enum class Kind {
@@ -364,10 +367,13 @@ void publish_loop(const Run& run, Slot& slot, P& pub, std::size_t index) {
   const bool server = run.transport.has_server();
   const bool counts = run.transport.counts_receivers();
   const bool fill = run.opt.fill;
-  // Messages per flush. Without a server a publish costs tens of nanoseconds, so the loop reads
-  // the clock and does its books once per 16 of them: a stamp is then early by at most 15
-  // publishes, which overstates latency, never understates it. Lockstep runs stamp every one.
-  const std::uint64_t batch = lockstep || sc.rate > 0 ? 1 : server ? run.opt.pipeline : 16;
+  // Messages per flush: --pipeline for a transport that sends them as a batch. Without a server
+  // a publish costs tens of nanoseconds, so the loop reads the clock and does its books once
+  // per 16 of them: a stamp is then early by at most 15 publishes (or pipeline - 1), which
+  // overstates latency, never understates it. Lockstep runs stamp every one.
+  const std::uint64_t batch = lockstep || sc.rate > 0   ? 1
+                              : server || pub.batches() ? run.opt.pipeline
+                                                        : 16;
   const std::uint64_t limit =
       server && sc.subscribers > 0
           ? std::max<std::uint64_t>(2 * batch, kMaxBacklogBytes / run.opt.payload)

@@ -116,10 +116,12 @@ enum class PublishMode {
   loan,       // written in place into a loan (Bus::loan), whose descriptor the rings carry
   loan_copy,  // written into the process's own buffer, then copied into a loan: what the
               // ordinary publish would cost if it went through the pool
+  batch,      // copied, each flush's run of one channel with one Bus::publish_batch
 };
 
-// Publishes at queue() and commit(), so nothing waits for flush(); final, so publish_loop
-// inlines it. queue() (the ping-pong roles) always copies.
+// Publishes at queue() and commit(), so nothing waits for flush(), except in batch mode, which
+// keeps copies of the messages until flush(); final, so publish_loop inlines it. queue() (the
+// ping-pong roles) always publishes at once.
 class ShmcastPublisher final : public pubsub_bench::Publisher {
  public:
   ShmcastPublisher(shmcast::Bus bus, PublishMode mode) : bus_(std::move(bus)), mode_(mode) {}
@@ -139,6 +141,12 @@ class ShmcastPublisher final : public pubsub_bench::Publisher {
       case PublishMode::copy:
         queue(channel, std::string_view(written.data(), written.size()));
         return;
+      case PublishMode::batch:
+        if (!sizes_.empty() && channel != channel_) send_batch();
+        channel_.assign(channel);
+        bytes_.append(written.data(), written.size());
+        sizes_.push_back(written.size());
+        return;
       case PublishMode::loan: delivered_ += bus_.publish(channel, std::move(loan_)); return;
       case PublishMode::loan_copy:
         if (shmcast::Loan loan = lend(written.size())) {
@@ -149,10 +157,24 @@ class ShmcastPublisher final : public pubsub_bench::Publisher {
     }
   }
   std::optional<std::uint64_t> flush(const Stopped& /*stopped*/) override {
+    if (!sizes_.empty()) send_batch();
     return std::exchange(delivered_, 0);
   }
+  bool batches() const override { return mode_ == PublishMode::batch; }
 
  private:
+  void send_batch() {
+    views_.clear();
+    std::size_t at = 0;
+    for (const std::size_t n : sizes_) {
+      views_.emplace_back(bytes_.data() + at, n);
+      at += n;
+    }
+    delivered_ += bus_.publish_batch(channel_, views_);
+    bytes_.clear();
+    sizes_.clear();
+  }
+
   // A full pool waits, as Bus::loan does when asked to, until subscribers let go of a chunk;
   // an empty loan if the run stops first.
   shmcast::Loan lend(std::size_t bytes) {
@@ -171,6 +193,11 @@ class ShmcastPublisher final : public pubsub_bench::Publisher {
   const Stopped* stopped_ = nullptr;  // the publish loop's, from its latest claim()
   shmcast::Loan loan_;                // claimed, until committed
   std::uint64_t delivered_ = 0;
+  // Batch mode: the messages committed since the last send, all of channel_.
+  std::string channel_;
+  std::string bytes_;
+  std::vector<std::size_t> sizes_;
+  std::vector<std::string_view> views_;
 };
 
 std::uint64_t ring_bytes_for(std::size_t payload) {
@@ -181,7 +208,7 @@ std::uint64_t ring_bytes_for(std::size_t payload) {
 // The limits a scenario needs, as shmcastd flags. Loaned payloads need no room in the rings.
 std::vector<std::string> coordinator_flags(const Scenario& sc, std::size_t payload,
                                            PublishMode mode) {
-  if (mode != PublishMode::copy) payload = 64;
+  if (mode == PublishMode::loan || mode == PublishMode::loan_copy) payload = 64;
   const auto subscribers = static_cast<std::size_t>(std::max(1, sc.subscribers));
   const std::size_t per_client =
       std::max<std::size_t>(sc.patterns, (sc.channels + subscribers - 1) / subscribers);
@@ -235,6 +262,7 @@ class ShmcastTransport final : public pubsub_bench::Transport {
       case PublishMode::copy: return "shmcast";
       case PublishMode::loan: return "shmcast-loan";
       case PublishMode::loan_copy: return "shmcast-loan-copy";
+      case PublishMode::batch: return "shmcast-batch";
     }
     return "shmcast";
   }
@@ -398,12 +426,17 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, PublishMode>{{"copy", PublishMode::copy},
                                              {"loan", PublishMode::loan},
-                                             {"loan-copy", PublishMode::loan_copy}}))
+                                             {"loan-copy", PublishMode::loan_copy},
+                                             {"batch", PublishMode::batch}}))
       ->capture_default_str();
+  app.add_option("--pipeline", opt.pipeline,
+                 "Messages per Bus::publish_batch with --publish batch [64]")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 16));
   app.add_option("--churn", own.churn,
                  "Subscribe/unsubscribe pairs per second on an unrelated channel (churn)")
       ->check(CLI::Range(1, 1'000'000));
   CLI11_PARSE(app, argc, argv);
+  if (own.publish == PublishMode::batch && app.count("--pipeline") == 0) opt.pipeline = 64;
 
   ShmcastTransport transport(own, opt.payload);
   return pubsub_bench::run_and_report("shmcast-bench", opt, transport);
