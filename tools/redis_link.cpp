@@ -52,6 +52,54 @@ std::string RedisAddress::display() const {
   return fmt::format("redis://{}{}{}:{}", ipv6 ? "[" : "", host, ipv6 ? "]" : "", port);
 }
 
+namespace {
+
+// Takes [[user]:password@] off the front of `rest` into `address`. Empty, or what is wrong.
+std::string take_credentials(std::string_view& rest, RedisAddress& address) {
+  const auto at = rest.rfind('@');
+  if (at == std::string_view::npos) return {};
+  const std::string_view credentials = rest.substr(0, at);
+  const auto colon = credentials.find(':');
+  if (colon == std::string_view::npos) return "put the password after a colon";
+  address.user = credentials.substr(0, colon);
+  address.password = credentials.substr(colon + 1);
+  if (address.password.empty()) return "the password is empty";
+  rest = rest.substr(at + 1);
+  return {};
+}
+
+// Reads host[:port] (an IPv6 host in brackets) into `address`. Empty, or what is wrong.
+std::string take_host_port(std::string_view rest, RedisAddress& address) {
+  if (rest.find('/') != std::string_view::npos) return "a path or database has no meaning";
+  std::string_view port;
+  if (rest.starts_with('[')) {
+    const auto close = rest.find(']');
+    if (close == std::string_view::npos) return "no ']' after the IPv6 address";
+    address.host = rest.substr(1, close - 1);
+    rest = rest.substr(close + 1);
+    if (!rest.empty() && !rest.starts_with(':')) return "expected ':port' after ']'";
+    if (!rest.empty()) port = rest.substr(1);
+  } else {
+    const auto colon = rest.find(':');
+    address.host = rest.substr(0, colon);
+    if (colon != std::string_view::npos) port = rest.substr(colon + 1);
+    if (port.find(':') != std::string_view::npos) return "put an IPv6 address in brackets";
+  }
+  if (address.host.empty()) return "no host";
+  if (port.data() != nullptr) {
+    int value = 0;
+    const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (port.empty() || error != std::errc() || end != port.data() + port.size() || value < 1 ||
+        value > 65535) {
+      return fmt::format("the port '{}' is not a number from 1 to 65535", port);
+    }
+    address.port = value;
+  }
+  return {};
+}
+
+}  // namespace
+
 RedisAddress parse_redis_url(std::string_view url) {
   RedisAddress address;
   const auto fail = [&](std::string_view why) {
@@ -65,41 +113,38 @@ RedisAddress parse_redis_url(std::string_view url) {
   }
   if (!url.starts_with("redis://")) throw fail("unknown scheme");
   std::string_view rest = url.substr(8);
-  if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
-    const std::string_view credentials = rest.substr(0, at);
-    const auto colon = credentials.find(':');
-    if (colon == std::string_view::npos) throw fail("put the password after a colon");
-    address.user = credentials.substr(0, colon);
-    address.password = credentials.substr(colon + 1);
-    if (address.password.empty()) throw fail("the password is empty");
-    rest = rest.substr(at + 1);
-  }
-  if (rest.find('/') != std::string_view::npos) throw fail("a path or database has no meaning");
-  std::string_view port;
-  if (rest.starts_with('[')) {
-    const auto close = rest.find(']');
-    if (close == std::string_view::npos) throw fail("no ']' after the IPv6 address");
-    address.host = rest.substr(1, close - 1);
-    rest = rest.substr(close + 1);
-    if (!rest.empty() && !rest.starts_with(':')) throw fail("expected ':port' after ']'");
-    if (!rest.empty()) port = rest.substr(1);
-  } else {
-    const auto colon = rest.find(':');
-    address.host = rest.substr(0, colon);
-    if (colon != std::string_view::npos) port = rest.substr(colon + 1);
-    if (port.find(':') != std::string_view::npos) throw fail("put an IPv6 address in brackets");
-  }
-  if (address.host.empty()) throw fail("no host");
-  if (port.data() != nullptr) {
-    int value = 0;
-    const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (port.empty() || error != std::errc() || end != port.data() + port.size() || value < 1 ||
-        value > 65535) {
-      throw fail(fmt::format("the port '{}' is not a number from 1 to 65535", port));
-    }
-    address.port = value;
-  }
+  if (auto why = take_credentials(rest, address); !why.empty()) throw fail(why);
+  if (auto why = take_host_port(rest, address); !why.empty()) throw fail(why);
   return address;
+}
+
+std::vector<RedisAddress> parse_cluster_url(std::string_view url) {
+  const auto fail = [&](std::string_view why) {
+    return std::invalid_argument(fmt::format(
+        "bad cluster URL '{}': {}: use redis://[[user]:password@]host:port[,host:port...]",
+        redacted(url), why));
+  };
+  if (!url.starts_with("redis://")) throw fail("unknown scheme");
+  std::string_view rest = url.substr(8);
+  RedisAddress credentials;
+  if (auto why = take_credentials(rest, credentials); !why.empty()) throw fail(why);
+  std::vector<RedisAddress> nodes;
+  for (;;) {
+    const auto comma = rest.find(',');
+    RedisAddress node = credentials;
+    const std::string_view entry = rest.substr(0, comma);
+    if (auto why = take_host_port(entry, node); !why.empty()) {
+      throw fail(fmt::format("node '{}': {}", entry, why));
+    }
+    nodes.push_back(std::move(node));
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  return nodes;
+}
+
+std::string node_key(const RedisAddress& node) {
+  return fmt::format("{}:{}", node.host, node.port);
 }
 
 bool append_command(redisContext* c, std::initializer_list<std::string_view> args) {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 struct redisContext;
 struct redisReply;
@@ -30,6 +31,13 @@ struct RedisAddress {
 // brackets) or unix:///path/to/socket. Throws std::invalid_argument with a one-line message that
 // says what is wrong and which forms are accepted.
 RedisAddress parse_redis_url(std::string_view url);
+
+// Parses redis://[[user]:password@]host[:port][,host[:port]...]: a cluster's seed nodes, sharing
+// one user and password. Throws std::invalid_argument as parse_redis_url does.
+std::vector<RedisAddress> parse_cluster_url(std::string_view url);
+
+// "host:port": one node, for maps of connections.
+std::string node_key(const RedisAddress& node);
 
 // How long a command may go unanswered before the server counts as gone.
 inline constexpr std::chrono::milliseconds kCommandTimeout{5000};
