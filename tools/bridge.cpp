@@ -1,6 +1,8 @@
 // Bridge: the out and in forwarding loops, their back-off, options and counters.
 #include "bridge.hpp"
 
+#include "bridge_timing.hpp"
+
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
@@ -15,46 +17,8 @@
 namespace shmcast::bridge {
 namespace {
 
-using namespace std::chrono_literals;
-
-constexpr auto kPollInterval = 100ms;  // how soon a stop request is seen
-constexpr auto kFirstBackoff = 100ms;
-// How often the subscribed connection, which otherwise only reads, asks whether the server is
-// still there: a peer that vanished without closing the connection sends nothing at all.
-constexpr auto kPingInterval = 3s;
-// A connection that fails sooner than this after it was made does not reset the back-off: a
-// server that accepts and then drops at once (maxclients, protected mode) is not hammered.
-constexpr auto kStableAfter = 3s;
-constexpr std::size_t kBatch = 1024;  // publishes pipelined before their replies are read
 constexpr std::size_t kEchoCapacity = 1 << 16;
 constexpr auto kEchoExpiry = 10s;
-
-// Exponential back-off between connection attempts: 100 ms, doubling up to the cap.
-class Backoff {
- public:
-  explicit Backoff(std::chrono::milliseconds cap) : cap_(std::max(cap, kFirstBackoff)) {}
-  std::chrono::milliseconds next() {
-    const auto delay = delay_;
-    delay_ = std::min(delay_ * 2, cap_);
-    return delay;
-  }
-  void reset() { delay_ = kFirstBackoff; }
-
- private:
-  std::chrono::milliseconds cap_;
-  std::chrono::milliseconds delay_ = kFirstBackoff;
-};
-
-void sleep_unless(std::chrono::milliseconds duration, const std::function<bool()>& stop) {
-  const auto deadline = Clock::now() + duration;
-  while (!stop() && Clock::now() < deadline) {
-    std::this_thread::sleep_for(std::min<Clock::duration>(deadline - Clock::now(), kPollInterval));
-  }
-}
-
-std::string seconds(std::chrono::milliseconds ms) {
-  return fmt::format("{:.1f} s", static_cast<double>(ms.count()) / 1000);
-}
 
 bool is_glob(std::string_view name) {
   return name.find_first_of("*?[") != std::string_view::npos;
@@ -66,13 +30,13 @@ void check_options(const Options& options) {
   if (options.out.empty() && options.in.empty()) {
     throw std::invalid_argument("nothing to bridge: give --out PATTERN and/or --in PATTERN");
   }
-  if (options.sharded) {
+  if (options.sharded || !options.cluster.empty()) {
     for (const auto& name : options.in) {
       if (is_glob(name)) {
         throw std::invalid_argument(fmt::format(
-            "--in '{}' is a glob pattern, but --sharded subscribes with SSUBSCRIBE, which takes "
+            "--in '{}' is a glob pattern, but {} subscribes with SSUBSCRIBE, which takes "
             "channel names only: list the channels",
-            name));
+            name, options.cluster.empty() ? "--sharded" : "--cluster"));
       }
     }
   }
@@ -81,7 +45,7 @@ void check_options(const Options& options) {
 namespace {
 
 // Every counter with its name, in the order both formats print them.
-std::array<std::pair<const char*, std::uint64_t>, 10> counters(const Stats& s) {
+std::array<std::pair<const char*, std::uint64_t>, 13> counters(const Stats& s) {
   return {{{"forwarded_out", s.forwarded_out},
            {"forwarded_in", s.forwarded_in},
            {"dropped_redis_down", s.dropped_redis_down},
@@ -91,7 +55,10 @@ std::array<std::pair<const char*, std::uint64_t>, 10> counters(const Stats& s) {
            {"echo_suppressed_out", s.echo_suppressed_out},
            {"echo_suppressed_in", s.echo_suppressed_in},
            {"echo_forgotten", s.echo_forgotten},
-           {"reconnects", s.reconnects}}};
+           {"reconnects", s.reconnects},
+           {"redirects", s.redirects},
+           {"slot_map_refreshes", s.slot_map_refreshes},
+           {"resubscribes", s.resubscribes}}};
 }
 
 }  // namespace
@@ -141,7 +108,7 @@ bool Bridge::first_frame(const std::vector<detail::Glob>& globs, std::string_vie
 }
 
 bool Bridge::matches_in(std::string_view channel) const {
-  if (options_.sharded) {
+  if (options_.sharded || !options_.cluster.empty()) {
     return std::find(options_.in.begin(), options_.in.end(), channel) != options_.in.end();
   }
   return first_match(in_globs_, channel).has_value();
@@ -162,6 +129,9 @@ Stats Bridge::stats() const {
   s.echo_suppressed_in = echo_suppressed_in_.get();
   s.echo_forgotten = local_echoes_.forgotten() + redis_echoes_.forgotten();
   s.reconnects = reconnects_.get();
+  s.redirects = redirects_.get();
+  s.slot_map_refreshes = slot_map_refreshes_.get();
+  s.resubscribes = resubscribes_.get();
   return s;
 }
 
@@ -179,22 +149,76 @@ void Bridge::run(const std::function<bool()>& stop) {
       failed = true;
     }
   };
+  const bool cluster = !options_.cluster.empty();
   std::vector<std::thread> threads;
-  if (!options_.out.empty()) threads.emplace_back(guarded, &Bridge::run_out);
-  if (!options_.in.empty()) threads.emplace_back(guarded, &Bridge::run_in);
+  if (!options_.out.empty()) {
+    threads.emplace_back(guarded, cluster ? &Bridge::run_out_cluster : &Bridge::run_out);
+  }
+  if (!options_.in.empty()) {
+    threads.emplace_back(guarded, cluster ? &Bridge::run_in_cluster : &Bridge::run_in);
+  }
   for (auto& t : threads) t.join();
   stopped_ = true;
   if (failure) std::rethrow_exception(failure);
 }
 
-void Bridge::log_connect_failure(std::string_view side, const std::string& error,
-                                 std::string& last_error, std::chrono::milliseconds delay) {
+void Bridge::log_connect_failure(std::string_view side, std::string_view attempt,
+                                 const std::string& error, std::string& last_error,
+                                 std::chrono::milliseconds delay) {
   if (error == last_error) return;
   last_error = error;
-  log_(fmt::format(
-      "{}: cannot connect to Redis at {}: {}; retrying with back-off (next in {}, "
-      "at most {})",
-      side, options_.redis.display(), error, seconds(delay), seconds(options_.max_backoff)));
+  log_(fmt::format("{}: cannot {}: {}; retrying with back-off (next in {}, at most {})", side,
+                   attempt, error, seconds(delay), seconds(options_.max_backoff)));
+}
+
+bool Bridge::receive_batch(Subscriber& sub, std::vector<Message>& batch) {
+  batch.clear();
+  auto first = sub.receive(kPollInterval);
+  if (!first) return false;
+  batch.push_back(std::move(*first));
+  while (batch.size() < kBatch) {
+    auto next = sub.try_receive();
+    if (!next) break;
+    batch.push_back(std::move(*next));
+  }
+  return true;
+}
+
+bool Bridge::to_send(const Message& m, Clock::time_point now) {
+  if (m.kind == Kind::gap) {
+    dropped_ring_full_.add(static_cast<std::uint64_t>(m.count));
+    local_echoes_.mark_lost();
+    return false;
+  }
+  if (m.kind != Kind::pmessage || !first_frame(out_globs_, m.pattern, m.channel)) return false;
+  if (local_echoes_.consume(m.channel, m.payload, now)) {
+    echo_suppressed_out_.add();
+    return false;
+  }
+  return true;
+}
+
+void Bridge::bring_in(std::string_view channel, std::string_view payload, int stream,
+                      std::string& last_publish_error) {
+  const auto now = Clock::now();
+  if (redis_echoes_.consume(channel, payload, now, stream)) {
+    echo_suppressed_in_.add();
+    return;
+  }
+  const auto sequence = first_match(out_globs_, channel)
+                            ? std::optional(local_echoes_.expect(channel, payload, now))
+                            : std::nullopt;
+  try {
+    bus_.publish(channel, payload);
+    forwarded_in_.add();
+  } catch (const Error& e) {
+    dropped_local_error_.add();
+    if (sequence) local_echoes_.forget(*sequence);  // refused: it never reaches the bus
+    if (last_publish_error != e.what()) {
+      last_publish_error = e.what();
+      log_(fmt::format("in: the bus refused a message: {}", last_publish_error));
+    }
+  }
 }
 
 void Bridge::run_out(const std::function<bool()>& stop) {
@@ -240,39 +264,22 @@ void Bridge::run_out(const std::function<bool()>& stop) {
       } catch (const std::runtime_error& e) {
         const auto delay = backoff.next();
         retry_at = Clock::now() + delay;
-        log_connect_failure("out", e.what(), last_error, delay);
+        log_connect_failure("out", "connect to Redis at " + where, e.what(), last_error, delay);
       }
     }
 
-    batch.clear();
-    auto first = sub.receive(kPollInterval);
-    if (!first) {
+    if (!receive_batch(sub, batch)) {
       if (redis) {
         if (const auto problem = idle_connection_problem(redis.get())) lose(*problem);
       }
       continue;
-    }
-    batch.push_back(std::move(*first));
-    while (batch.size() < kBatch) {
-      auto next = sub.try_receive();
-      if (!next) break;
-      batch.push_back(std::move(*next));
     }
 
     const auto now = Clock::now();
     std::size_t pending = 0;
     sequences.clear();  // of the pending publishes' echo entries, in order
     for (const Message& m : batch) {
-      if (m.kind == Kind::gap) {
-        dropped_ring_full_.add(static_cast<std::uint64_t>(m.count));
-        local_echoes_.mark_lost();
-        continue;
-      }
-      if (m.kind != Kind::pmessage || !first_frame(out_globs_, m.pattern, m.channel)) continue;
-      if (local_echoes_.consume(m.channel, m.payload, now)) {
-        echo_suppressed_out_.add();
-        continue;
-      }
+      if (!to_send(m, now)) continue;
       if (!redis) {
         dropped_redis_down_.add();
         continue;
@@ -322,7 +329,7 @@ void Bridge::run_in(const std::function<bool()>& stop) {
       redis = connect_redis(options_.redis);
     } catch (const std::runtime_error& e) {
       const auto delay = backoff.next();
-      log_connect_failure("in", e.what(), last_error, delay);
+      log_connect_failure("in", "connect to Redis at " + where, e.what(), last_error, delay);
       sleep_unless(delay, stop);
       continue;
     }
@@ -349,26 +356,20 @@ void Bridge::run_in(const std::function<bool()>& stop) {
     }();
     if (!appended) throw std::runtime_error("out of memory");
     std::string error = flush_output(redis.get());
-    // PING is valid while subscribed (RESP2 answers it with the array "pong", ""); no answer
-    // within the command timeout means the connection is dead even if the kernel has not said
-    // so yet.
-    auto next_ping = Clock::now() + kPingInterval;
-    bool awaiting_pong = false;
-    Clock::time_point ping_sent;
+    Pinger pinger;
 
     const std::string_view confirmation = options_.sharded ? "ssubscribe" : "psubscribe";
     std::size_t unconfirmed = options_.in.size();
     while (error.empty() && !stop()) {
       const auto tick = Clock::now();
-      if (awaiting_pong && tick - ping_sent > kCommandTimeout) {
+      if (pinger.overdue(tick)) {
         error = fmt::format("no answer to PING within {}", seconds(kCommandTimeout));
         continue;
       }
-      if (!awaiting_pong && tick >= next_ping) {
+      if (pinger.due(tick)) {
         if (!append_command(redis.get(), {"PING"})) throw std::runtime_error("out of memory");
         error = flush_output(redis.get());
-        awaiting_pong = true;
-        ping_sent = tick;
+        pinger.sent(tick);
         continue;
       }
       Reply r;
@@ -376,8 +377,7 @@ void Bridge::run_in(const std::function<bool()>& stop) {
       if (status == ReadStatus::failed) error = connection_error(redis.get());
       if (status != ReadStatus::reply) continue;
       if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && text(r->element[0]) == "pong") {
-        awaiting_pong = false;
-        next_ping = Clock::now() + kPingInterval;
+        pinger.answered(Clock::now());
         continue;
       }
       if (r->type == REDIS_REPLY_ERROR) {
@@ -425,25 +425,7 @@ void Bridge::run_in(const std::function<bool()>& stop) {
       } else {
         continue;
       }
-      const auto now = Clock::now();
-      if (redis_echoes_.consume(channel, payload, now)) {
-        echo_suppressed_in_.add();
-        continue;
-      }
-      const auto sequence = first_match(out_globs_, channel)
-                                ? std::optional(local_echoes_.expect(channel, payload, now))
-                                : std::nullopt;
-      try {
-        bus_.publish(channel, payload);
-        forwarded_in_.add();
-      } catch (const Error& e) {
-        dropped_local_error_.add();
-        if (sequence) local_echoes_.forget(*sequence);  // refused: it never reaches the bus
-        if (last_publish_error != e.what()) {
-          last_publish_error = e.what();
-          log_(fmt::format("in: the bus refused a message: {}", last_publish_error));
-        }
-      }
+      bring_in(channel, payload, 0, last_publish_error);
     }
 
     const bool was_stable = in_connected_ && Clock::now() - subscribed_at >= kStableAfter;

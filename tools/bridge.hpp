@@ -26,11 +26,13 @@ struct Options {
   std::vector<std::string> out;  // local patterns forwarded to Redis
   std::vector<std::string> in;   // Redis patterns (channels with sharded) forwarded to the bus
   bool sharded = false;          // SPUBLISH / SSUBSCRIBE instead of PUBLISH / PSUBSCRIBE
+  // Seed nodes of a Redis Cluster, used instead of `redis` when given (and then `sharded`).
+  std::vector<RedisAddress> cluster;
   std::chrono::milliseconds max_backoff{5000};
 };
 
 // Throws std::invalid_argument when the options cannot work: nothing to bridge, or a glob
-// pattern in `in` with `sharded` (SSUBSCRIBE takes channels only).
+// pattern in `in` with `sharded` or `cluster` (SSUBSCRIBE takes channels only).
 void check_options(const Options& options);
 
 // A snapshot of the counters.
@@ -47,6 +49,9 @@ struct Stats {
   std::uint64_t echo_suppressed_in = 0;   // Redis echoes of messages sent out
   std::uint64_t echo_forgotten = 0;       // echo entries expired or over capacity, both sides
   std::uint64_t reconnects = 0;
+  std::uint64_t redirects = 0;           // MOVED and ASK answers followed (cluster)
+  std::uint64_t slot_map_refreshes = 0;  // slot maps fetched (cluster)
+  std::uint64_t resubscribes = 0;        // channels subscribed again on another connection
 
   [[nodiscard]] const char* state() const {
     return stopped ? "stopped" : connected ? "connected" : "connecting";
@@ -58,10 +63,11 @@ std::string to_json(const Stats& stats);
 // name=value pairs on one line, for the log.
 std::string to_log_line(const Stats& stats);
 
-// Forwards messages between one bus and one Redis server, in two threads: out (the bus's
-// messages matching `out`, pipelined to Redis) and in (Redis's messages matching `in`, published
-// on the bus). Each thread keeps its own Redis connection and reconnects with exponential
-// back-off.
+// Forwards messages between one bus and one Redis server or Redis Cluster, in two threads: out
+// (the bus's messages matching `out`, pipelined to Redis) and in (Redis's messages matching
+// `in`, published on the bus). Each thread keeps its own Redis connections (in a cluster, one
+// per primary it needs, placed by the slot map, which it fetches again on a MOVED or a lost
+// node) and reconnects with exponential back-off.
 class Bridge {
  public:
   using Log = std::function<void(std::string_view)>;
@@ -86,10 +92,25 @@ class Bridge {
 
   void run_out(const std::function<bool()>& stop);
   void run_in(const std::function<bool()>& stop);
-  // Logs a failed attempt of `side` ("in" or "out") to connect to Redis, unless it failed the
-  // same way last time (`last_error`, updated here), with the back-off `delay` before the next.
-  void log_connect_failure(std::string_view side, const std::string& error, std::string& last_error,
+  // The same through a Redis Cluster (cluster_bridge.cpp).
+  void run_out_cluster(const std::function<bool()>& stop);
+  void run_in_cluster(const std::function<bool()>& stop);
+  // Logs a failed attempt of `side` ("in" or "out") to `attempt` (e.g. "connect to Redis at
+  // ..."), unless it failed the same way last time (`last_error`, updated here), with the
+  // back-off `delay` before the next.
+  void log_connect_failure(std::string_view side, std::string_view attempt,
+                           const std::string& error, std::string& last_error,
                            std::chrono::milliseconds delay);
+  // Waits up to the poll interval for the out subscriber's next frame, then takes what else is
+  // there, up to a batch. False when nothing came.
+  static bool receive_batch(Subscriber& sub, std::vector<Message>& batch);
+  // Whether a frame the out subscriber received is to be sent to Redis; counts it otherwise
+  // (a gap's losses, an echo).
+  bool to_send(const Message& m, Clock::time_point now);
+  // Publishes a message that arrived from Redis on the bus, unless it is the bridge's own;
+  // `stream` as in EchoFilter.
+  void bring_in(std::string_view channel, std::string_view payload, int stream,
+                std::string& last_publish_error);
   // Index of the first pattern of `globs` that matches `channel`.
   static std::optional<std::size_t> first_match(const std::vector<detail::Glob>& globs,
                                                 std::string_view channel);
@@ -121,6 +142,9 @@ class Bridge {
   Counter echo_suppressed_out_;
   Counter echo_suppressed_in_;
   Counter reconnects_;
+  Counter redirects_;
+  Counter slot_map_refreshes_;
+  Counter resubscribes_;
 };
 
 }  // namespace shmcast::bridge

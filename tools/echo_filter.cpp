@@ -17,7 +17,7 @@ std::uint64_t EchoFilter::hash(std::string_view channel, std::string_view payloa
 }
 
 std::uint64_t EchoFilter::expect(std::string_view channel, std::string_view payload,
-                                 Clock::time_point now) {
+                                 Clock::time_point now, int stream) {
   const std::uint64_t h = hash(channel, payload);
   const std::lock_guard lock(mutex_);
   const std::uint64_t sequence = next_sequence_++;
@@ -26,7 +26,7 @@ std::uint64_t EchoFilter::expect(std::string_view channel, std::string_view payl
     entries_.pop_front();
     ++forgotten_;
   }
-  entries_.push_back({h, sequence, now});
+  entries_.push_back({h, sequence, now, stream});
   return sequence;
 }
 
@@ -38,22 +38,27 @@ void EchoFilter::forget(std::uint64_t sequence) {
   if (it != entries_.end() && it->sequence == sequence) entries_.erase(it);
 }
 
-bool EchoFilter::consume(std::string_view channel, std::string_view payload,
-                         Clock::time_point now) {
+bool EchoFilter::consume(std::string_view channel, std::string_view payload, Clock::time_point now,
+                         int stream) {
   const std::uint64_t h = hash(channel, payload);
   const std::lock_guard lock(mutex_);
   while (!entries_.empty() && now - entries_.front().published > expiry_) {
     entries_.pop_front();
     ++forgotten_;
   }
-  // Own messages come back in order, so only a prefix of entries that may have been lost can
-  // be passed over to reach the match.
+  // Own messages come back in order within their stream, so only a prefix of that stream's
+  // entries that may have been lost can be passed over to reach the match.
   for (std::size_t i = 0; i < entries_.size(); ++i) {
-    if (entries_[i].hash == h) {
-      entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    const Entry& entry = entries_[i];
+    if (entry.stream != stream) continue;
+    if (entry.hash == h) {
+      const auto match = entries_.begin() + static_cast<std::ptrdiff_t>(i);
+      const auto kept = std::remove_if(entries_.begin(), match,
+                                       [&](const Entry& e) { return e.stream == stream; });
+      entries_.erase(kept, match + 1);
       return true;
     }
-    if (entries_[i].sequence >= lost_before_) break;
+    if (entry.sequence >= lost_before_) break;
   }
   return false;
 }

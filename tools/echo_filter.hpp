@@ -20,6 +20,10 @@ using Clock = std::chrono::steady_clock;
 // remembered; messages of other publishers in between do not match and are delivered, even with
 // the same content, as many times as they were published.
 //
+// Through a Redis Cluster the messages come back over one subscription per node, so their order
+// holds only within a node: each message then belongs to a stream (its channel's hash slot), and
+// the order is kept, and looked at, per stream. Without a cluster everything is stream 0.
+//
 // A remembered message can fail to come back (a full ring, a lost connection). mark_lost() says
 // so: the entries remembered until then may be skipped when a later one matches. A publish that
 // definitely failed (refused with an error) is forgotten at once with forget(), so that its entry
@@ -34,9 +38,11 @@ class EchoFilter {
 
   // Remembers a message about to be published, unless the filter is inactive. Returns its
   // sequence number, for forget().
-  std::uint64_t expect(std::string_view channel, std::string_view payload, Clock::time_point now);
+  std::uint64_t expect(std::string_view channel, std::string_view payload, Clock::time_point now,
+                       int stream = 0);
   // True (and forgets it) when an arriving message is the bridge's own, remembered message.
-  bool consume(std::string_view channel, std::string_view payload, Clock::time_point now);
+  bool consume(std::string_view channel, std::string_view payload, Clock::time_point now,
+               int stream = 0);
   // The message expect() numbered `sequence` was not published: it will not come back.
   void forget(std::uint64_t sequence);
   // The messages remembered so far may never come back.
@@ -53,6 +59,7 @@ class EchoFilter {
     std::uint64_t hash;
     std::uint64_t sequence;
     Clock::time_point published;
+    int stream;
   };
 
   static std::uint64_t hash(std::string_view channel, std::string_view payload);

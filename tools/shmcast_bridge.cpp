@@ -31,6 +31,7 @@ struct Invocation {
   std::string bus;
   bool bus_given = false;
   std::string url;
+  std::string cluster_url;
   std::vector<std::string> out;
   std::vector<std::string> in;
   bool sharded = false;
@@ -63,19 +64,33 @@ int run(const Invocation& inv) {
   shmcast::check_bus_name(options.bus);
   options.out = unique(inv.out);
   options.in = unique(inv.in);
-  options.sharded = inv.sharded;
   options.max_backoff = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::duration<double>(inv.max_backoff));
+  if (inv.url.empty() == inv.cluster_url.empty()) {
+    throw UsageError("give either --redis URL (one server) or --cluster URL (a Redis Cluster)");
+  }
+  std::string where;
   try {
-    options.redis = shmcast::bridge::parse_redis_url(inv.url);
+    if (!inv.url.empty()) {
+      options.redis = shmcast::bridge::parse_redis_url(inv.url);
+      options.sharded = inv.sharded;
+      where = fmt::format("Redis at {}{}", options.redis.display(),
+                          options.sharded ? " (sharded)" : "");
+    } else {
+      options.cluster = shmcast::bridge::parse_cluster_url(inv.cluster_url);
+      options.sharded = true;
+      where = fmt::format("the Redis Cluster of {}", options.cluster.front().display());
+      for (std::size_t i = 1; i < options.cluster.size(); ++i) {
+        where += "," + options.cluster[i].display();
+      }
+    }
     shmcast::bridge::check_options(options);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
 
   shmcast::bridge::Bridge bridge(options, log_line);
-  log_line(fmt::format("bridging bus '{}' and Redis at {}{}: out {} pattern(s), in {} {}",
-                       options.bus, options.redis.display(), options.sharded ? " (sharded)" : "",
+  log_line(fmt::format("bridging bus '{}' and {}: out {} pattern(s), in {} {}", options.bus, where,
                        options.out.size(), options.in.size(),
                        options.sharded ? "channel(s)" : "pattern(s)"));
 
@@ -137,16 +152,21 @@ int run(const Invocation& inv) {
 
 constexpr const char* kFooter =
     "Each --out and --in may be given many times. With --sharded, --in takes channel names\n"
-    "(SSUBSCRIBE has no patterns) and messages go out with SPUBLISH; cluster redirections\n"
-    "(MOVED) are not followed, so point the bridge at the node that owns the channels' slots.\n"
+    "(SSUBSCRIBE has no patterns) and messages go out with SPUBLISH to that one server. With\n"
+    "--cluster, the same goes to each channel's primary in a Redis Cluster: the bridge fetches\n"
+    "the slot map from the seed nodes, follows MOVED and ASK, and subscribes again when a slot\n"
+    "moves or a primary fails over.\n"
     "\n"
     "--stats prints one JSON object per line on stdout every --stats-interval seconds and once\n"
     "more on exit: state (connected, connecting, or stopped), forwarded_out, forwarded_in,\n"
     "dropped_redis_down, dropped_redis_error, dropped_ring_full, dropped_local_error,\n"
-    "echo_suppressed_out, echo_suppressed_in, echo_forgotten, reconnects.\n"
+    "echo_suppressed_out, echo_suppressed_in, echo_forgotten, reconnects, redirects,\n"
+    "slot_map_refreshes, resubscribes.\n"
     "\n"
     "Example: shmcast-bridge --bus app --redis redis://:secret@10.0.0.5:6379 --out 'events.*'\n"
-    "         --in 'events.*'";
+    "         --in 'events.*'\n"
+    "         shmcast-bridge --bus app --cluster redis://:secret@10.0.0.5:7000,10.0.0.6:7000\n"
+    "         --out 'events.*' --in events.orders";
 
 }  // namespace
 
@@ -163,8 +183,11 @@ int main(int argc, char** argv) {
   app.add_option(
          "--redis", inv.url,
          "the Redis server: redis://[[user]:password@]host[:port] or unix:///path/to/socket")
-      ->type_name("URL")
-      ->required();
+      ->type_name("URL");
+  app.add_option(
+         "--cluster", inv.cluster_url,
+         "a Redis Cluster, by seed nodes: redis://[[user]:password@]host:port[,host:port...]")
+      ->type_name("URL");
   app.add_option("--out", inv.out, "forward local channels matching PATTERN to Redis")
       ->type_name("PATTERN")
       ->allow_extra_args(false);

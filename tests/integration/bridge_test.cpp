@@ -25,6 +25,7 @@
 #include <gtest/gtest.h>
 
 #include "bridge.hpp"
+#include "integration/bridge_support.hpp"
 #include "integration/bus_fixture.hpp"
 #include "integration/redis_server.hpp"
 #include "integration/run_command.hpp"
@@ -177,6 +178,32 @@ TEST(BridgeEchoFilter, AFailedPublishIsForgottenWithoutPassingOverOthers) {
   EXPECT_TRUE(filter.consume("ch", "c", now));
 }
 
+TEST(BridgeEchoFilter, OrderIsKeptAndLookedAtPerStream) {
+  // Through a cluster, slot 1's and slot 2's messages come back over two subscriptions, in
+  // either order between them.
+  EchoFilter filter(100, 10s);
+  const auto now = Clock::now();
+  filter.expect("a", "1", now, 1);
+  filter.expect("b", "1", now, 2);
+  filter.expect("a", "2", now, 1);
+  EXPECT_TRUE(filter.consume("b", "1", now, 2));
+  // Within stream 1 the order holds: "2" before "1" is someone else's.
+  EXPECT_FALSE(filter.consume("a", "2", now, 1));
+  EXPECT_TRUE(filter.consume("a", "1", now, 1));
+  EXPECT_TRUE(filter.consume("a", "2", now, 1));
+  EXPECT_EQ(filter.size(), 0U);
+
+  // A loss passes over the lost entries of the matching stream only.
+  filter.expect("a", "lost", now, 1);
+  filter.expect("b", "kept", now, 2);
+  filter.mark_lost();
+  filter.expect("a", "3", now, 1);
+  EXPECT_TRUE(filter.consume("a", "3", now, 1));
+  EXPECT_EQ(filter.size(), 1U);
+  EXPECT_TRUE(filter.consume("b", "kept", now, 2));
+  EXPECT_EQ(filter.size(), 0U);
+}
+
 TEST(BridgeEchoFilter, InactiveExpiredAndOverflowingEntriesAreForgotten) {
   EchoFilter filter(2, 1s);
   const auto now = Clock::now();
@@ -201,162 +228,6 @@ TEST(BridgeEchoFilter, InactiveExpiredAndOverflowingEntriesAreForgotten) {
 }
 
 // ---- the program ------------------------------------------------------------------------------
-
-// A hiredis connection for the test's own Redis publishers and subscribers.
-class RedisClient {
- public:
-  explicit RedisClient(const std::string& socket) : c_(redisConnectUnix(socket.c_str())) {
-    if (c_ == nullptr || c_->err != 0) {
-      const std::string why = c_ != nullptr ? c_->errstr : "out of memory";
-      if (c_ != nullptr) redisFree(c_);
-      throw std::runtime_error("cannot connect to " + socket + ": " + why);
-    }
-  }
-  ~RedisClient() { redisFree(c_); }
-  RedisClient(const RedisClient&) = delete;
-  RedisClient& operator=(const RedisClient&) = delete;
-
-  /// Sends a command without waiting for its reply.
-  void send(const std::vector<std::string>& args) {
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lengths;
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lengths.push_back(a.size());
-    }
-    ASSERT_EQ(
-        redisAppendCommandArgv(c_, static_cast<int>(argv.size()), argv.data(), lengths.data()),
-        REDIS_OK);
-    int done = 0;
-    while (done == 0) ASSERT_EQ(redisBufferWrite(c_, &done), REDIS_OK);
-  }
-  /// The next reply flattened into strings (an integer as its digits), or nullopt if none
-  /// comes within `timeout`.
-  std::optional<std::vector<std::string>> next(std::chrono::milliseconds timeout = 5s) {
-    void* raw = nullptr;
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-      if (redisGetReplyFromReader(c_, &raw) != REDIS_OK) return std::nullopt;
-      if (raw != nullptr) break;
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{c_->fd, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) > 0 && redisBufferRead(c_) != REDIS_OK) {
-        return std::nullopt;
-      }
-    }
-    auto* reply = static_cast<redisReply*>(raw);
-    std::vector<std::string> out;
-    const auto flatten = [&out](const redisReply* r) {
-      if (r->type == REDIS_REPLY_INTEGER) {
-        out.push_back(std::to_string(r->integer));
-      } else if (r->str != nullptr) {
-        out.emplace_back(r->str, r->len);
-      } else {
-        out.emplace_back();
-      }
-    };
-    if (reply->type == REDIS_REPLY_ARRAY) {
-      for (std::size_t i = 0; i < reply->elements; ++i) flatten(reply->element[i]);
-    } else {
-      flatten(reply);
-    }
-    freeReplyObject(reply);
-    return out;
-  }
-  /// Runs a command and returns its reply.
-  std::vector<std::string> call(const std::vector<std::string>& args) {
-    send(args);
-    auto reply = next();
-    if (!reply) throw std::runtime_error("no reply from redis-server");
-    return *reply;
-  }
-
- private:
-  redisContext* c_;
-};
-
-// The value of `key` in a JSON line of --stats: a number, or a string without its quotes.
-std::string field(std::string_view json, std::string_view key) {
-  const std::string needle = fmt::format("\"{}\":", key);
-  const auto at = json.find(needle);
-  if (at == std::string_view::npos) return {};
-  auto value = json.substr(at + needle.size());
-  value = value.substr(0, value.find_first_of(",}"));
-  if (value.starts_with('"')) value = value.substr(1, value.size() - 2);
-  return std::string(value);
-}
-
-// shmcast-bridge with --stats every 20 ms, stopped with SIGTERM by its pid.
-class BridgeProcess {
- public:
-  BridgeProcess(const std::string& bus, const std::string& url, std::vector<std::string> args)
-      : command_(make_argv(bus, url, std::move(args))) {
-    command_.close_stdin();
-  }
-
-  /// The last complete --stats line.
-  std::string stats() const {
-    const std::string& out = command_.out();
-    const auto end = out.rfind('\n');
-    if (end == std::string::npos) return {};
-    const auto begin = out.rfind('\n', end - 1);
-    return out.substr(begin == std::string::npos ? 0 : begin + 1, end - (begin + 1));
-  }
-  std::uint64_t counter(std::string_view key) const {
-    return std::strtoull(field(stats(), key).c_str(), nullptr, 10);
-  }
-  /// Waits until the last --stats line satisfies `done`.
-  bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
-    return command_.pump_until(done, timeout);
-  }
-  /// Reads what it printed so far: a bridge whose stdout pipe fills up stops forwarding.
-  void collect() { command_.collect(); }
-  /// Closes the reading end of its stdout, as `shmcast-bridge --stats | head -1` would.
-  void close_stdout() { command_.close_stdout(); }
-  std::optional<int> wait_exit() { return command_.wait(10s); }
-  bool wait_connected() {
-    return wait_for([&] { return field(stats(), "state") == "connected"; });
-  }
-  /// Stops it with SIGTERM and checks a clean exit with the final counters.
-  void finish() {
-    command_.signal(SIGTERM);
-    EXPECT_EQ(command_.wait(10s), 0) << command_.err();
-    EXPECT_EQ(field(stats(), "state"), "stopped") << command_.out();
-    EXPECT_NE(command_.err().find("shmcast-bridge: stopped: state=stopped"), std::string::npos)
-        << command_.err();
-  }
-  [[nodiscard]] const std::string& log() const { return command_.err(); }
-  [[nodiscard]] pid_t pid() const { return command_.pid(); }
-
- private:
-  static std::vector<std::string> make_argv(const std::string& bus, const std::string& url,
-                                            std::vector<std::string> args) {
-    std::vector<std::string> argv{bin_dir() + "/shmcast-bridge",
-                                  "--bus",
-                                  bus,
-                                  "--redis",
-                                  url,
-                                  "--stats",
-                                  "--stats-interval",
-                                  "0.02"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return argv;
-  }
-
-  Command command_;
-};
-
-// Waits for the next message frame of `sub`, skipping confirmations.
-std::optional<Message> next_message(Subscriber& sub, std::chrono::milliseconds timeout = 5s) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    auto m = sub.receive(100ms);
-    if (m && (m->kind == Kind::message || m->kind == Kind::pmessage)) return m;
-  }
-  return std::nullopt;
-}
 
 class BridgeTest : public ::testing::Test {
  protected:
@@ -436,21 +307,6 @@ TEST_F(BridgeTest, LocalPublishReachesRedisSubscribersInOrder) {
   EXPECT_EQ(bridge.counter("dropped_redis_down"), 0U);
   EXPECT_EQ(bridge.counter("dropped_ring_full"), 0U);
   EXPECT_EQ(cli.out(), "subscribe\nl.text\n1\nmessage\nl.text\nhello\n");
-}
-
-// Counts what a subscriber receives per (channel, payload) until nothing comes for `quiet`.
-std::map<std::pair<std::string, std::string>, int> drain(Subscriber& sub,
-                                                         std::chrono::milliseconds quiet) {
-  std::map<std::pair<std::string, std::string>, int> seen;
-  while (const auto m = next_message(sub, quiet)) ++seen[{m->channel, m->payload}];
-  return seen;
-}
-
-std::map<std::pair<std::string, std::string>, int> drain(RedisClient& sub,
-                                                         std::chrono::milliseconds quiet) {
-  std::map<std::pair<std::string, std::string>, int> seen;
-  while (const auto m = sub.next(quiet)) ++seen[{(*m)[2], (*m)[3]}];
-  return seen;
 }
 
 TEST_F(BridgeTest, TwoBusesThroughOneRedisExchangeEachMessageOnceWithoutEcho) {
@@ -839,7 +695,19 @@ TEST(BridgeErrors, BadArgumentsAreOneLineAndANonZeroExit) {
       run({bridge, "--bus", bus, "--redis", "http://x", "--out", "a"}), 2,
       "bad Redis URL 'http://x': unknown scheme: use redis://[[user]:password@]host[:port] "
       "or unix:///path/to/socket");
-  expect_error_line(run({bridge, "--bus", bus, "--out", "a"}), 2, "--redis is required");
+  const std::string either =
+      "give either --redis URL (one server) or --cluster URL (a Redis Cluster)";
+  expect_error_line(run({bridge, "--bus", bus, "--out", "a"}), 2, either);
+  expect_error_line(run({bridge, "--bus", bus, "--redis", "redis://h:1", "--cluster", "redis://h:2",
+                         "--out", "a"}),
+                    2, either);
+  expect_error_line(
+      run({bridge, "--bus", bus, "--cluster", "redis://:hunter2@h:1,h:x", "--out", "a"}), 2,
+      "bad cluster URL 'redis://:***@h:1,h:x': node 'h:x': the port 'x' is not a "
+      "number from 1 to 65535: use redis://[[user]:password@]host:port[,host:port...]");
+  expect_error_line(
+      run({bridge, "--bus", bus, "--cluster", "redis://h:1", "--in", "ok", "--in", "news.*"}), 2,
+      "--in 'news.*' is a glob pattern, but --cluster subscribes with SSUBSCRIBE");
   expect_error_line(run({bridge, "--bus", bus, "--redis", "redis://h:1"}), 2,
                     "nothing to bridge: give --out PATTERN and/or --in PATTERN");
   expect_error_line(run({bridge, "--bus", bus, "--redis", "redis://h:1", "--sharded", "--in", "ok",
