@@ -2,7 +2,6 @@
 // the bridge, the comparison programs), and the temporary directory it lives in.
 #pragma once
 
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -12,8 +11,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -24,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "integration/run_command.hpp"
+#include "support/ports.hpp"
 
 namespace shmcast::test {
 
@@ -75,28 +73,7 @@ inline int connect_unix(const std::string& path) {
   return -1;
 }
 
-/// A loopback TCP port that was free a moment ago and that this process has not handed out
-/// before. The kernel picks it (bind to port 0), so tests running side by side get different
-/// ones; a server started on it at once almost never finds it taken.
-inline int free_tcp_port() {
-  static std::mutex mutex;
-  static std::set<int> given;
-  const std::lock_guard lock(mutex);
-  for (;;) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    const bool bound = fd >= 0 &&
-                       ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-                       ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-    if (fd >= 0) ::close(fd);
-    if (!bound) throw std::runtime_error("cannot find a free loopback port");
-    const int port = ntohs(address.sin_port);
-    if (given.insert(port).second) return port;
-  }
-}
+using testing::free_tcp_port;
 
 /// A private redis-server on a unix socket in a directory of its own (nobody else can put a
 /// socket of that name in the way), with nothing written to disk, stopped by its pid when
