@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages shmcast needs to build, test and run its demo, if any is missing.
 # redis-server and redis-tools are the reference the CLI tests compare against, and the peer of
-# the Redis bridge and the side-by-side benchmarks (hiredis); passwd's useradd makes the
+# the Redis bridge and the side-by-side benchmarks (hiredis); redis-tools' redis-cli also joins
+# the private Redis Cluster of the bridge's cluster tests and benchmark; passwd's useradd makes the
 # throwaway users of the permission tests when they run as root. The Python package builds with
 # pybind11 for Debian's python3; its tests use pytest and redis-py as the reference.
 set -euo pipefail
