@@ -30,13 +30,19 @@ struct Send {
   bool asking;  // sent after ASKING: the node serves the slot for this command only
 };
 
-// The seeds after the primaries of `map`: where to ask for the slot map again.
-std::vector<RedisAddress> map_sources(const std::optional<SlotMap>& map,
-                                      const std::vector<RedisAddress>& seeds) {
+// Fetches the slot map again, asking the primaries of the one it replaces, then the seeds.
+// Nothing, or why no node gave one.
+std::optional<std::string> fetch(std::optional<SlotMap>& map,
+                                 const std::vector<RedisAddress>& seeds) {
   std::vector<RedisAddress> nodes;
   if (map) nodes = map->primaries();
   nodes.insert(nodes.end(), seeds.begin(), seeds.end());
-  return nodes;
+  try {
+    map = discover_slots(nodes);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -63,10 +69,8 @@ void Bridge::run_out_cluster(const std::function<bool()>& stop) {
   };
   // Fetches the slot map and connects to each primary that has no connection yet.
   const auto refresh_map = [&] {
-    try {
-      map = discover_slots(map_sources(map, options_.cluster));
-    } catch (const std::runtime_error& e) {
-      failed("get the cluster's slot map", e.what());
+    if (const auto error = fetch(map, options_.cluster)) {
+      failed("get the cluster's slot map", *error);
       return;
     }
     slot_map_refreshes_.add();
@@ -266,10 +270,8 @@ void Bridge::run_in_cluster(const std::function<bool()>& stop) {
   // Subscribes each unplaced channel on the primary that serves its slot.
   const auto place = [&] {
     if (refresh) {
-      try {
-        map = discover_slots(map_sources(map, options_.cluster));
-      } catch (const std::runtime_error& e) {
-        failed("get the cluster's slot map", e.what());
+      if (const auto error = fetch(map, options_.cluster)) {
+        failed("get the cluster's slot map", *error);
         return;
       }
       slot_map_refreshes_.add();

@@ -78,10 +78,22 @@ std::vector<std::string> channels_on(RedisCluster& cluster, const std::string& p
   return out;
 }
 
-std::vector<std::string> in_flags(const std::vector<std::string>& channels) {
+// --in for each channel, then `more`.
+std::vector<std::string> in_flags(const std::vector<std::string>& channels,
+                                  const std::vector<std::string>& more = {}) {
   std::vector<std::string> flags;
   for (const auto& c : channels) flags.insert(flags.end(), {"--in", c});
+  flags.insert(flags.end(), more.begin(), more.end());
   return flags;
+}
+
+// Waits until every bridge says it is connected.
+bool wait_connected(const std::vector<BridgeProcess*>& bridges) {
+  return wait_all(bridges, [&] {
+    return std::all_of(bridges.begin(), bridges.end(), [](const BridgeProcess* b) {
+      return field(b->stats(), "state") == "connected";
+    });
+  });
 }
 
 TEST_F(ClusterBridge, ThreeBusesExchangeEachMessageOnceThroughEveryPrimary) {
@@ -106,10 +118,8 @@ TEST_F(ClusterBridge, ThreeBusesExchangeEachMessageOnceThroughEveryPrimary) {
   std::vector<std::unique_ptr<BridgeProcess>> bridges;
   std::vector<BridgeProcess*> all;
   for (std::size_t h = 0; h < 3; ++h) {
-    auto args = in_flags(channels);
-    args.insert(args.end(), {"--out", "x.*"});
-    bridges.push_back(
-        std::make_unique<BridgeProcess>(hosts[h]->bus(), seeds[h], args, "--cluster"));
+    bridges.push_back(std::make_unique<BridgeProcess>(
+        hosts[h]->bus(), seeds[h], in_flags(channels, {"--out", "x.*"}), "--cluster"));
     all.push_back(bridges.back().get());
   }
   // redis-cli -c follows the MOVED of a channel served by another node than the one it asks.
@@ -121,10 +131,7 @@ TEST_F(ClusterBridge, ThreeBusesExchangeEachMessageOnceThroughEveryPrimary) {
     ASSERT_TRUE(clis.back()->read_until_text(fmt::format("ssubscribe\n{}\n1\n", c)))
         << clis.back()->err();
   }
-  for (BridgeProcess* b : all) {
-    ASSERT_TRUE(wait_all(all, [&] { return field(b->stats(), "state") == "connected"; }))
-        << b->log();
-  }
+  ASSERT_TRUE(wait_connected(all)) << all[0]->log() << all[1]->log() << all[2]->log();
 
   std::vector<Bus> buses;
   std::vector<Subscriber> subs;
@@ -329,6 +336,23 @@ void report(const std::string& what, const std::string& channel, const Traffic::
   ::testing::Test::RecordProperty(what + " " + channel, line);
 }
 
+// Forwarding on `name` resumed on its own, in order, up to the last message published.
+void expect_resumed(const Traffic& traffic, const std::string& name, const Traffic::Figures& f) {
+  EXPECT_TRUE(f.recovery);
+  EXPECT_TRUE(f.in_order);
+  const auto& arrived = traffic.channel(name).arrived;
+  ASSERT_FALSE(arrived.empty());
+  EXPECT_EQ(static_cast<std::size_t>(arrived.back().n) + 1, f.published);
+}
+
+// Each message the out bridge took was forwarded or counted as dropped.
+void expect_books_balance(const BridgeProcess& out, std::size_t published) {
+  EXPECT_EQ(out.counter("forwarded_out") + out.counter("dropped_redis_down") +
+                out.counter("dropped_redis_error"),
+            published);
+  EXPECT_GE(out.counter("slot_map_refreshes"), 2U);
+}
+
 TEST_F(ClusterBridge, ASlotMovedWhileTrafficFlowsIsFollowedBothWays) {
   RedisCluster cluster(3, 0);
   const auto channels = channels_on(cluster, "m.", {0, 1});
@@ -338,16 +362,10 @@ TEST_F(ClusterBridge, ASlotMovedWhileTrafficFlowsIsFollowedBothWays) {
   Daemon host_b(unique_bus("b"));
   BridgeProcess out(host_a.bus(), cluster.node(0).url(), {"--out", "m.*", "--max-backoff", "0.5"},
                     "--cluster");
-  auto in_args = in_flags(channels);
-  in_args.insert(in_args.end(), {"--max-backoff", "0.5"});
-  BridgeProcess in(host_b.bus(), cluster.node(1).url(), in_args, "--cluster");
+  BridgeProcess in(host_b.bus(), cluster.node(1).url(),
+                   in_flags(channels, {"--max-backoff", "0.5"}), "--cluster");
   const std::vector<BridgeProcess*> both{&out, &in};
-  ASSERT_TRUE(wait_all(both,
-                       [&] {
-                         return field(out.stats(), "state") == "connected" &&
-                                field(in.stats(), "state") == "connected";
-                       }))
-      << out.log() << in.log();
+  ASSERT_TRUE(wait_connected(both)) << out.log() << in.log();
 
   // Bus a -> out bridge -> SPUBLISH on the slot's node -> SSUBSCRIBE of the in bridge -> bus b.
   Traffic traffic(host_a.bus(), host_b.bus(), channels, 2ms);
@@ -362,13 +380,9 @@ TEST_F(ClusterBridge, ASlotMovedWhileTrafficFlowsIsFollowedBothWays) {
   const auto stayed = traffic.figures(staying, moved_at);
   report("slot move", moving, moved);
   report("slot move", staying, stayed);
-  // Forwarding resumed on its own, in order; the other slot's channel lost nothing.
-  ASSERT_TRUE(moved.recovery) << out.log() << in.log();
-  EXPECT_TRUE(moved.in_order);
+  // Forwarding resumed on its own; the other slot's channel lost nothing.
+  expect_resumed(traffic, moving, moved);
   EXPECT_LT(moved.lost, moved.published / 4);
-  const auto& tail = traffic.channel(moving).arrived;
-  ASSERT_FALSE(tail.empty());
-  EXPECT_EQ(static_cast<std::size_t>(tail.back().n) + 1, moved.published);
   EXPECT_EQ(stayed.lost, 0U);
   EXPECT_TRUE(stayed.in_order);
 
@@ -377,10 +391,7 @@ TEST_F(ClusterBridge, ASlotMovedWhileTrafficFlowsIsFollowedBothWays) {
   // The out side was answered MOVED and fetched the map again; the in side was told by an
   // unasked sunsubscribe and subscribed on the new node.
   EXPECT_GE(out.counter("redirects"), 1U);
-  EXPECT_GE(out.counter("slot_map_refreshes"), 2U);
-  EXPECT_EQ(out.counter("forwarded_out") + out.counter("dropped_redis_down") +
-                out.counter("dropped_redis_error"),
-            moved.published + stayed.published);
+  expect_books_balance(out, moved.published + stayed.published);
   EXPECT_EQ(in.counter("resubscribes"), 1U);
   EXPECT_GE(in.counter("slot_map_refreshes"), 2U);
   EXPECT_EQ(in.counter("forwarded_in"), moved.published - moved.lost + stayed.published);
@@ -400,16 +411,9 @@ TEST_F(ClusterBridge, APrimaryKilledFailsOverToItsReplicaAndForwardingResumes) {
   const std::string seeds =
       fmt::format("redis://{},{}", cluster.node(0).address(), cluster.node(1).address());
   BridgeProcess out(host_a.bus(), seeds, {"--out", "f.*", "--max-backoff", "0.2"}, "--cluster");
-  auto in_args = in_flags(channels);
-  in_args.insert(in_args.end(), {"--max-backoff", "0.2"});
-  BridgeProcess in(host_b.bus(), seeds, in_args, "--cluster");
+  BridgeProcess in(host_b.bus(), seeds, in_flags(channels, {"--max-backoff", "0.2"}), "--cluster");
   const std::vector<BridgeProcess*> both{&out, &in};
-  ASSERT_TRUE(wait_all(both,
-                       [&] {
-                         return field(out.stats(), "state") == "connected" &&
-                                field(in.stats(), "state") == "connected";
-                       }))
-      << out.log() << in.log();
+  ASSERT_TRUE(wait_connected(both)) << out.log() << in.log();
 
   Traffic traffic(host_a.bus(), host_b.bus(), channels, 2ms);
   pump(both, 1s);
@@ -418,12 +422,7 @@ TEST_F(ClusterBridge, APrimaryKilledFailsOverToItsReplicaAndForwardingResumes) {
   ASSERT_TRUE(wait_all(both, [&] {
     return cluster.node(replica).call({"ROLE"}).at(0) == "master";
   })) << "the replica did not take over";
-  ASSERT_TRUE(wait_all(both,
-                       [&] {
-                         return field(out.stats(), "state") == "connected" &&
-                                field(in.stats(), "state") == "connected";
-                       }))
-      << out.log() << in.log();
+  ASSERT_TRUE(wait_connected(both)) << out.log() << in.log();
   pump(both, 1s);
   traffic.stop(both, 500ms);
 
@@ -431,12 +430,8 @@ TEST_F(ClusterBridge, APrimaryKilledFailsOverToItsReplicaAndForwardingResumes) {
   const auto survived = traffic.figures(surviving, killed_at);
   report("primary kill", failing, failed);
   report("primary kill", surviving, survived);
-  ASSERT_TRUE(failed.recovery) << out.log() << in.log();
-  EXPECT_TRUE(failed.in_order);
+  expect_resumed(traffic, failing, failed);
   EXPECT_GT(failed.lost, 0U);  // at most once: what the dead primary had is gone
-  const auto& tail = traffic.channel(failing).arrived;
-  ASSERT_FALSE(tail.empty());
-  EXPECT_EQ(static_cast<std::size_t>(tail.back().n) + 1, failed.published);
   // The other primary's channel went on throughout.
   EXPECT_EQ(survived.lost, 0U);
   EXPECT_TRUE(survived.in_order);
@@ -444,10 +439,7 @@ TEST_F(ClusterBridge, APrimaryKilledFailsOverToItsReplicaAndForwardingResumes) {
   out.finish();
   in.finish();
   EXPECT_GE(out.counter("dropped_redis_down"), 1U);
-  EXPECT_EQ(out.counter("forwarded_out") + out.counter("dropped_redis_down") +
-                out.counter("dropped_redis_error"),
-            failed.published + survived.published);
-  EXPECT_GE(out.counter("slot_map_refreshes"), 2U);
+  expect_books_balance(out, failed.published + survived.published);
   EXPECT_EQ(in.counter("resubscribes"), 1U);
   EXPECT_NE(out.log().find("out: lost the connection to " + cluster.node(0).address()),
             std::string::npos)
