@@ -163,10 +163,10 @@ constexpr const char* kFooter =
     "echo_suppressed_out, echo_suppressed_in, echo_forgotten, reconnects, redirects,\n"
     "slot_map_refreshes, resubscribes.\n"
     "\n"
-    "Example: shmcast-bridge --bus app --redis redis://:secret@10.0.0.5:6379 --out 'events.*'\n"
-    "         --in 'events.*'\n"
-    "         shmcast-bridge --bus app --cluster redis://:secret@10.0.0.5:7000,10.0.0.6:7000\n"
-    "         --out 'events.*' --in events.orders";
+    "Examples: shmcast-bridge --bus app --redis redis://:secret@10.0.0.5:6379 --out 'events.*'\n"
+    "            --in 'events.*'\n"
+    "          shmcast-bridge --bus app --cluster redis://:secret@10.0.0.5:7000,10.0.0.6:7000\n"
+    "            --out 'events.*' --in events.orders";
 
 }  // namespace
 
