@@ -147,8 +147,9 @@ void Bridge::run_out_cluster(const std::function<bool()>& stop) {
             throw std::runtime_error("out of memory");
           }
         }
+        // Sent in part, perhaps: the echoes are left to lose()'s mark_lost(), not forgotten.
         if (const auto error = flush_output(node->second.get()); !error.empty()) {
-          for (const Send* send : group) drop(*send, dropped_redis_down_);
+          dropped_redis_down_.add(group.size());
           group.clear();
           lose(key, error);
         }
@@ -162,7 +163,7 @@ void Bridge::run_out_cluster(const std::function<bool()>& stop) {
           Reply reply = next_reply(c);
           if (reply && send.asking) reply = next_reply(c);
           if (!reply) {
-            for (std::size_t j = i; j < group.size(); ++j) drop(*group[j], dropped_redis_down_);
+            dropped_redis_down_.add(group.size() - i);  // unconfirmed, perhaps published
             lose(key, connection_error(c));
             break;
           }
