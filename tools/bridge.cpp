@@ -1,7 +1,5 @@
-// Bridge: the out and in forwarding loops, their back-off, options and counters.
+// Bridge: options, counters, and the out and in forwarding loops through one Redis server.
 #include "bridge.hpp"
-
-#include "bridge_timing.hpp"
 
 #include <hiredis/hiredis.h>
 
@@ -13,6 +11,8 @@
 #include <utility>
 
 #include <fmt/format.h>
+
+#include "bridge_timing.hpp"
 
 namespace shmcast::bridge {
 namespace {
