@@ -229,6 +229,12 @@ std::vector<std::string> coordinator_flags(const Scenario& sc, std::size_t paylo
   };
   std::vector<std::string> out;
   for (const auto& f : flags) out.insert(out.end(), f.begin(), f.end());
+  // A loaning publisher waits for room in its pool rather than drop: a subscriber may leave the
+  // whole pool unread, but for the one that is stopped on purpose.
+  if (sc.stopped == 0) {
+    const auto all = arg("--max-unread-loan-bytes", shmcast::Limits{}.pool_bytes);
+    out.insert(out.end(), all.begin(), all.end());
+  }
   return out;
 }
 

@@ -54,6 +54,9 @@ void check_limits(const Limits& l) {
     fail(fmt::format("--pool-bytes {} must be 0 (no loans) or between {} and {}", l.pool_bytes,
                      detail::kPoolBlock, detail::kMaxPoolBytesBound));
   }
+  if (l.max_unread_loan_bytes < detail::kPoolBlock) {
+    fail(fmt::format("--max-unread-loan-bytes must be at least {}", detail::kPoolBlock));
+  }
   const std::uint64_t frame = detail::max_frame(detail::to_bus_limits(l));
   if (frame > detail::ring_max_payload(l.ring_bytes)) {
     fail(fmt::format(

@@ -41,6 +41,8 @@ constexpr LimitField kLimitFields[] = {
      &Limits::pool_bytes},
     {"max-holds", "Loaned payloads one connection keeps past their callback", &Limits::max_holds,
      nullptr},
+    {"max-unread-loan-bytes", "Pool bytes one subscriber's unread loaned messages may pin",
+     nullptr, &Limits::max_unread_loan_bytes},
 };
 
 const LimitField* limit_field(std::string_view name) {

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <span>
 #include <string>
+#include <thread>
 
 #include <shmcast/shmcast.hpp>
 
@@ -23,6 +24,7 @@ namespace {
 const std::string kChannel = "camera";
 constexpr std::size_t kFrameBytes = std::size_t{4} << 20;
 constexpr std::uint64_t kFrames = 50;
+constexpr std::chrono::milliseconds kFramePeriod{20};
 constexpr int kSubscribers = 2;
 
 // Word k of frame n is (n << 32 | k): word 0 carries the frame number, and a byte out of place
@@ -78,9 +80,13 @@ int main(int argc, char** argv) try {
   std::size_t deliveries = 0;
   if (subscribers.listening()) {
     auto bus = shmcast::Bus::connect(bus_name);
+    const auto start = std::chrono::steady_clock::now();
     for (std::uint64_t n = 0; n < kFrames; ++n) {
-      // The pool (shmcastd --pool-bytes, 64 MiB by default) holds 16 such frames: once the
-      // subscribers are that far behind, wait for them to let one go.
+      // A camera's pace, 50 frames a second. A subscriber that fell more than
+      // --max-unread-loan-bytes behind (32 MiB, 8 such frames, by default) would miss frames,
+      // as one whose ring is full misses messages; the pool (--pool-bytes, 64 MiB) holds 16,
+      // and a loan waits up to 5 s for one to come back.
+      std::this_thread::sleep_until(start + n * kFramePeriod);
       shmcast::Loan frame = bus.loan(kFrameBytes, std::chrono::seconds(5));
       draw(frame.data(), n);
       deliveries += bus.publish(kChannel, std::move(frame));

@@ -29,7 +29,7 @@ BusLimits to_bus_limits(const Limits& l) noexcept {
                    l.ring_bytes,
                    l.max_payload,
                    l.pool_bytes,
-                   0};
+                   l.max_unread_loan_bytes};
 }
 
 Limits to_limits(const BusLimits& l) noexcept {
@@ -43,7 +43,8 @@ Limits to_limits(const BusLimits& l) noexcept {
                 l.ring_bytes,
                 l.max_payload,
                 l.pool_bytes,
-                l.max_holds};
+                l.max_holds,
+                l.max_unread_loan_bytes};
 }
 
 ControlGeometry control_geometry(const BusLimits& l) {

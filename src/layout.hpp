@@ -46,7 +46,7 @@ struct BusLimits {  // Limits, fixed-width
   std::uint64_t ring_bytes;
   std::uint64_t max_payload;
   std::uint64_t pool_bytes;
-  std::uint64_t reserved;
+  std::uint64_t max_unread_loan_bytes;
 };
 static_assert(sizeof(BusLimits) == 64);
 

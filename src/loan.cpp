@@ -99,8 +99,10 @@ Loan Bus::loan(std::size_t bytes, std::chrono::nanoseconds wait) {
   }
   throw Error(Errc::pool_full,
               fmt::format("bus '{}': this connection's payload pool is full ({} of {} bytes in "
-                          "use) and no {}-byte chunk is free: publish or drop loans sooner, "
-                          "release kept payloads, or restart shmcastd with a larger --pool-bytes",
+                          "use) and no {}-byte chunk is free: subscribers still read or keep "
+                          "what it sent (each may leave up to --max-unread-loan-bytes unread); "
+                          "wait for room (Bus::loan's wait), release kept payloads, or restart "
+                          "shmcastd with a larger --pool-bytes",
                           state_->name, pool.used(), pool.capacity(), bytes));
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -218,7 +219,7 @@ PoolOwner::PoolOwner(std::string_view bus, std::uint32_t slot, std::uint32_t poo
   header_->data_offset = data_offset;
   meta_ = reinterpret_cast<ChunkMeta*>(segment_.base() + kMetaOffset);
   data_ = segment_.base() + data_offset;
-  used_.assign(block_count_, 0);
+  free_.emplace(0, static_cast<std::uint32_t>(block_count_));
   segment_.publish();
 }
 
@@ -226,61 +227,94 @@ PoolOwner::PoolOwner(std::string_view bus, std::uint32_t slot, std::uint32_t poo
 // still read what this publisher sent.
 PoolOwner::~PoolOwner() = default;
 
-void PoolOwner::mark(std::uint32_t index, std::uint32_t blocks, bool used) {
-  std::fill_n(used_.begin() + index, blocks, used ? 1 : 0);
-  used_blocks_ = used ? used_blocks_ + blocks : used_blocks_ - blocks;
+void PoolOwner::free_run(std::uint32_t start, std::uint32_t blocks) {
+  used_blocks_ -= blocks;
+  auto next = free_.lower_bound(start);
+  // Merged with the free runs on either side, so a run is always as long as it can be.
+  if (next != free_.end() && start + blocks == next->first) {
+    blocks += next->second;
+    next = free_.erase(next);
+  }
+  if (next != free_.begin()) {
+    const auto prev = std::prev(next);
+    if (prev->first + prev->second == start) {
+      prev->second += blocks;
+      return;
+    }
+  }
+  free_.emplace_hint(next, start, blocks);
+}
+
+// Chunks mostly come back in the order they were published: each loan takes back those at the
+// front of the queue, so the blocks just released, still in cache, serve the next loans. One
+// that is still referenced (a subscriber that reads slowly, or keeps it) goes to the back, a
+// few at a time: the whole queue is looked at only when the free runs cannot serve a loan.
+void PoolOwner::reclaim_oldest() {
+  for (int held = 0; held < 4 && !live_.empty();) {
+    const Chunk c = live_.front();
+    live_.pop_front();
+    if (meta_[c.index].refs.load(std::memory_order_acquire) == 0) {
+      free_run(c.index, c.blocks);
+    } else {
+      live_.push_back(c);
+      ++held;
+    }
+  }
 }
 
 void PoolOwner::reclaim() {
   std::erase_if(live_, [&](const Chunk& c) {
     if (meta_[c.index].refs.load(std::memory_order_acquire) != 0) return false;
-    mark(c.index, c.blocks, false);
+    free_run(c.index, c.blocks);
     return true;
   });
+}
+
+std::optional<Chunk> PoolOwner::take(std::uint32_t want) {
+  // Next fit: the first free run long enough at or after where the last allocation ended, else
+  // from the start of the pool.
+  const auto from = free_.lower_bound(cursor_);
+  auto fits = std::find_if(from, free_.end(), [&](const auto& run) { return run.second >= want; });
+  if (fits == free_.end()) {
+    fits = std::find_if(free_.begin(), from, [&](const auto& run) { return run.second >= want; });
+    if (fits == from) return std::nullopt;
+  }
+  const auto [start, length] = *fits;
+  free_.erase(fits);
+  if (length > want) free_.emplace(start + want, length - want);
+  used_blocks_ += want;
+  cursor_ = start + want;
+  Chunk c{start, want, 0};
+  ChunkMeta& m = meta_[c.index];
+  c.serial = m.serial.load(std::memory_order_relaxed) + 1;
+  m.blocks.store(c.blocks, std::memory_order_relaxed);
+  m.refs.store(0, std::memory_order_relaxed);
+  m.serial.store(c.serial, std::memory_order_release);
+  header_->loaned_blocks.fetch_add(c.blocks, std::memory_order_relaxed);
+  return c;
 }
 
 std::optional<Chunk> PoolOwner::allocate(std::size_t bytes) {
   const std::uint64_t want = std::max<std::uint64_t>(1, (bytes + kPoolBlock - 1) / kPoolBlock);
   if (want > block_count_) return std::nullopt;
   const std::lock_guard lock(mutex_);
+  reclaim_oldest();
+  if (auto c = take(static_cast<std::uint32_t>(want))) return c;
   reclaim();
-  // Next fit: one pass over the blocks, from where the last allocation ended.
-  std::uint64_t run = 0;
-  std::uint64_t start = 0;
-  for (std::uint64_t step = 0; step < block_count_ + want; ++step) {
-    const std::uint64_t i = (cursor_ + step) % block_count_;
-    if (i == 0) run = 0;  // a chunk never wraps around the end
-    if (used_[i] != 0) {
-      run = 0;
-      continue;
-    }
-    if (run++ == 0) start = i;
-    if (run < want) continue;
-    Chunk c{static_cast<std::uint32_t>(start), static_cast<std::uint32_t>(want), 0};
-    ChunkMeta& m = meta_[c.index];
-    c.serial = m.serial.load(std::memory_order_relaxed) + 1;
-    m.blocks.store(c.blocks, std::memory_order_relaxed);
-    m.refs.store(0, std::memory_order_relaxed);
-    m.serial.store(c.serial, std::memory_order_release);
-    mark(c.index, c.blocks, true);
-    header_->loaned_blocks.fetch_add(c.blocks, std::memory_order_relaxed);
-    cursor_ = (start + want) % block_count_;
-    return c;
-  }
-  return std::nullopt;
+  return take(static_cast<std::uint32_t>(want));
 }
 
 void PoolOwner::give_back(const Chunk& chunk) {
   const std::lock_guard lock(mutex_);
   header_->loaned_blocks.fetch_sub(chunk.blocks, std::memory_order_relaxed);
-  mark(chunk.index, chunk.blocks, false);
+  free_run(chunk.index, chunk.blocks);
 }
 
 void PoolOwner::published(const Chunk& chunk) {
   const std::lock_guard lock(mutex_);
   header_->loaned_blocks.fetch_sub(chunk.blocks, std::memory_order_relaxed);
   if (meta_[chunk.index].refs.load(std::memory_order_acquire) == 0) {
-    mark(chunk.index, chunk.blocks, false);
+    free_run(chunk.index, chunk.blocks);
   } else {
     live_.push_back(chunk);
   }

@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -80,6 +82,12 @@ static_assert(sizeof(LoanFrame) == 24);
 
 /// FrameHeader::flags: the record carries a LoanFrame, not the payload.
 inline constexpr std::uint8_t kFrameLoaned = 1;
+
+/// The pool bytes a loaned record of `length` bytes pins in its subscriber's ring (whole
+/// blocks): what producers add to the ring's `loaned` count and its consumer takes off.
+[[nodiscard]] constexpr std::uint64_t pinned_bytes(std::uint64_t length) noexcept {
+  return length <= kPoolBlock ? kPoolBlock : (length + kPoolBlock - 1) / kPoolBlock * kPoolBlock;
+}
 
 /// A hold: a payload a subscriber keeps past its callback, in its Bus's client slot, so that
 /// the coordinator releases it if the process dies. `state` moves free -> filling -> held when
@@ -203,8 +211,12 @@ class PoolOwner {
   [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
 
  private:
-  void reclaim();  // with mutex_ held
-  void mark(std::uint32_t index, std::uint32_t blocks, bool used);
+  // With mutex_ held: take back the published chunks nothing references any more; return a run
+  // of blocks to the free runs; carve a chunk out of them.
+  void reclaim();
+  void reclaim_oldest();
+  void free_run(std::uint32_t start, std::uint32_t blocks);
+  std::optional<Chunk> take(std::uint32_t want);
 
   Segment segment_;
   std::uint64_t block_count_ = 0;
@@ -214,9 +226,9 @@ class PoolOwner {
   ChunkMeta* meta_ = nullptr;
   std::byte* data_ = nullptr;
   std::mutex mutex_;
-  std::vector<std::uint8_t> used_;  // per block
-  std::vector<Chunk> live_;         // published, waiting for their references to go
-  std::uint64_t cursor_ = 0;        // next-fit: where the last allocation ended
+  std::map<std::uint32_t, std::uint32_t> free_;  // free runs of blocks: start -> length
+  std::deque<Chunk> live_;                       // published, waiting for their references to go
+  std::uint32_t cursor_ = 0;                     // next fit: where the last allocation ended
   std::uint64_t used_blocks_ = 0;
 };
 

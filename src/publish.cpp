@@ -209,15 +209,26 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
 
 // What a record carries a reference to: nothing for a copied payload, a chunk for a loan. A
 // chunk's reference is taken before its record is written, so that a subscriber that reads and
-// lets go of it at once cannot free it while others are still being written.
+// lets go of it at once cannot free it while others are still being written; and its bytes
+// count against what the subscriber's unread records may pin, which refuses the record (a
+// drop, as a full ring) once a subscriber that stopped reading holds its share of the pool.
 struct NoReference {
-  void take() const noexcept {}
-  void undo() const noexcept {}
+  bool take(RingProducer& /*ring*/) const noexcept { return true; }
+  void undo(RingProducer& /*ring*/) const noexcept {}
 };
 struct ChunkReference {
   std::atomic<std::uint32_t>* refs;
-  void take() const noexcept { refs->fetch_add(1, std::memory_order_relaxed); }
-  void undo() const noexcept { refs->fetch_sub(1, std::memory_order_relaxed); }
+  std::uint64_t pinned;
+  std::uint64_t limit;
+  bool take(RingProducer& ring) const noexcept {
+    if (!ring.pin(pinned, limit)) return false;
+    refs->fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  void undo(RingProducer& ring) const noexcept {
+    refs->fetch_sub(1, std::memory_order_relaxed);
+    ring.unpin(pinned);
+  }
 };
 
 // Writes one frame per target; out of line, so a publish that reaches nobody stays short.
@@ -237,9 +248,9 @@ template <class Reference>
     const RouteTarget& t = route.targets.front();
     header.kind = static_cast<std::uint8_t>(t.kind);
     header.sid = t.sid;
-    reference.take();
+    if (!reference.take(t.ring->producer)) return 0;
     if (t.ring->producer.try_write(parts, writer) == WriteStatus::ok) return 1;
-    reference.undo();
+    reference.undo(t.ring->producer);
     return 0;
   }
   // Every ring is written before any subscriber is woken: a wake-up made in the middle would
@@ -247,11 +258,11 @@ template <class Reference>
   for (const RouteTarget& t : route.targets) {
     header.kind = static_cast<std::uint8_t>(t.kind);
     header.sid = t.sid;
-    reference.take();
+    if (!reference.take(t.ring->producer)) continue;
     if (t.ring->producer.try_write(parts, writer, Wake::later) == WriteStatus::ok) {
       ++delivered;
     } else {
-      reference.undo();
+      reference.undo(t.ring->producer);
     }
   }
   if (delivered > 0) {
@@ -352,9 +363,11 @@ std::size_t Bus::publish(std::string_view channel, Loan&& loan) {
   try {
     const detail::Route& route = detail::route_of(state_, channel);
     if (!route.targets.empty()) {
-      delivered = detail::deliver(route, channel,
-                                  std::as_bytes(std::span<const detail::LoanFrame, 1>(&frame, 1)),
-                                  detail::kFrameLoaned, detail::ChunkReference{&pool.refs(chunk)});
+      delivered = detail::deliver(
+          route, channel, std::as_bytes(std::span<const detail::LoanFrame, 1>(&frame, 1)),
+          detail::kFrameLoaned,
+          detail::ChunkReference{&pool.refs(chunk), detail::pinned_bytes(frame.length),
+                                 s.limits.max_unread_loan_bytes});
     }
   } catch (...) {
     pool.published(chunk);

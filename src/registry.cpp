@@ -23,7 +23,7 @@ BusLimits checked_limits(const Segment& segment) {
                     (l.ring_bytes & (l.ring_bytes - 1)) == 0 &&
                     max_frame(l) <= ring_max_payload(l.ring_bytes) &&
                     l.max_holds >= 1 && l.max_holds <= kMaxHoldsBound &&
-                    l.pool_bytes <= kMaxPoolBytesBound;
+                    l.pool_bytes <= kMaxPoolBytesBound && l.max_unread_loan_bytes >= kPoolBlock;
   if (!sane)
     throw std::runtime_error("control segment " + segment.name() + " holds invalid limits");
   return l;

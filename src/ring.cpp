@@ -265,6 +265,34 @@ std::size_t RingProducer::try_write_batch(
   return records.size();
 }
 
+bool RingProducer::pin(std::uint64_t bytes, std::uint64_t limit) noexcept {
+  if (layout_->loaned.fetch_add(bytes, std::memory_order_relaxed) + bytes <= limit) return true;
+  unpin(bytes);
+  // As a full ring's drop: the consumer places the gap after what the ring held.
+  layout_->dropped.fetch_add(1, std::memory_order_release);
+  return false;
+}
+
+namespace {
+
+// Takes `bytes` off the count, never below zero: a forged record, or a writer that rewound the
+// shared word, cannot make it wrap.
+void unpin_from(std::atomic<std::uint64_t>& loaned, std::uint64_t bytes) noexcept {
+  std::uint64_t n = loaned.load(std::memory_order_relaxed);
+  while (!loaned.compare_exchange_weak(n, n > bytes ? n - bytes : 0, std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace
+
+void RingProducer::unpin(std::uint64_t bytes) noexcept {
+  unpin_from(layout_->loaned, bytes);
+}
+
+void RingConsumer::unpin(std::uint64_t bytes) noexcept {
+  unpin_from(layout_->loaned, bytes);
+}
+
 bool RingProducer::wake() noexcept {
   if (layout_->sleeping.load(std::memory_order_seq_cst) != kConsumerAsleep) return false;
   // Only the producer that moves the word off `asleep` wakes: the others that committed since

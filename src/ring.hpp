@@ -42,6 +42,8 @@ inline constexpr std::size_t kRecordHeader = 8;
 //   384 +--------------------------------+
 //       | read, skipped, corrupt (u64)   |  consumer's counters
 //   448 +--------------------------------+
+//       | loaned (u64)       both        |  pool bytes its unread loaned records pin
+//   512 +--------------------------------+
 //       | data[capacity]                 |  records, 8-byte aligned
 //
 //  Record: header word (u64) = writer/flags (high 32 bits) | length (low 32 bits, signed),
@@ -58,9 +60,10 @@ struct RingLayout {
   alignas(kCacheLine) std::atomic<std::uint64_t> read;
   std::atomic<std::uint64_t> skipped;
   std::atomic<std::uint64_t> corrupt;
+  alignas(kCacheLine) std::atomic<std::uint64_t> loaned;
 };
 
-static_assert(sizeof(RingLayout) == 448);
+static_assert(sizeof(RingLayout) == 512);
 static_assert(offsetof(RingLayout, capacity) == 0);
 static_assert(offsetof(RingLayout, tail) == 64);
 static_assert(offsetof(RingLayout, head_cache) == 128);
@@ -70,6 +73,7 @@ static_assert(offsetof(RingLayout, dropped) == 320);
 static_assert(offsetof(RingLayout, read) == 384);
 static_assert(offsetof(RingLayout, skipped) == 392);
 static_assert(offsetof(RingLayout, corrupt) == 400);
+static_assert(offsetof(RingLayout, loaned) == 448);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 // Values of RingLayout::sleeping. The consumer moves it awake -> asleep before it sleeps and back
@@ -165,6 +169,12 @@ class RingProducer {
   [[nodiscard]] std::uint64_t dropped() const noexcept {
     return layout_->dropped.load(std::memory_order_relaxed);
   }
+
+  /// Before a loaned record: counts `bytes` of pool pinned by this ring's unread records, unless
+  /// that would pass `limit`; then counts a drop instead, as a full ring does, and returns
+  /// false. A record that is not written after all gives them back (unpin).
+  bool pin(std::uint64_t bytes, std::uint64_t limit) noexcept;
+  void unpin(std::uint64_t bytes) noexcept;
   /// Bytes claimed but not yet consumed (approximate while others write).
   [[nodiscard]] std::uint64_t used() const noexcept;
 
@@ -269,6 +279,8 @@ class RingConsumer {
   [[nodiscard]] std::uint64_t dropped() const noexcept {
     return layout_->dropped.load(std::memory_order_acquire);
   }
+  /// After a loaned record is consumed: its pool bytes are no longer pinned by this ring.
+  void unpin(std::uint64_t bytes) noexcept;
   [[nodiscard]] std::uint64_t read_count() const noexcept { return read_count_; }
   /// Position of the next record to read, and the position up to which space is claimed.
   [[nodiscard]] std::uint64_t position() const noexcept { return head_; }

@@ -160,6 +160,10 @@ class SubscriberState {
       // The record's reference to a loaned payload goes once the record is consumed: a
       // subscriber killed in between leaks it, never drops it twice (the coordinator drops the
       // references of the records left in a dead subscriber's ring).
+      if (unpin_ != 0) {
+        consumer_.unpin(unpin_);
+        unpin_ = 0;
+      }
       if (current_.pool) {
         current_.pool->release(current_.ref);
         current_ = {};
@@ -391,6 +395,7 @@ class SubscriberState {
       LoanFrame frame{};
       if (rest.size() != sizeof frame) return std::nullopt;
       std::memcpy(&frame, rest.data(), sizeof frame);
+      unpin_ = pinned_bytes(frame.length);
       if (!last_pool_ || last_pool_->slot() != frame.ref.pool_slot ||
           last_pool_->id() != frame.ref.pool_id) {
         last_pool_ = bus_->pool_view(frame.ref.pool_slot, frame.ref.pool_id);
@@ -456,6 +461,7 @@ class SubscriberState {
   std::shared_ptr<const PoolView> last_pool_;  // the pool of the last loaned record
   bool reads_pools_ = false;                   // this process may map pools to let go
   CurrentLoan current_;
+  std::uint64_t unpin_ = 0;      // pool bytes the record being read pinned in the ring
   std::uint32_t next_hold_ = 0;  // where the search for a free hold starts
   // Made by the first fd(). Last, so its watcher stops before the ring it reads goes away.
   std::unique_ptr<SubscriberFd> fd_;

@@ -74,6 +74,8 @@ std::vector<LimitRow> limit_rows(const shmcast::Limits& l) {
       {"max_payload", "--max-payload", "bytes in one message payload", l.max_payload},
       {"pool_bytes", "--pool-bytes", "each publisher's pool for loans", l.pool_bytes},
       {"max_holds", "--max-holds", "loaned payloads kept per client", l.max_holds},
+      {"max_unread_loan_bytes", "--max-unread-loan-bytes", "pool bytes a backlog pins",
+       l.max_unread_loan_bytes},
   };
 }
 

@@ -21,6 +21,10 @@ struct Limits {
   std::uint64_t pool_bytes = 64U << 20;
   /// --max-holds: loaned payloads one connection keeps past their callback (Subscriber::keep).
   std::uint32_t max_holds = 64;
+  /// --max-unread-loan-bytes: pool bytes one subscriber's unread loaned messages may pin (whole
+  /// 4 KiB blocks each); beyond, a loaned publish skips that subscriber as a full ring would, so
+  /// a stopped subscriber cannot take a publisher's whole pool.
+  std::uint64_t max_unread_loan_bytes = 32U << 20;
 };
 
 }  // namespace shmcast

@@ -270,5 +270,47 @@ TEST(Loan, AReaderLetsGoOfThePoolOfAPublisherThatLeft) {
   EXPECT_EQ(test::read_file("/proc/self/maps").find(pool), std::string::npos);
 }
 
+// A subscriber that stops reading pins only its share of a pool: past --max-unread-loan-bytes
+// of unread loaned messages it is skipped, with a drop and a gap as for a full ring, and the
+// publisher and the subscribers that read keep going.
+TEST(Loan, AStoppedSubscriberPinsOnlyItsShareOfThePool) {
+  test::Daemon d(test::unique_bus(),
+                 {"--pool-bytes", "1048576", "--max-unread-loan-bytes", "262144"});
+  Bus bus = Bus::connect(d.bus());
+  Subscriber stalled = bus.subscriber();
+  Subscriber reader = bus.subscriber();
+  stalled.subscribe({"frames"});
+  reader.subscribe({"frames"});
+  ASSERT_EQ(stalled.receive(1s)->kind, Kind::subscribe);
+  ASSERT_EQ(reader.receive(1s)->kind, Kind::subscribe);
+  constexpr int kFrames = 200;
+  std::size_t delivered = 0;
+  for (int i = 0; i < kFrames; ++i) {
+    Loan loan = bus.loan(65536);  // never pool_full: the stalled subscriber pins 4 chunks at most
+    fill(loan.data(), static_cast<std::uint32_t>(i));
+    delivered += bus.publish("frames", std::move(loan));
+    const auto m = reader.receive(1s);
+    ASSERT_TRUE(m);
+    ASSERT_TRUE(
+        matches(std::as_bytes(std::span(m->payload)), 65536, static_cast<std::uint32_t>(i)));
+  }
+  EXPECT_EQ(delivered, kFrames + 4U);
+  EXPECT_EQ(stalled.dropped(), kFrames - 4U);
+  for (std::uint32_t i = 0; i < 4; ++i) {
+    const auto m = stalled.receive(1s);
+    ASSERT_TRUE(m);
+    EXPECT_TRUE(matches(std::as_bytes(std::span(m->payload)), 65536, i));
+  }
+  const auto gap = stalled.receive(1s);
+  ASSERT_TRUE(gap);
+  EXPECT_EQ(gap->kind, Kind::gap);
+  EXPECT_EQ(gap->count, kFrames - 4);
+  // Read, its share is free again: the next loans reach it.
+  Loan loan = bus.loan(65536);
+  fill(loan.data(), 77);
+  EXPECT_EQ(bus.publish("frames", std::move(loan)), 2U);
+  EXPECT_TRUE(matches(std::as_bytes(std::span(stalled.receive(1s)->payload)), 65536, 77));
+}
+
 }  // namespace
 }  // namespace shmcast
