@@ -19,9 +19,13 @@
 
 #include <shmcast/shmcast.hpp>
 
+#include "loans.hpp"
+
 namespace py = pybind11;
 
 namespace {
+
+using shmcast_python::CoreLoan;
 
 // A blocking wait returns to Python this often, so Ctrl-C (a signal handler that raises) can
 // interrupt it: Python runs signal handlers only in the main thread, with the GIL held.
@@ -159,8 +163,9 @@ py::object response_object(std::string_view bytes, const Encoding& enc) {
 
 // The dictionary redis-py's PubSub.handle_message builds from one frame: pattern only on
 // pmessage; data the subscription count on confirmations. A gap (shmcast's own kind) has no
-// channel and the number of messages lost in data.
-py::object message_dict(const shmcast::Message& m, const Encoding& enc) {
+// channel and the number of messages lost in data. `data`, if given, stands for the payload.
+py::object message_dict(const shmcast::Message& m, const Encoding& enc,
+                        py::handle data = py::handle()) {
   const Words& w = words();
   py::dict d;
   PyObject* raw = d.ptr();
@@ -176,7 +181,9 @@ py::object message_dict(const shmcast::Message& m, const Encoding& enc) {
   } else {
     PyDict_SetItem(raw, w.channel, response_object(m.channel, enc).ptr());
   }
-  if (publish) {
+  if (publish && data) {
+    PyDict_SetItem(raw, w.data, data.ptr());
+  } else if (publish) {
     PyDict_SetItem(raw, w.data, response_object(m.payload, enc).ptr());
   } else {
     PyDict_SetItem(raw, w.data, py::int_(m.count).ptr());
@@ -201,6 +208,18 @@ class Turn {
     ~Held() { turn_.give(); }
     Held(const Held&) = delete;
     Held& operator=(const Held&) = delete;
+
+   private:
+    Turn& turn_;
+  };
+
+  // Gives back a turn try_take() took, also when the call in it throws.
+  class Given {
+   public:
+    explicit Given(Turn& turn) : turn_(turn) {}
+    ~Given() { turn_.give(); }
+    Given(const Given&) = delete;
+    Given& operator=(const Given&) = delete;
 
    private:
     Turn& turn_;
@@ -260,21 +279,27 @@ class CoreSubscriber {
   // The next frame as a message dictionary, or None once `timeout` seconds passed (None: no
   // limit) or the subscriber is closed, as redis-py's get_message after close. A frame already
   // waiting is taken without releasing the GIL. The turn is taken per slice, so a subscribe
-  // from another thread waits one slice at most.
-  py::object next(std::optional<double> timeout) {
+  // from another thread waits one slice at most. With `zero_copy`, a publish's data is a
+  // read-only memoryview over the payload kept in place (see Frame).
+  py::object next(std::optional<double> timeout, bool zero_copy) {
     std::shared_ptr<Client> c = client_;
     if (!c) return py::none();
-    std::optional<shmcast::Message> m;
+    if (c->refused) {
+      Frame f{std::move(*c->refused), std::nullopt, std::nullopt};
+      c->refused.reset();
+      return frame_dict(std::move(f), zero_copy);
+    }
+    std::optional<Frame> f;
     if (c->turn.try_take()) {
-      m = c->sub.try_receive();
-      c->turn.give();
+      const Turn::Given given(c->turn);
+      f = read(c->sub, std::chrono::nanoseconds(0), zero_copy);
     } else {
       py::gil_scoped_release unlocked;
       const Turn::Held turn(c->turn, true);
-      m = c->sub.try_receive();
+      f = read(c->sub, std::chrono::nanoseconds(0), zero_copy);
     }
     const bool forever = !timeout.has_value();
-    if (!m && (forever || *timeout > 0)) {
+    if (!f && (forever || *timeout > 0)) {
       const auto deadline = std::chrono::steady_clock::now() +
                             std::chrono::duration_cast<std::chrono::nanoseconds>(
                                 std::chrono::duration<double>(forever ? 0.0 : *timeout));
@@ -287,14 +312,20 @@ class CoreSubscriber {
         {
           py::gil_scoped_release unlocked;
           const Turn::Held turn(c->turn, true);
-          m = c->sub.receive(slice);
+          f = read(c->sub, slice, zero_copy);
         }
-        if (m || client_ != c) break;
+        if (f || client_ != c) break;
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
       }
     }
-    if (!m || client_ != c) return py::none();
-    return message_dict(*m, enc_);
+    if (!f || client_ != c) return py::none();
+    if (f->refused) {
+      // The message is not lost: the next call returns it, copied.
+      c->refused = std::move(f->message);
+      raise_error(*f->refused);
+      throw py::error_already_set();
+    }
+    return frame_dict(std::move(*f), zero_copy);
   }
 
   [[nodiscard]] std::uint64_t dropped() {
@@ -324,7 +355,64 @@ class CoreSubscriber {
     explicit Client(shmcast::Subscriber s) : sub(std::move(s)) {}
     Turn turn;
     shmcast::Subscriber sub;
+    // A message read in zero-copy mode when every hold was taken, to be returned next (a copy).
+    // Used with the GIL held.
+    std::optional<shmcast::Message> refused;
   };
+
+  // A frame read from the ring. In zero-copy mode a publish's payload is kept in place (`held`)
+  // instead of copied, unless every hold of the connection is taken: then `refused` says so and
+  // the payload is copied into `message`.
+  struct Frame {
+    shmcast::Message message;
+    std::optional<shmcast::Payload> held;
+    std::optional<shmcast::Error> refused;
+  };
+
+  // One frame, waiting up to `wait` for it.
+  static std::optional<Frame> read(shmcast::Subscriber& s, std::chrono::nanoseconds wait,
+                                   bool zero_copy) {
+    if (!zero_copy) {
+      std::optional<shmcast::Message> m = wait.count() == 0 ? s.try_receive() : s.receive(wait);
+      if (!m) return std::nullopt;
+      return Frame{std::move(*m), std::nullopt, std::nullopt};
+    }
+    std::optional<Frame> out;
+    s.listen(
+        [&](const shmcast::MessageView& v) {
+          Frame& f = out.emplace();
+          f.message = shmcast::Message{
+              v.kind, std::string(v.pattern), std::string(v.channel), {}, v.count, v.has_name};
+          if (v.kind == shmcast::Kind::message || v.kind == shmcast::Kind::pmessage) {
+            try {
+              f.held.emplace(s.keep(v));
+            } catch (const shmcast::Error& e) {
+              if (e.code() != shmcast::Errc::too_many_holds) throw;
+              f.message.payload = std::string(v.payload);
+              f.refused.emplace(e);
+            }
+          }
+          return false;
+        },
+        wait);
+    return out;
+  }
+
+  py::object frame_dict(Frame f, bool zero_copy) const {
+    const shmcast::Kind kind = f.message.kind;
+    if (!zero_copy || (kind != shmcast::Kind::message && kind != shmcast::Kind::pmessage)) {
+      return message_dict(f.message, enc_);
+    }
+    py::object data;
+    if (f.held) {
+      data = shmcast_python::payload_view(std::move(*f.held));
+    } else {
+      const py::bytes copy(f.message.payload);
+      data = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(copy.ptr()));
+      if (!data) throw py::error_already_set();
+    }
+    return message_dict(f.message, enc_, data);
+  }
 
   [[nodiscard]] std::shared_ptr<Client> client() const {
     if (!client_) throw py::value_error("this subscriber is closed: make a new one with pubsub()");
@@ -354,10 +442,44 @@ class CoreBus {
 
   std::size_t publish(const py::object& channel, const py::object& message) {
     const Encoded c(channel, enc_);
+    if (py::isinstance<CoreLoan>(message)) {
+      shmcast::Bus b = bus();
+      shmcast::Loan loan = message.cast<CoreLoan&>().take();
+      py::gil_scoped_release unlocked;
+      return b.publish(c.view(), std::move(loan));
+    }
     const Encoded d(message, enc_);
     shmcast::Bus b = bus();
     py::gil_scoped_release unlocked;
     return b.publish(c.view(), d.view());
+  }
+
+  // A loan of `bytes`, waiting up to `wait` seconds (None: no limit) for room in the pool, in
+  // slices so Ctrl-C interrupts a long wait.
+  CoreLoan loan(std::size_t bytes, std::optional<double> wait) {
+    if (wait && !(*wait >= 0)) throw py::value_error("wait must be a number of seconds >= 0");
+    shmcast::Bus b = bus();
+    const bool forever = !wait.has_value();
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::duration<double>(forever ? 0.0 : *wait));
+    for (;;) {
+      std::chrono::nanoseconds slice = kSignalCheck;
+      if (!forever)
+        slice = std::clamp(deadline - std::chrono::steady_clock::now(), std::chrono::nanoseconds(0),
+                           slice);
+      std::optional<shmcast::Loan> got;
+      {
+        py::gil_scoped_release unlocked;
+        try {
+          got.emplace(b.loan(bytes, slice));
+        } catch (const shmcast::Error& e) {
+          if (e.code() != shmcast::Errc::pool_full || slice.count() == 0) throw;
+        }
+      }
+      if (got) return CoreLoan(std::move(*got));
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
   }
 
   CoreSubscriber subscriber() {
@@ -455,6 +577,7 @@ void bind_fd(py::class_<CoreSubscriber>& cls) {
 
 PYBIND11_MODULE(_shmcast, m) {
   m.doc() = "The compiled core of shmcast; use the shmcast package (shmcast.Redis) instead.";
+  shmcast_python::bind_loans(m);
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -499,8 +622,11 @@ PYBIND11_MODULE(_shmcast, m) {
             return self.unsubscribe(names, true);
           },
           py::arg("patterns"), "PUNSUBSCRIBE; no names: every pattern.")
-      .def("next", &CoreSubscriber::next, py::arg("timeout"),
-           "The next frame as a message dict, or None after `timeout` seconds (None: no limit).")
+      .def("next", &CoreSubscriber::next, py::arg("timeout"), py::arg("zero_copy") = false,
+           "The next frame as a message dict, or None after `timeout` seconds (None: no limit). "
+           "With zero_copy, a message's data is a read-only memoryview over the payload, in the "
+           "publisher's pool for a loaned message; TooManyHoldsError if every hold is taken, "
+           "and the next call returns that message, copied.")
       .def("dropped", &CoreSubscriber::dropped,
            "Messages dropped so far because this subscriber's ring was full.")
       .def("subscription_count", &CoreSubscriber::subscription_count)
@@ -520,7 +646,16 @@ PYBIND11_MODULE(_shmcast, m) {
            "PUBLISH: posts `message` on `channel` and returns the number of subscribers that "
            "received it (pattern subscribers counted once per matching pattern). Never blocks; a "
            "subscriber whose ring is full loses it and is not counted. `message` is bytes, str, "
-           "int or float. Raises PayloadTooLargeError or ChannelTooLongError over a limit.")
+           "int or float, or a Loan (see loan()), which is spent afterwards, delivered or not; "
+           "its memoryview is released, and BufferError says if a view of it is still in use. "
+           "Raises PayloadTooLargeError or ChannelTooLongError over a limit.")
+      .def("loan", &CoreBus::loan, py::arg("nbytes"), py::arg("wait") = 0.0,
+           "Writable shared memory for one message of `nbytes`, from this connection's payload "
+           "pool (made on the first loan, --pool-bytes): fill loan.data, then publish(channel, "
+           "loan); subscribers read the bytes in place. If the pool has no room, waits up to "
+           "`wait` seconds (None: no limit) for subscribers to let go of theirs, then raises "
+           "PoolFullError; PayloadTooLargeError if `nbytes` exceeds the whole pool or the bus "
+           "has no pools.")
       .def("_subscriber", &CoreBus::subscriber)
       .def("_channels", &CoreBus::channels, py::arg("pattern"))
       .def("_numsub", &CoreBus::numsub, py::arg("channels"))

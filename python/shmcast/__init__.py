@@ -10,6 +10,14 @@ The calls and replies of redis-py 4.x's Pub/Sub; change the line that connects::
     p.get_message(timeout=1.0)
     # {'type': 'subscribe', 'pattern': None, 'channel': b'alerts', 'data': 1}
 
+Large payloads go without a copy: a loan is shared memory written once and read in place by
+every subscriber, as a memoryview::
+
+    loan = r.loan(len(frame))         # PoolFullError if the pool has no room
+    loan.data[:] = frame              # a writable memoryview
+    r.publish("frames", loan)         # -> deliveries; the loan is spent
+    q = r.pubsub(zero_copy=True)      # data: a read-only memoryview, held until released
+
 shmcast.asyncio has the same calls as coroutines, as redis.asyncio.
 """
 
@@ -35,7 +43,7 @@ from .exceptions import (
     TooManySubscriptionsError,
     VersionMismatchError,
 )
-from ._shmcast import default_bus_name
+from ._shmcast import Loan, SharedBytes, default_bus_name
 
 __all__ = [
     "BadSegmentError",
@@ -46,6 +54,7 @@ __all__ = [
     "Error",
     "InvalidBusNameError",
     "InvalidSettingError",
+    "Loan",
     "NoCoordinatorError",
     "PatternTooLongError",
     "PayloadTooLargeError",
@@ -56,6 +65,7 @@ __all__ = [
     "PubSubWorkerThread",
     "Redis",
     "RegistryFullError",
+    "SharedBytes",
     "SystemFailureError",
     "TooManyClientsError",
     "TooManyHoldsError",

@@ -78,10 +78,12 @@ class Redis(_shmcast.Bus):
     def __repr__(self):
         return f"{type(self).__name__}<bus={self.bus}>"
 
-    def pubsub(self, *, ignore_subscribe_messages=False):
+    def pubsub(self, *, ignore_subscribe_messages=False, zero_copy=False):
         """A PubSub: subscribe, then read frames with get_message(), listen() or
-        run_in_thread()."""
-        return PubSub(self, ignore_subscribe_messages=ignore_subscribe_messages)
+        run_in_thread(). With ``zero_copy``, every message's data is a read-only memoryview
+        instead of bytes (see PubSub)."""
+        return PubSub(self, ignore_subscribe_messages=ignore_subscribe_messages,
+                      zero_copy=zero_copy)
 
     def pubsub_channels(self, pattern="*"):
         """PUBSUB CHANNELS: channels with at least one subscriber that match ``pattern``, in
@@ -134,15 +136,26 @@ class PubSub:
     handler (``subscribe(**{name: handler})``) calls it instead. shmcast adds one type:
     {"type": "gap", "pattern": None, "channel": None, "data": n} where n messages were lost
     because this subscriber fell behind and its ring filled up.
+
+    Zero copy (``zero_copy=True`` here or per get_message() call): a message's data is a
+    read-only memoryview, whatever decode_responses says. For a message published from a loan
+    (Redis.loan) it is the publisher's shared memory itself, not a copy, and it holds the bytes
+    valid, taking one of the connection's holds (shmcastd --max-holds, 64 by default), until
+    the view is released: ``with message["data"] as data: ...``, data.release(), or dropping
+    every reference to it (views sliced from it hold it too). Holding many or long keeps their
+    pool's memory from the publisher, whose loans then fail with PoolFullError. When every hold
+    is taken, get_message() raises TooManyHoldsError, and the next call returns that message
+    with its data copied. Other messages come as a memoryview over a copy.
     """
 
     PUBLISH_MESSAGE_TYPES = ("message", "pmessage")
     UNSUBSCRIBE_MESSAGE_TYPES = ("unsubscribe", "punsubscribe")
 
-    def __init__(self, redis, ignore_subscribe_messages=False):
+    def __init__(self, redis, ignore_subscribe_messages=False, zero_copy=False):
         self._redis = redis
         self._codec = redis._codec
         self.ignore_subscribe_messages = ignore_subscribe_messages
+        self.zero_copy = zero_copy
         self._core = None
         self._subscribed = threading.Event()
         self.channels = {}
@@ -240,32 +253,35 @@ class PubSub:
         """PUNSUBSCRIBE patterns; none: every pattern."""
         self._remove(args, pattern=True)
 
-    def get_message(self, ignore_subscribe_messages=False, timeout=0.0):
+    def get_message(self, ignore_subscribe_messages=False, timeout=0.0, zero_copy=None):
         """The next frame as a message dict, or None if none came within ``timeout`` seconds
         (None: wait for one), or if a handler took it. Without a subscription it waits for
         one (from another thread) up to ``timeout``, as redis-py. The GIL is released while it
-        waits; Ctrl-C interrupts it."""
+        waits; Ctrl-C interrupts it. ``zero_copy``: data as a memoryview (see the class);
+        None: the PubSub's setting."""
         if not self._subscribed.is_set():
             start = time.monotonic()
             if not self._subscribed.wait(timeout):
                 return None
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - start))
-        response = self._read(timeout)
+        if zero_copy is None:
+            zero_copy = self.zero_copy
+        response = self._read(timeout, zero_copy)
         if response is None:
             return None
         return self.handle_message(response, ignore_subscribe_messages)
 
-    def _read(self, timeout):
+    def _read(self, timeout, zero_copy):
         # The next frame of the client this PubSub holds now, or None once it is closed: a
         # close() from another thread ends the wait, as it does in redis-py.
         core = self._core
-        return None if core is None else core.next(timeout)
+        return None if core is None else core.next(timeout, zero_copy)
 
     def listen(self):
         """Yields every frame (handlers take theirs) while the client is subscribed."""
         while self._subscribed.is_set():
-            response = self._read(None)
+            response = self._read(None, self.zero_copy)
             if response is not None:
                 response = self.handle_message(response)
             if response is not None:
