@@ -8,6 +8,7 @@ import asyncio as _asyncio
 import inspect
 
 from . import _shmcast, client
+from .exceptions import PoolFullError
 
 __all__ = ["Redis", "Bus", "PubSub"]
 
@@ -35,8 +36,28 @@ class Redis:
         self._sync.close()
 
     async def publish(self, channel, message):
-        """PUBLISH: see shmcast.Redis.publish."""
+        """PUBLISH: see shmcast.Redis.publish (``message`` may be a Loan)."""
         return self._sync.publish(channel, message)
+
+    async def loan(self, nbytes, wait=0.0):
+        """A Loan: see shmcast.Redis.loan. While the pool has no room it sleeps in the event
+        loop, up to ``wait`` seconds (None: no limit), then raises PoolFullError."""
+        if wait is not None and not wait >= 0:
+            raise ValueError("wait must be a number of seconds >= 0")
+        loop = _asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        nap = 0.0005
+        while True:
+            try:
+                return self._sync.loan(nbytes)
+            except PoolFullError:
+                if deadline is not None and loop.time() >= deadline:
+                    raise
+            # Chunks come back as subscribers let go of them, which wakes nobody: look again,
+            # less often the longer it takes.
+            left = nap if deadline is None else min(nap, max(0.0, deadline - loop.time()))
+            await _asyncio.sleep(left)
+            nap = min(nap * 2, 0.05)
 
     async def pubsub_channels(self, pattern="*"):
         return self._sync.pubsub_channels(pattern)
@@ -50,9 +71,10 @@ class Redis:
     async def execute_command(self, *args):
         return self._sync.execute_command(*args)
 
-    def pubsub(self, *, ignore_subscribe_messages=False):
-        """A PubSub whose calls are coroutines."""
-        return PubSub(self._sync, ignore_subscribe_messages=ignore_subscribe_messages)
+    def pubsub(self, *, ignore_subscribe_messages=False, zero_copy=False):
+        """A PubSub whose calls are coroutines; ``zero_copy`` as in shmcast.Redis.pubsub."""
+        return PubSub(self._sync, ignore_subscribe_messages=ignore_subscribe_messages,
+                      zero_copy=zero_copy)
 
 
 Bus = Redis
@@ -63,12 +85,12 @@ class PubSub(client.PubSub):
     over listen(). Handlers may be coroutine functions. Read by one task at a time; a close() from
     another task ends its wait with None."""
 
-    def __init__(self, redis, ignore_subscribe_messages=False):
+    def __init__(self, redis, ignore_subscribe_messages=False, zero_copy=False):
         if not hasattr(_shmcast.Subscriber, "fileno"):
             raise RuntimeError(
                 "this shmcast was built without Subscriber::fd(): rebuild it to use asyncio"
             )
-        super().__init__(redis, ignore_subscribe_messages)
+        super().__init__(redis, ignore_subscribe_messages, zero_copy)
         self._waiting = None  # (loop, fd, future) while a task waits on the descriptor
 
     async def __aenter__(self):
@@ -105,13 +127,13 @@ class PubSub(client.PubSub):
     async def punsubscribe(self, *args):
         self._remove(args, pattern=True)
 
-    async def _next(self, timeout):
+    async def _next(self, timeout, zero_copy):
         # The descriptor turns readable when frames may be waiting and stays quiet once
         # next(0) has found nothing, so read until then before waiting on it.
         core = self._core
         if core is None:
             return None
-        message = core.next(0)
+        message = core.next(0, zero_copy)
         if message is not None or timeout == 0:
             return message
         loop = _asyncio.get_running_loop()
@@ -127,18 +149,20 @@ class PubSub(client.PubSub):
                 else:
                     await _asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
             except _asyncio.TimeoutError:
-                return core.next(0)
+                return core.next(0, zero_copy)
             finally:
                 if self._waiting is not None and self._waiting[2] is ready:
                     self._stop_waiting()
-            message = core.next(0)
+            message = core.next(0, zero_copy)
             if message is not None or self._core is not core:
                 return message
 
-    async def get_message(self, ignore_subscribe_messages=False, timeout=0.0):
+    async def get_message(self, ignore_subscribe_messages=False, timeout=0.0, zero_copy=None):
         """The next frame as a message dict, or None after ``timeout`` seconds (None: wait for
-        one) or when a handler took it."""
-        message = await self._next(timeout)
+        one) or when a handler took it. ``zero_copy`` as in shmcast.PubSub.get_message."""
+        if zero_copy is None:
+            zero_copy = self.zero_copy
+        message = await self._next(timeout, zero_copy)
         if message is None:
             return None
         return await self.handle_message(message, ignore_subscribe_messages)
@@ -146,7 +170,7 @@ class PubSub(client.PubSub):
     async def listen(self):
         """Yields every frame (handlers take theirs) while the client is subscribed."""
         while self.subscribed:
-            response = await self._next(None)
+            response = await self._next(None, self.zero_copy)
             if response is not None:
                 response = await self.handle_message(response)
             if response is not None:

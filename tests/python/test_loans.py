@@ -1,6 +1,7 @@
 """Loans from Python: a writable memoryview published without a copy, read in place as a
 read-only memoryview that holds the bytes until it is released; pool and hold limits."""
 
+import asyncio
 import io
 import json
 import subprocess
@@ -297,3 +298,28 @@ def test_listen_yields_views_when_zero_copy(private_daemon):
     assert publish_loan(r, "c", b"loaned") == 1
     assert [bytes(p.get_message(timeout=5, zero_copy=z)["data"]) for z in (False, True)] == [
         b"copied", b"loaned"]
+
+
+@pytest.mark.skipif(not hasattr(shmcast._shmcast.Subscriber, "fileno"),
+                    reason="this build's shmcast has no Subscriber::fd()")
+async def test_asyncio_loans_and_zero_copy_reads(private_daemon):
+    import shmcast.asyncio
+
+    d = private_daemon("--pool-bytes", str(MIB))
+    async with shmcast.asyncio.Redis(d.bus) as r:
+        p = r.pubsub(zero_copy=True)
+        await p.subscribe("c")
+        assert (await p.get_message(timeout=5))["type"] == "subscribe"
+        payload = frame(MIB * 3 // 4, 5)
+        loan = await r.loan(len(payload))
+        loan.data[:] = payload
+        assert await r.publish("c", loan) == 1
+        held = (await p.get_message(timeout=5))["data"]
+        assert held == payload and held.obj.loaned
+        with pytest.raises(shmcast.PoolFullError):
+            await r.loan(MIB // 2, wait=0.05)
+        # The loan waits in the event loop while another task lets the held view go.
+        asyncio.get_running_loop().call_later(0.1, held.release)
+        assert len(await r.loan(MIB // 2, wait=30.0)) == MIB // 2
+        assert holds(d.bus) == 0
+        await p.close()
