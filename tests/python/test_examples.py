@@ -16,6 +16,7 @@ EXAMPLES = SOURCE_DIR / "examples" / "python"
     ("leaderboard", "leaderboard: every update counted"),
     ("fanout", "4 of 4 subscribers got all 1000 messages in order"),
     ("patterns", "patterns: the console got every alert and nothing else"),
+    ("large_frames", "large_frames: 2 of 2 subscribers read all 20 frames in place"),
 ])
 def test_example_runs(daemon, name, last_line):
     done = subprocess.run([PYTHON, str(EXAMPLES / f"{name}.py"), "--bus", daemon.bus],
@@ -28,4 +29,4 @@ def test_example_runs(daemon, name, last_line):
 def test_every_example_is_tested():
     tested = {p.stem for p in EXAMPLES.glob("*.py")}
     assert tested == {"notifications", "chat", "cache_invalidation", "leaderboard", "fanout",
-                      "patterns"}
+                      "patterns", "large_frames"}
