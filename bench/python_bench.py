@@ -5,6 +5,13 @@
   receive   messages/s one Python subscriber process reads through get_message() while another
             Python process publishes flat out
 
+and shmcast's two paths for 1 MiB payloads, on a bus with rings and max_payload big enough
+for copies:
+
+  copied    messages/s one subscriber reads (bytes, touching the first and last byte) while
+            another process fills a 1 MiB buffer and publishes it, flat out
+  loaned    the same with the publisher filling loans and the subscriber reading zero copy
+
 Starts its own shmcastd (from --build/bin) and redis-server (on a unix socket), stops both by
 pid. Run it from the source tree after a build, with nothing else running:
 
@@ -41,6 +48,26 @@ while True:
 """
 
 
+LARGE_PUBLISHER = """
+import sys, time
+import shmcast
+bus, mode = sys.argv[1], sys.argv[2]
+r = shmcast.Redis(bus=bus)
+picture = bytes(range(256)) * 4096
+print("ready", flush=True)
+if mode == "loaned":
+    while True:
+        loan = r.loan(len(picture), wait=None)
+        loan.data[:] = picture
+        r.publish("large", loan)
+else:
+    buf = bytearray(len(picture))
+    while True:
+        buf[:] = picture
+        r.publish("large", buf)
+"""
+
+
 def connect(backend, where):
     if backend == "redis":
         import redis
@@ -64,33 +91,64 @@ def publish_rate(backend, where, seconds):
     return sent / (time.perf_counter() - start)
 
 
-def receive_rate(backend, where, seconds, env):
-    r = connect(backend, where)
-    p = r.pubsub(ignore_subscribe_messages=True)
-    p.subscribe("bench")
-    p.get_message(timeout=1.0)
-    publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, backend, where],
-                                 stdout=subprocess.PIPE, text=True, env=env)
+def rate_while_publishing(p, publisher, seconds, env, read):
+    """Messages/s that read(p) counts, batch after batch, while a process running the Python
+    code and arguments `publisher` publishes flat out to the subscribed PubSub p."""
+    process = subprocess.Popen([sys.executable, "-c", *publisher], stdout=subprocess.PIPE,
+                               text=True, env=env)
     try:
-        assert publisher.stdout.readline() == "ready\n"
-        get_message = p.get_message
-        while get_message(timeout=1.0) is None:  # the first message starts the clock
+        assert process.stdout.readline() == "ready\n"
+        while p.get_message(timeout=1.0) is None:  # the first message starts the clock
             pass
         received = 0
         start = time.perf_counter()
         end = start + seconds
         while True:
-            for _ in range(1000):
-                m = get_message(timeout=1.0)
-                if m is not None and m["type"] == "message":
-                    received += 1
+            received += read(p)
             if time.perf_counter() >= end:
                 break
         return received / (time.perf_counter() - start)
     finally:
-        publisher.send_signal(signal.SIGKILL)
-        publisher.wait()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
         p.close()
+
+
+def receive_rate(backend, where, seconds, env):
+    p = connect(backend, where).pubsub(ignore_subscribe_messages=True)
+    p.subscribe("bench")
+    p.get_message(timeout=1.0)
+
+    def read(p):
+        get_message = p.get_message
+        received = 0
+        for _ in range(1000):
+            m = get_message(timeout=1.0)
+            if m is not None and m["type"] == "message":
+                received += 1
+        return received
+
+    return rate_while_publishing(p, [PUBLISHER, backend, where], seconds, env, read)
+
+
+def large_rate(mode, bus, seconds, env):
+    import shmcast
+
+    p = shmcast.Redis(bus=bus).pubsub(ignore_subscribe_messages=True,
+                                      zero_copy=mode == "loaned")
+    p.subscribe("large")
+    p.get_message(timeout=1.0)
+
+    def read(p):
+        m = p.get_message(timeout=1.0)
+        if m is None or m["type"] != "message":
+            return 0
+        data = m["data"]
+        data[0] + data[-1]
+        del data, m  # a zero-copy view gives its chunk back once it is gone
+        return 1
+
+    return rate_while_publishing(p, [LARGE_PUBLISHER, bus, mode], seconds, env, read)
 
 
 def start_and_wait(args, ready, what):
@@ -129,6 +187,10 @@ def main():
     socket = str(folder / "redis.sock")
     daemon = start_and_wait([str(build / "bin" / "shmcastd"), "--bus", bus],
                             lambda: shmcast_ready(bus), "shmcastd")
+    large_bus = f"pybench{os.getpid()}-large"
+    large_daemon = start_and_wait(
+        [str(build / "bin" / "shmcastd"), "--bus", large_bus, "--ring-bytes", str(8 << 20),
+         "--max-payload", str(1 << 20)], lambda: shmcast_ready(large_bus), "shmcastd")
     redis_server = start_and_wait(
         [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", "0", "--unixsocket",
          socket, "--save", "", "--appendonly", "no", "--dir", str(folder)],
@@ -145,8 +207,13 @@ def main():
                   "receive": "messages/s received via get_message"}
         for name, shm, red in rows:
             print(f"{labels[name]:<40} {shm:>12,.0f} {red:>12,.0f} {shm / red:>7.1f}x")
+        copied = large_rate("copied", large_bus, args.seconds, env)
+        loaned = large_rate("loaned", large_bus, args.seconds, env)
+        print(f"{'1 MiB payload, one subscriber':<40} {'copied':>12} {'loaned':>12} {'ratio':>8}")
+        print(f"{'messages/s received via get_message':<40} {copied:>12,.0f} {loaned:>12,.0f} "
+              f"{loaned / copied:>7.1f}x")
     finally:
-        for proc in (daemon, redis_server):
+        for proc in (daemon, large_daemon, redis_server):
             proc.send_signal(signal.SIGTERM)
             proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
