@@ -441,17 +441,24 @@ class CoreBus {
   }
 
   std::size_t publish(const py::object& channel, const py::object& message) {
-    const Encoded c(channel, enc_);
-    if (py::isinstance<CoreLoan>(message)) {
-      shmcast::Bus b = bus();
-      shmcast::Loan loan = message.cast<CoreLoan&>().take();
-      py::gil_scoped_release unlocked;
-      return b.publish(c.view(), std::move(loan));
+    // bytes and str first: the type lookup of a Loan would slow every small publish.
+    PyObject* raw = message.ptr();
+    if (!PyBytes_Check(raw) && !PyUnicode_Check(raw) && py::isinstance<CoreLoan>(message)) {
+      return publish_loan(channel, message.cast<CoreLoan&>());
     }
+    const Encoded c(channel, enc_);
     const Encoded d(message, enc_);
     shmcast::Bus b = bus();
     py::gil_scoped_release unlocked;
     return b.publish(c.view(), d.view());
+  }
+
+  std::size_t publish_loan(const py::object& channel, CoreLoan& loan) {
+    const Encoded c(channel, enc_);
+    shmcast::Bus b = bus();
+    shmcast::Loan spent = loan.take();
+    py::gil_scoped_release unlocked;
+    return b.publish(c.view(), std::move(spent));
   }
 
   // A loan of `bytes`, waiting up to `wait` seconds (None: no limit) for room in the pool, in
