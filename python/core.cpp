@@ -277,55 +277,34 @@ class CoreSubscriber {
   }
 
   // The next frame as a message dictionary, or None once `timeout` seconds passed (None: no
-  // limit) or the subscriber is closed, as redis-py's get_message after close. A frame already
-  // waiting is taken without releasing the GIL. The turn is taken per slice, so a subscribe
-  // from another thread waits one slice at most. With `zero_copy`, a publish's data is a
-  // read-only memoryview over the payload kept in place (see Frame).
+  // limit) or the subscriber is closed, as redis-py's get_message after close. With
+  // `zero_copy`, a publish's data is a read-only memoryview over the payload kept in place (see
+  // Kept).
   py::object next(std::optional<double> timeout, bool zero_copy) {
     std::shared_ptr<Client> c = client_;
     if (!c) return py::none();
     if (c->refused) {
-      Frame f{std::move(*c->refused), std::nullopt, std::nullopt};
+      const shmcast::Message m = std::move(*c->refused);
       c->refused.reset();
-      return frame_dict(std::move(f), zero_copy);
+      return message_dict(m, enc_, zero_copy ? copied_view(m.payload) : py::object());
     }
-    std::optional<Frame> f;
-    if (c->turn.try_take()) {
-      const Turn::Given given(c->turn);
-      f = read(c->sub, std::chrono::nanoseconds(0), zero_copy);
-    } else {
-      py::gil_scoped_release unlocked;
-      const Turn::Held turn(c->turn, true);
-      f = read(c->sub, std::chrono::nanoseconds(0), zero_copy);
+    if (!zero_copy) {
+      const std::optional<shmcast::Message> m =
+          wait_for(c, timeout, [](shmcast::Subscriber& s, std::chrono::nanoseconds wait) {
+            return wait.count() == 0 ? s.try_receive() : s.receive(wait);
+          });
+      return m ? message_dict(*m, enc_) : py::none();
     }
-    const bool forever = !timeout.has_value();
-    if (!f && (forever || *timeout > 0)) {
-      const auto deadline = std::chrono::steady_clock::now() +
-                            std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                std::chrono::duration<double>(forever ? 0.0 : *timeout));
-      for (;;) {
-        std::chrono::nanoseconds slice = kSignalCheck;
-        if (!forever) {
-          slice = std::min(slice, deadline - std::chrono::steady_clock::now());
-          if (slice.count() <= 0) break;
-        }
-        {
-          py::gil_scoped_release unlocked;
-          const Turn::Held turn(c->turn, true);
-          f = read(c->sub, slice, zero_copy);
-        }
-        if (f || client_ != c) break;
-        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-      }
-    }
-    if (!f || client_ != c) return py::none();
-    if (f->refused) {
+    std::optional<Kept> k = wait_for(c, timeout, &keep_next);
+    if (!k) return py::none();
+    if (k->refused) {
       // The message is not lost: the next call returns it, copied.
-      c->refused = std::move(f->message);
-      raise_error(*f->refused);
+      c->refused = std::move(k->message);
+      raise_error(*k->refused);
       throw py::error_already_set();
     }
-    return frame_dict(std::move(*f), zero_copy);
+    if (!k->held) return message_dict(k->message, enc_);
+    return message_dict(k->message, enc_, shmcast_python::payload_view(std::move(*k->held)));
   }
 
   [[nodiscard]] std::uint64_t dropped() {
@@ -360,36 +339,29 @@ class CoreSubscriber {
     std::optional<shmcast::Message> refused;
   };
 
-  // A frame read from the ring. In zero-copy mode a publish's payload is kept in place (`held`)
-  // instead of copied, unless every hold of the connection is taken: then `refused` says so and
-  // the payload is copied into `message`.
-  struct Frame {
+  // A frame read in zero-copy mode: a publish's payload is kept in place (`held`) instead of
+  // copied, unless every hold of the connection is taken: then `refused` says so and the
+  // payload is copied into `message`.
+  struct Kept {
     shmcast::Message message;
     std::optional<shmcast::Payload> held;
     std::optional<shmcast::Error> refused;
   };
 
-  // One frame, waiting up to `wait` for it.
-  static std::optional<Frame> read(shmcast::Subscriber& s, std::chrono::nanoseconds wait,
-                                   bool zero_copy) {
-    if (!zero_copy) {
-      std::optional<shmcast::Message> m = wait.count() == 0 ? s.try_receive() : s.receive(wait);
-      if (!m) return std::nullopt;
-      return Frame{std::move(*m), std::nullopt, std::nullopt};
-    }
-    std::optional<Frame> out;
+  static std::optional<Kept> keep_next(shmcast::Subscriber& s, std::chrono::nanoseconds wait) {
+    std::optional<Kept> out;
     s.listen(
         [&](const shmcast::MessageView& v) {
-          Frame& f = out.emplace();
-          f.message = shmcast::Message{
+          Kept& k = out.emplace();
+          k.message = shmcast::Message{
               v.kind, std::string(v.pattern), std::string(v.channel), {}, v.count, v.has_name};
           if (v.kind == shmcast::Kind::message || v.kind == shmcast::Kind::pmessage) {
             try {
-              f.held.emplace(s.keep(v));
+              k.held.emplace(s.keep(v));
             } catch (const shmcast::Error& e) {
               if (e.code() != shmcast::Errc::too_many_holds) throw;
-              f.message.payload = std::string(v.payload);
-              f.refused.emplace(e);
+              k.message.payload = std::string(v.payload);
+              k.refused.emplace(e);
             }
           }
           return false;
@@ -398,20 +370,51 @@ class CoreSubscriber {
     return out;
   }
 
-  py::object frame_dict(Frame f, bool zero_copy) const {
-    const shmcast::Kind kind = f.message.kind;
-    if (!zero_copy || (kind != shmcast::Kind::message && kind != shmcast::Kind::pmessage)) {
-      return message_dict(f.message, enc_);
-    }
-    py::object data;
-    if (f.held) {
-      data = shmcast_python::payload_view(std::move(*f.held));
+  static py::object copied_view(const std::string& payload) {
+    const py::bytes copy(payload);
+    py::object view = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(copy.ptr()));
+    if (!view) throw py::error_already_set();
+    return view;
+  }
+
+  // What read(subscriber, wait) returns first, waiting up to `timeout` seconds (None: no limit);
+  // nothing once the subscriber is closed. A frame already waiting is taken without releasing
+  // the GIL. The turn is taken per slice, so a subscribe from another thread waits one slice at
+  // most.
+  template <class Read>
+  auto wait_for(const std::shared_ptr<Client>& c, std::optional<double> timeout, Read read)
+      -> std::invoke_result_t<Read, shmcast::Subscriber&, std::chrono::nanoseconds> {
+    std::invoke_result_t<Read, shmcast::Subscriber&, std::chrono::nanoseconds> got;
+    if (c->turn.try_take()) {
+      const Turn::Given given(c->turn);
+      got = read(c->sub, std::chrono::nanoseconds(0));
     } else {
-      const py::bytes copy(f.message.payload);
-      data = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(copy.ptr()));
-      if (!data) throw py::error_already_set();
+      py::gil_scoped_release unlocked;
+      const Turn::Held turn(c->turn, true);
+      got = read(c->sub, std::chrono::nanoseconds(0));
     }
-    return message_dict(f.message, enc_, data);
+    const bool forever = !timeout.has_value();
+    if (!got && (forever || *timeout > 0)) {
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::duration<double>(forever ? 0.0 : *timeout));
+      for (;;) {
+        std::chrono::nanoseconds slice = kSignalCheck;
+        if (!forever) {
+          slice = std::min(slice, deadline - std::chrono::steady_clock::now());
+          if (slice.count() <= 0) break;
+        }
+        {
+          py::gil_scoped_release unlocked;
+          const Turn::Held turn(c->turn, true);
+          got = read(c->sub, slice);
+        }
+        if (got || client_ != c) break;
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      }
+    }
+    if (client_ != c) got.reset();
+    return got;
   }
 
   [[nodiscard]] std::shared_ptr<Client> client() const {
