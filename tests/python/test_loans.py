@@ -4,13 +4,14 @@ read-only memoryview that holds the bytes until it is released; pool and hold li
 import asyncio
 import io
 import json
+import signal
 import subprocess
 import threading
 
 import pytest
 
 import shmcast
-from conftest import BIN_DIR, wait_until
+from conftest import BIN_DIR, popen_python, stop, wait_until
 
 MIB = 1 << 20
 
@@ -323,3 +324,29 @@ async def test_asyncio_loans_and_zero_copy_reads(private_daemon):
         assert len(await r.loan(MIB // 2, wait=30.0)) == MIB // 2
         assert holds(d.bus) == 0
         await p.close()
+
+
+HOLDER = """
+import sys, shmcast
+p = shmcast.Redis(sys.argv[1]).pubsub(zero_copy=True)
+p.subscribe("c")
+print("ready", flush=True)
+held = [p.get_message(timeout=5) for _ in range(3)]
+assert [bytes(m["data"]) for m in held[1:]] == [b"one", b"two"], held
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_holds_of_a_sigkilled_subscriber_are_released(private_daemon):
+    d = private_daemon()
+    r = shmcast.Redis(d.bus)
+    child = popen_python(HOLDER, d.bus, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"
+    assert publish_loan(r, "c", b"one") == 1
+    assert publish_loan(r, "c", b"two") == 1
+    assert child.stdout.readline() == "holding\n"
+    assert holds(d.bus) == 2 and pool_use(d.bus)[0] == 2
+    assert stop(child, signal.SIGKILL) == -signal.SIGKILL
+    assert wait_until(lambda: pool_use(d.bus) == (0, 0))
+    assert holds(d.bus) == 0
