@@ -24,15 +24,15 @@ AFTER_STAMP = memoryview(PICTURE)[8:]
 
 
 def subscriber(bus, ready):
-    p = shmcast.Redis(bus=bus).pubsub(ignore_subscribe_messages=True, zero_copy=True)
+    p = shmcast.Redis(bus=bus).pubsub(zero_copy=True)
     p.subscribe(CHANNEL)
     ready.release()
     expected = 0
     while expected < FRAMES:
-        m = p.get_message(timeout=5.0)
+        m = p.get_message(timeout=5.0)  # the subscribe confirmation first, then frames
         if m is None:
-            if p.dropped():
-                break
+            break
+        if m["type"] != "message":
             continue
         # Releasing the view gives the frame's memory back to the publisher's pool.
         with m["data"] as frame:
