@@ -286,7 +286,8 @@ class CoreSubscriber {
     if (c->refused) {
       const shmcast::Message m = std::move(*c->refused);
       c->refused.reset();
-      return message_dict(m, enc_, zero_copy ? copied_view(m.payload) : py::object());
+      return message_dict(m, enc_,
+                          zero_copy ? shmcast_python::copied_view(m.payload) : py::object());
     }
     if (!zero_copy) {
       const std::optional<shmcast::Message> m =
@@ -295,7 +296,7 @@ class CoreSubscriber {
           });
       return m ? message_dict(*m, enc_) : py::none();
     }
-    std::optional<Kept> k = wait_for(c, timeout, &keep_next);
+    std::optional<shmcast_python::Kept> k = wait_for(c, timeout, &shmcast_python::keep_next);
     if (!k) return py::none();
     if (k->refused) {
       // The message is not lost: the next call returns it, copied.
@@ -338,44 +339,6 @@ class CoreSubscriber {
     // Used with the GIL held.
     std::optional<shmcast::Message> refused;
   };
-
-  // A frame read in zero-copy mode: a publish's payload is kept in place (`held`) instead of
-  // copied, unless every hold of the connection is taken: then `refused` says so and the
-  // payload is copied into `message`.
-  struct Kept {
-    shmcast::Message message;
-    std::optional<shmcast::Payload> held;
-    std::optional<shmcast::Error> refused;
-  };
-
-  static std::optional<Kept> keep_next(shmcast::Subscriber& s, std::chrono::nanoseconds wait) {
-    std::optional<Kept> out;
-    s.listen(
-        [&](const shmcast::MessageView& v) {
-          Kept& k = out.emplace();
-          k.message = shmcast::Message{
-              v.kind, std::string(v.pattern), std::string(v.channel), {}, v.count, v.has_name};
-          if (v.kind == shmcast::Kind::message || v.kind == shmcast::Kind::pmessage) {
-            try {
-              k.held.emplace(s.keep(v));
-            } catch (const shmcast::Error& e) {
-              if (e.code() != shmcast::Errc::too_many_holds) throw;
-              k.message.payload = std::string(v.payload);
-              k.refused.emplace(e);
-            }
-          }
-          return false;
-        },
-        wait);
-    return out;
-  }
-
-  static py::object copied_view(const std::string& payload) {
-    const py::bytes copy(payload);
-    py::object view = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(copy.ptr()));
-    if (!view) throw py::error_already_set();
-    return view;
-  }
 
   // What read(subscriber, wait) returns first, waiting up to `timeout` seconds (None: no limit);
   // nothing once the subscriber is closed. A frame already waiting is taken without releasing

@@ -169,6 +169,35 @@ py::object payload_view(shmcast::Payload payload) {
   return shared_view(nullptr, new shmcast::Payload(std::move(payload)));
 }
 
+py::object copied_view(const std::string& payload) {
+  const py::bytes copy(payload);
+  py::object view = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(copy.ptr()));
+  if (!view) throw py::error_already_set();
+  return view;
+}
+
+std::optional<Kept> keep_next(shmcast::Subscriber& s, std::chrono::nanoseconds wait) {
+  std::optional<Kept> out;
+  s.listen(
+      [&](const shmcast::MessageView& v) {
+        Kept& k = out.emplace();
+        k.message = shmcast::Message{
+            v.kind, std::string(v.pattern), std::string(v.channel), {}, v.count, v.has_name};
+        if (v.kind == shmcast::Kind::message || v.kind == shmcast::Kind::pmessage) {
+          try {
+            k.held.emplace(s.keep(v));
+          } catch (const shmcast::Error& e) {
+            if (e.code() != shmcast::Errc::too_many_holds) throw;
+            k.message.payload = std::string(v.payload);
+            k.refused.emplace(e);
+          }
+        }
+        return false;
+      },
+      wait);
+  return out;
+}
+
 void bind_loans(py::module_& m) {
   shared_bytes_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&shared_bytes_spec));
   if (shared_bytes_type == nullptr) throw py::error_already_set();

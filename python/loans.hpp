@@ -5,7 +5,10 @@
 
 #include <pybind11/pybind11.h>
 
+#include <chrono>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include <shmcast/shmcast.hpp>
@@ -48,6 +51,22 @@ class CoreLoan {
 // A read-only memoryview over a kept payload, which it keeps (with its hold, for a loaned
 // message) until the last view of it is released or collected.
 py::object payload_view(shmcast::Payload payload);
+
+// A read-only memoryview over a copy of `payload`.
+py::object copied_view(const std::string& payload);
+
+// A frame read in zero-copy mode: a publish's payload is kept in place (`held`) instead of
+// copied, unless every hold of the connection is taken: then `refused` says so and the payload
+// is copied into `message`.
+struct Kept {
+  shmcast::Message message;
+  std::optional<shmcast::Payload> held;
+  std::optional<shmcast::Error> refused;
+};
+
+// The next frame in zero-copy mode, waiting up to `wait` for it (listen() and keep()). Called
+// without the GIL.
+std::optional<Kept> keep_next(shmcast::Subscriber& s, std::chrono::nanoseconds wait);
 
 // Adds Loan and SharedBytes (what the memoryviews export from) to the module.
 void bind_loans(py::module_& m);
