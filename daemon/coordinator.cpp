@@ -301,11 +301,12 @@ Status Coordinator::add_ring(std::uint32_t slot) {
 std::uint32_t Coordinator::release_ring(std::uint32_t slot) {
   // Removed first, as in remove_client.
   const std::string ring = detail::ring_name(options_.bus, slot, clients_[slot].generation);
-  loans_.drain_ring(ring);
+  loans_.keep_ring(ring);
   Segment::remove(ring);
   writer_->begin_write();
   const std::uint32_t dropped = clear_slot(slot);
   writer_->end_write();
+  loans_.drain_rings();
   log_line(options_.bus,
            fmt::format("client {} (pid {}) released its ring: {} subscriptions removed", slot,
                        clients_[slot].pid, dropped));
@@ -337,14 +338,17 @@ void Coordinator::remove_client(std::uint32_t slot, Removal why) {
   // Removed before the slot moves to its next generation, so a coordinator that dies in between
   // leaves no ring under a generation the slot no longer names.
   const std::string ring = detail::ring_name(options_.bus, slot, c.generation);
-  loans_.drain_ring(ring);
+  loans_.keep_ring(ring);
   Segment::remove(ring);
-  loans_.release_holds(view_->holds(slot), view_->limits().max_holds);
-  loans_.orphan_pools(slot);
   writer_->begin_write();
   const std::uint32_t dropped = clear_slot(slot);
   s.state.store(state_of(SlotState::free), std::memory_order_release);
   writer_->end_write();
+  // What the client leaves of loans, once its routes are gone, and before its slot (and the
+  // holds in it, and the pool ids of its slot) can be claimed again.
+  loans_.release_holds(view_->holds(slot), view_->limits().max_holds);
+  loans_.orphan_pools(slot);
+  loans_.drain_rings();
   s.pid.store(0, std::memory_order_release);  // last: clearing the pid frees the slot for a claim
   if (c.pidfd >= 0) {
     death_watch_.forget(c.pidfd);

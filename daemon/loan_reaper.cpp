@@ -29,19 +29,25 @@ void LoanReaper::drain(detail::RingConsumer& consumer) {
   }
 }
 
-void LoanReaper::drain_ring(const std::string& name) {
+void LoanReaper::keep_ring(const std::string& name) {
   try {
     detail::Segment segment =
         detail::Segment::open(name, detail::SegmentKind::ring, detail::kLayoutVersion);
     detail::RingConsumer consumer(segment.base() + detail::kSegmentHeaderSize,
                                   segment.size() - detail::kSegmentHeaderSize);
-    auto d = std::make_unique<Draining>(
-        Draining{std::move(segment), consumer, std::chrono::steady_clock::now() + kRingDrainTime});
-    drain(d->consumer);
-    draining_.push_back(std::move(d));
+    draining_.push_back(std::make_unique<Draining>(
+        Draining{std::move(segment), consumer, std::chrono::steady_clock::now() + kRingDrainTime}));
   } catch (const std::exception&) {
     // No ring (the client had none, or it was never published) or not a ring: nothing to drop.
   }
+}
+
+void LoanReaper::drain_rings() {
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(draining_, [&](const std::unique_ptr<Draining>& d) {
+    drain(d->consumer);
+    return now >= d->until;
+  });
 }
 
 void LoanReaper::release_holds(detail::Hold* holds, std::uint32_t count) {
@@ -64,11 +70,7 @@ void LoanReaper::orphan_pools_except(const std::vector<bool>& live_slots) {
 }
 
 void LoanReaper::pass() {
-  const auto now = std::chrono::steady_clock::now();
-  std::erase_if(draining_, [&](const std::unique_ptr<Draining>& d) {
-    drain(d->consumer);
-    return now >= d->until;
-  });
+  drain_rings();
   std::erase_if(orphans_, [&](const std::pair<std::uint32_t, std::uint32_t>& p) {
     const auto pool = pools_.find(p.first, p.second);
     if (pool && pool->use().chunks > 0) return false;

@@ -24,16 +24,19 @@ class LoanReaper {
  public:
   explicit LoanReaper(std::string bus) : bus_(bus), pools_(std::move(bus)) {}
 
-  /// Before the ring `name` is removed: drops the references its unread records hold, and keeps
-  /// reading it for kRingDrainTime.
-  void drain_ring(const std::string& name);
+  /// Before the ring `name` is removed: maps it, to drop the references its unread records hold
+  /// (drain_rings) and to read it again for kRingDrainTime.
+  void keep_ring(const std::string& name);
+  /// Drops the references of the loaned records readable now in the rings kept, and lets go of
+  /// those kept for kRingDrainTime.
+  void drain_rings();
   /// A client left its slot: drops the references of its holds (`count` of them) and frees them.
   void release_holds(detail::Hold* holds, std::uint32_t count);
   /// A client left `slot`: its pools are removed once nothing references them.
   void orphan_pools(std::uint32_t slot);
   /// At adoption: pools of slots that hold no live client are orphans.
   void orphan_pools_except(const std::vector<bool>& live_slots);
-  /// The timed pass: reads the draining rings again, removes orphan pools nobody references.
+  /// The timed pass: drain_rings(), and removes the orphan pools nobody references.
   void pass();
   /// The bus goes: every pool goes with it.
   void remove_all_pools();
