@@ -11,6 +11,7 @@ import argparse
 import multiprocessing
 import struct
 import sys
+import time
 
 import shmcast
 
@@ -18,6 +19,7 @@ CHANNEL = "camera"
 SUBSCRIBERS = 2
 FRAMES = 20
 FRAME_BYTES = 4 << 20
+FRAME_PERIOD = 0.02  # a camera's pace: 50 frames a second
 # What the camera "sees": the same picture each time, stamped with the frame number.
 PICTURE = bytes(range(256)) * (FRAME_BYTES // 256)
 AFTER_STAMP = memoryview(PICTURE)[8:]
@@ -56,8 +58,12 @@ def main():
         ready.acquire()
     r = shmcast.Redis(bus=bus)
     deliveries = 0
+    start = time.monotonic()
     for n in range(FRAMES):
-        # Waits while every chunk of the pool is still being read.
+        # A subscriber more than max_unread_loan_bytes behind (32 MiB, 8 such frames, by
+        # default) would miss frames, as one whose ring is full misses messages; a loan waits
+        # while every chunk of the pool is still being read.
+        time.sleep(max(0.0, start + n * FRAME_PERIOD - time.monotonic()))
         loan = r.loan(FRAME_BYTES, wait=10.0)
         frame = loan.data
         frame[:] = PICTURE
