@@ -107,6 +107,11 @@ for scenario in "${throughput[@]}" "${one_in_flight[@]}"; do
   measure redis "$scenario" "$bin/redis-bench-pubsub" --socket "$socket" --server-pid "$redis_pid"
   measure uds "$scenario" "$bin/uds-bench"
 done
+# shmcast's publish_batch, 64 messages per call, against the same Unix-socket runs (its server
+# writes each subscriber what it routed from one read at once).
+for scenario in single fanout-10 fanout-100 fanout-1000; do
+  measure shmcast-batch "$scenario" "$bin/shmcast-bench" --publish batch
+done
 # The bare futex hand-off, for sparse's p50 to be read against in the same run.
 measure floor floor-block "$bin/floor-bench"
 for scenario in "${throughput[@]}"; do
@@ -203,6 +208,20 @@ row pingpong-block "RTT/2 p50" ns p50 cpu
 row pingpong-block "RTT/2 p99" ns p99
 row sparse "one-way p50" ns p50 cpu
 row sparse "one-way p99" ns p99
+
+echo
+echo "shmcast with Bus::publish_batch (64 messages per call) against the same UDS runs:"
+echo
+echo "| scenario | shmcast batched deliveries/s | vs UDS | CPU ns per delivery: batched / UDS |"
+echo "| --- | ---: | ---: | ---: |"
+for scenario in single fanout-10 fanout-100 fanout-1000; do
+  printf '| %s | %s | %s | %s / %s |\n' "$scenario" \
+    "$(cell rate shmcast-batch "$scenario" received_per_s)" \
+    "$(ratio rate "$(value shmcast-batch "$scenario" received_per_s)" \
+      "$(value uds "$scenario" received_per_s)")" \
+    "$(value shmcast-batch "$scenario" cpu_ns_per_delivery)" \
+    "$(value uds "$scenario" cpu_ns_per_delivery)"
+done
 
 # sparse's p50 over the bare futex hand-off's (floor-block, round trip / 2) of this run.
 floor=$(value floor floor-block p50)
