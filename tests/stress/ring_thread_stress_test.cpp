@@ -24,6 +24,17 @@ using test::stress_check;
 using test::StressRecord;
 using test::Tally;
 
+// Reads, gaps allowed, while the producers run, then what they left once they are joined.
+Tally drain_until_done(RingConsumer& consumer, std::uint64_t expected,
+                       std::vector<std::thread>& producers, const std::atomic<bool>& done) {
+  Tally tally;
+  tally.gaps_allowed = true;
+  drain(consumer, tally, expected, std::chrono::seconds(240), &done);
+  for (auto& t : producers) t.join();
+  drain(consumer, tally, expected, std::chrono::seconds(1), &done);
+  return tally;
+}
+
 TEST(RingStressThreads, FourProducersMillionEachNothingLost) {
   constexpr std::uint64_t kEach = 1'000'000;
   // 32 bytes a record: the whole run fits, so the ring never fills.
@@ -69,11 +80,7 @@ TEST(RingStressThreads, SmallRingDropsAreCountedExactly) {
       if (running.fetch_sub(1) == 1) done.store(true);
     });
   }
-  Tally tally;
-  tally.gaps_allowed = true;
-  drain(consumer, tally, kProducers * kEach, std::chrono::seconds(240), &done);
-  for (auto& t : producers) t.join();
-  drain(consumer, tally, kProducers * kEach, std::chrono::seconds(1), &done);
+  const Tally tally = drain_until_done(consumer, kProducers * kEach, producers, done);
   std::uint64_t all_full = 0;
   for (int p = 1; p <= kProducers; ++p) {
     EXPECT_EQ(tally.received[p], ok[p].load()) << "producer " << p;
@@ -120,11 +127,7 @@ TEST(RingStressThreads, BatchesInterleaveWithoutLossAndDropsAreCountedExactly) {
       if (running.fetch_sub(1) == 1) done.store(true);
     });
   }
-  Tally tally;
-  tally.gaps_allowed = true;
-  drain(consumer, tally, kProducers * kEach, std::chrono::seconds(240), &done);
-  for (auto& t : producers) t.join();
-  drain(consumer, tally, kProducers * kEach, std::chrono::seconds(1), &done);
+  const Tally tally = drain_until_done(consumer, kProducers * kEach, producers, done);
   std::uint64_t written = 0;
   for (int p = 1; p <= kProducers; ++p) {
     EXPECT_EQ(tally.received[p], ok[p].load()) << "producer " << p;
