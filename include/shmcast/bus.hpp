@@ -79,10 +79,13 @@ class SHMCAST_EXPORT Bus {
                           std::chrono::nanoseconds wait = std::chrono::nanoseconds(0));
 
   /// Publishes a loan of this Bus (or a copy of it) on `channel`, as publish() does a copied
-  /// payload: same return value, never blocks, a full ring is skipped and counted; the rings
-  /// carry a 24-byte descriptor instead of the bytes, so payloads of any size up to the pool's
-  /// go without max_payload. The loan is spent (false) afterwards, delivered or not. Throws
-  /// Error(channel_too_long), or std::invalid_argument for an empty loan or one of another bus.
+  /// payload: same return value, never waits for a subscriber, a full ring is skipped and
+  /// counted, and so is a subscriber whose unread loaned messages already pin
+  /// Limits::max_unread_loan_bytes. The rings carry a 24-byte descriptor instead of the bytes,
+  /// so payloads of any size up to the pool's go without max_payload. It takes the pool's mutex
+  /// (shared with loan()) for a moment, to hand the chunk back to it. The loan is spent (false)
+  /// afterwards, delivered or not. Throws Error(channel_too_long), or std::invalid_argument for
+  /// an empty loan or one of another bus.
   std::size_t publish(std::string_view channel, Loan&& loan);
 
   /// Creates a subscriber: a client with its own ring, waiting for the coordinator as connect()
