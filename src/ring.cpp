@@ -302,6 +302,8 @@ bool RingProducer::wake() noexcept {
                                                  std::memory_order_relaxed)) {
     return false;
   }
+  layout_->woken_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                          std::memory_order_relaxed);
   futex_wake(&layout_->sleeping, 1);
   return true;
 }

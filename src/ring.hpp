@@ -37,6 +37,7 @@ inline constexpr std::size_t kRecordHeader = 8;
 //       | head (u64)         consumer    |  release-stored after the consumed bytes are zeroed
 //   256 +--------------------------------+
 //       | sleeping (u32)     futex word  |  kConsumerAwake / kConsumerAsleep / kConsumerNotified
+//       | woken_ns (u64)     producers   |  when the producer that woke the consumer did so
 //   320 +--------------------------------+
 //       | dropped (u64)      producers   |  records refused because the ring was full
 //   384 +--------------------------------+
@@ -56,6 +57,7 @@ struct RingLayout {
   alignas(kCacheLine) std::atomic<std::uint64_t> head_cache;
   alignas(kCacheLine) std::atomic<std::uint64_t> head;
   alignas(kCacheLine) std::atomic<std::uint32_t> sleeping;
+  std::atomic<std::int64_t> woken_ns;
   alignas(kCacheLine) std::atomic<std::uint64_t> dropped;
   alignas(kCacheLine) std::atomic<std::uint64_t> read;
   std::atomic<std::uint64_t> skipped;
@@ -69,6 +71,7 @@ static_assert(offsetof(RingLayout, tail) == 64);
 static_assert(offsetof(RingLayout, head_cache) == 128);
 static_assert(offsetof(RingLayout, head) == 192);
 static_assert(offsetof(RingLayout, sleeping) == 256);
+static_assert(offsetof(RingLayout, woken_ns) == 264);
 static_assert(offsetof(RingLayout, dropped) == 320);
 static_assert(offsetof(RingLayout, read) == 384);
 static_assert(offsetof(RingLayout, skipped) == 392);
@@ -162,7 +165,9 @@ class RingProducer {
 
   /// Wakes the consumer if it announced that it sleeps and no other producer has taken the
   /// wake-up yet; true if this call made the futex system call. Ordered after this producer's
-  /// commits, so the consumer either saw them before it slept or is woken here.
+  /// commits, so the consumer either saw them before it slept or is woken here. The one that
+  /// wakes stamps the time first (woken_at()): when the consumer's record came, which the
+  /// consumer, woken tens of microseconds later, could not tell otherwise.
   bool wake() noexcept;
 
   [[nodiscard]] std::size_t max_payload() const noexcept { return ring_max_payload(capacity_); }
@@ -262,6 +267,11 @@ class RingConsumer {
   /// The futex word that producers wake. Memory anyone with the ring can write: a sleeper must
   /// cap its sleep, as a hostile writer can clear the word and so stop every wake-up.
   [[nodiscard]] std::atomic<std::uint32_t>& sleep_word() noexcept { return layout_->sleeping; }
+  /// When a producer last woke the consumer (steady clock, ns since its epoch; 0 if none ever
+  /// did). Shared memory anyone with the ring can write: a hint for timing, never for safety.
+  [[nodiscard]] std::int64_t woken_at() const noexcept {
+    return layout_->woken_ns.load(std::memory_order_relaxed);
+  }
   /// Is a record claimed and not yet committed at the head? Its writer may have died, and then
   /// nobody wakes the consumer for it: a sleeper looks again after a millisecond.
   [[nodiscard]] bool in_flight() const noexcept;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,10 +75,39 @@ class BatchWhileAsleep {
   bool batch_ = false;
 };
 
-}  // namespace
+// Gives the thread a timer slack of a microsecond while it lives. The kernel may end a timed
+// sleep up to the thread's slack late, 50 us by default: longer than a paced wait's lead.
+class FineTimerSlack {
+ public:
+  FineTimerSlack() noexcept {
+    constexpr int kFine = 1000;
+    const int slack = ::prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    if (slack > kFine && ::prctl(PR_SET_TIMERSLACK, kFine, 0, 0, 0) == 0) restore_ = slack;
+  }
+  ~FineTimerSlack() {
+    if (restore_ > 0) ::prctl(PR_SET_TIMERSLACK, restore_, 0, 0, 0);
+  }
+  FineTimerSlack(const FineTimerSlack&) = delete;
+  FineTimerSlack& operator=(const FineTimerSlack&) = delete;
 
-namespace {
+ private:
+  int restore_ = 0;
+};
+
+std::int64_t ticks(Clock::time_point t) noexcept {
+  return std::chrono::nanoseconds(t.time_since_epoch()).count();
+}
+
+// When the record that ended a sleep from `slept` to `woke` came: when the producer that woke
+// the ring stamped it, if that was during the sleep; otherwise (the record was there before the
+// sleep began, or it came while the sleeper was up for another reason) at the end.
+std::int64_t arrival(const RingConsumer& ring, std::int64_t slept, std::int64_t woke) noexcept {
+  const std::int64_t stamp = ring.woken_at();
+  return stamp >= slept && stamp <= woke ? stamp : woke;
+}
+
 std::atomic<int> g_runnable{0};
+
 }  // namespace
 
 int runnable_seen() noexcept {
@@ -110,6 +140,39 @@ void Waiter::sleep(RingConsumer& ring, std::chrono::nanoseconds limit, FutexAlso
   ring.sleep(std::min(limit, kLongestSleep), deaths);
 }
 
+bool Waiter::paced_wait(RingConsumer& ring, const Pacer::Plan& plan, std::chrono::nanoseconds limit,
+                        FutexAlso deaths) {
+  const std::int64_t start = ticks(Clock::now());
+  const std::int64_t deadline = start + limit.count();
+  std::int64_t now = start;
+  if (plan.wake_ns > now) {
+    const std::int64_t asked = std::min(plan.wake_ns, deadline);
+    {
+      const FineTimerSlack fine;
+      ring.sleep(std::chrono::nanoseconds(asked - now), deaths);
+    }
+    now = ticks(Clock::now());
+    if (ring.ready()) {
+      pacer_.arrived(arrival(ring, start, now));
+      return true;
+    }
+    if (now >= deadline) return true;
+    if (now >= asked) pacer_.woke(asked, now);
+  }
+  const std::int64_t until = std::min(plan.spin_until_ns, deadline);
+  for (std::uint32_t n = 1;; ++n) {
+    if (ring.ready()) {
+      pacer_.arrived(ticks(Clock::now()));
+      return true;
+    }
+    cpu_relax();
+    if (n % 32 == 0) {
+      now = ticks(Clock::now());
+      if (now >= until) return now >= deadline;
+    }
+  }
+}
+
 void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limit,
                   FutexAlso deaths) {
   switch (policy) {
@@ -121,14 +184,28 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
     case Wait::sleep: sleep(ring, limit, deaths); return;
     case Wait::adaptive: break;
   }
-  const auto start = Clock::now();
+  auto start = Clock::now();
   const bool spare = cores_to_spare();
+  if (spare) {
+    if (const auto plan = pacer_.plan(ticks(start))) {
+      paying_ <<= 1;  // a paced record is a millisecond or so apart: spinning would not pay
+      live_ = true;
+      if (paced_wait(ring, *plan, limit, deaths)) return;
+      // The window passed without a record: the pace is broken. The wait below learns the new
+      // one from the producer's stamp.
+      const auto now = Clock::now();
+      limit -= now - start;
+      if (limit <= std::chrono::nanoseconds(0)) return;
+      start = now;
+    }
+  }
   if (spare && (paying_ & kPayingMemory) != 0) {
     const auto spin_until = start + std::min(limit, kSpinWindow);
     for (std::uint32_t n = 1;; ++n) {
       if (ring.ready()) {
         paying_ = (paying_ << 1) | 1;
         live_ = true;
+        pacer_.arrived(ticks(Clock::now()));
         return;
       }
       cpu_relax();
@@ -145,11 +222,15 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
                       static_cast<long>(nap.count() % 1'000'000'000)};
     ::clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
     live_ = ring.ready();
+    pacer_.arrived(std::nullopt);  // when the records of a nap came is not known
     return;
   }
+  const std::int64_t slept = ticks(Clock::now());
   sleep(ring, limit, deaths);
   live_ = ring.ready();
-  const bool paid = live_ && Clock::now() - start <= kPayingWait;
+  const auto woke = Clock::now();
+  if (live_) pacer_.arrived(arrival(ring, slept, ticks(woke)));
+  const bool paid = live_ && woke - start <= kPayingWait;
   paying_ = (paying_ << 1) | (paid ? 1 : 0);
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "futex.hpp"
+#include "pacer.hpp"
 #include "ring.hpp"
 #include "shmcast/wait.hpp"
 
@@ -44,12 +45,19 @@ class Waiter {
 
  private:
   void sleep(RingConsumer& ring, std::chrono::nanoseconds limit, FutexAlso deaths);
+  // Waits for a record due at a steady pace: sleeps until just before it is due, then spins
+  // through its window. true if the wait is over (a record, or `limit` spent), false if the
+  // window passed without one.
+  bool paced_wait(RingConsumer& ring, const Pacer::Plan& plan, std::chrono::nanoseconds limit,
+                  FutexAlso deaths);
 
   // One bit per recent wait, the newest lowest: 1 if a record came within kPayingWait.
   // Starts as one paying wait, so a new subscriber tries spinning first.
   std::uint32_t paying_ = 1;
   // Did the last wait end with a record? While it does, the stream is live.
   bool live_ = false;
+  // The pace of the records that ended the recent waits.
+  Pacer pacer_;
 };
 
 /// Has the machine a core to spare for spinning: at most twice as many runnable threads (this

@@ -1,9 +1,11 @@
 // A subscriber asleep on its ring must never sleep through a record that is in it: not even
-// when the publisher that committed the record dies before it makes the wake-up.
+// when the publisher that committed the record dies before it makes the wake-up, nor when it
+// sleeps until a record is due at a steady pace and the record comes early, late or not at all.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -111,6 +113,67 @@ TEST(LostWakeup, PublisherDiesBetweenCommitAndWakeUp) {
       slowest_ms);
   RecordProperty("woken_ms", fmt::format("{:.2f}", slowest_ms));
   EXPECT_LT(slowest_ms, 500.0);
+}
+
+// Wait::adaptive learns a steady pace and then sleeps until just before each record is due.
+// Records that break the pace (early, late, a burst, a pause) must still be read at once, not
+// when the planned sleep ends or after the longest sleep (5 s): each is read in order, within a
+// second of its publish, and a record 8 ms early for a 10 ms pace well before it was due.
+TEST(LostWakeup, APacedSubscriberReadsRecordsThatBreakThePace) {
+  test::Daemon daemon(test::unique_bus("paced"));
+  Bus bus = Bus::connect(daemon.bus());
+  Subscriber sub = bus.subscriber();
+  sub.subscribe({"tick"});
+  ASSERT_TRUE(sub.receive(10s));  // the confirmation
+
+  // Offsets from the start at which each message goes out: a steady 1 ms, then one early, one
+  // late, a burst of three, a long pause and the 1 ms pace again; then a steady 10 ms and one
+  // only 2 ms after the last.
+  std::vector<std::chrono::microseconds> at;
+  std::chrono::microseconds t{0};
+  for (int i = 0; i < 100; ++i) at.push_back(t += 1ms);
+  at.push_back(t += 300us);
+  at.push_back(t += 4ms);
+  for (int i = 0; i < 3; ++i) at.push_back(t += 1ms);
+  at.push_back(t += 50ms);
+  for (int i = 0; i < 50; ++i) at.push_back(t += 1ms);
+  for (int i = 0; i < 12; ++i) at.push_back(t += 10ms);
+  at.push_back(t += 2ms);
+  const std::size_t early = at.size() - 1;
+
+  std::vector<std::uint64_t> sent(at.size());
+  std::thread publisher([&] {
+    Bus own = Bus::connect(daemon.bus());
+    const auto start = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < at.size(); ++i) {
+      // Sleeps, then spins to the microsecond: a sleeping publisher's own wake-ups would make
+      // the pace too uneven to learn.
+      std::this_thread::sleep_until(start + at[i] - 300us);
+      while (std::chrono::steady_clock::now() < start + at[i]) {
+      }
+      sent[i] = now_ns();
+      own.publish("tick", std::to_string(i));
+    }
+  });
+  std::vector<double> latency_ms;
+  while (latency_ms.size() < at.size()) {
+    const auto m = sub.receive(10s);
+    const std::uint64_t got = now_ns();
+    if (!m) break;
+    ASSERT_EQ(m->kind, Kind::message);
+    ASSERT_EQ(m->payload, std::to_string(latency_ms.size()));
+    // Seen after the publisher stamped it: sent[] is written before the publish.
+    latency_ms.push_back(test::ms_of(got - sent[latency_ms.size()]));
+  }
+  publisher.join();
+  ASSERT_EQ(latency_ms.size(), at.size());
+  const double slowest = *std::max_element(latency_ms.begin(), latency_ms.end());
+  fmt::print(
+      "{} paced records: the slowest read {:.2f} ms after its publish, the early one {:.2f} ms\n",
+      latency_ms.size(), slowest, latency_ms[early]);
+  EXPECT_LT(slowest, 1000.0);
+  // Its pace due 8 ms later: a sleeper not woken by its publisher would read it then.
+  EXPECT_LT(latency_ms[early], 6.0);
 }
 
 }  // namespace
