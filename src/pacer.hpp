@@ -29,6 +29,12 @@ inline constexpr std::chrono::nanoseconds kLongestLead = std::chrono::microsecon
 /// of this thread comes; plans when to wake and how long to spin for the next record. Times are
 /// steady-clock nanoseconds. Pure arithmetic, no clock of its own: the caller says what
 /// happened and when.
+///
+/// The pace is the line through the last kArrivals arrivals that leaves the narrowest band
+/// around them (tried through each pair of them): its slope is the period, and the band's width
+/// the jitter. A publisher on a timer is late by a varying amount, often in two modes (its own
+/// core awake or not), so one record comes on time and the next some microseconds late; the
+/// band covers both with one window.
 class Pacer {
  public:
   struct Plan {
@@ -40,9 +46,9 @@ class Pacer {
   /// pace is forgotten). A wait that ends without a record says nothing.
   void arrived(std::optional<std::int64_t> arrival_ns) noexcept;
 
-  /// The plan for the next record, if the last kGaps gaps were steady (each within 1/8 of
-  /// their mean of it), the mean is between kShortestPace and kLongestPace, the spin it needs
-  /// is within budget, and its window has not already passed at `now_ns`.
+  /// The plan for the next record, if the last kArrivals were steady (a band no wider than an
+  /// eighth of the period), the period is between kShortestPace and kLongestPace, the spin it
+  /// needs is within budget, and its window has not already passed at `now_ns`.
   [[nodiscard]] std::optional<Plan> plan(std::int64_t now_ns) const noexcept;
 
   /// A timed sleep that asked to end at `asked_ns` ended at `woke_ns` with nothing to read:
@@ -52,13 +58,19 @@ class Pacer {
   /// How much earlier than a record is due the next paced wait asks to be woken.
   [[nodiscard]] std::int64_t lead_ns() const noexcept;
 
-  static constexpr int kGaps = 4;
+  static constexpr int kArrivals = 8;
 
  private:
-  std::int64_t last_ns_ = 0;  // 0: no arrival known
-  std::array<std::int64_t, kGaps> gaps_{};
-  int gap_count_ = 0;  // gaps known, up to kGaps
-  int gap_next_ = 0;   // where the next goes
+  void fit() noexcept;
+
+  std::array<std::int64_t, kArrivals> arrivals_{};  // a ring, the oldest at next_
+  int count_ = 0;                                   // arrivals known, up to kArrivals
+  int next_ = 0;
+  // The fitted pace, if steady: the next record is due from due_ns_ to due_ns_ + jitter_ns_.
+  bool steady_ = false;
+  std::int64_t period_ns_ = 0;
+  std::int64_t due_ns_ = 0;
+  std::int64_t jitter_ns_ = 0;
   // Expected lateness of a timed wake-up; a VM's first guess, corrected by each one seen.
   std::int64_t late_ns_ = std::chrono::nanoseconds(std::chrono::microseconds(15)).count();
 };

@@ -31,10 +31,10 @@ enum class Wait : std::uint8_t {
   /// and messages keep coming (many subscribers on few cores), it naps without asking to be
   /// woken, 0.2 to 20 ms by the number of runnable threads, and reads a batch per nap: no
   /// wake-up for the publisher to pay, at the price of up to one nap of latency under such load.
-  /// When the messages that end its waits come at a steady pace (the last four gaps within an
-  /// eighth of their mean, the mean from 100 us to 1 s) and a core is spare, it sleeps until
-  /// just before the next is due, by as much as its timer has been late (at most 30 us), then
-  /// spins through a window around the due time (at most 40 us, and 1/16 of the gap): such a
+  /// When the messages that end its waits come at a steady pace (the last eight fit a period
+  /// from 100 us to 1 s to within an eighth of it) and a core is spare, it sleeps until just
+  /// before the next is due, by as much as its timer has been late (at most 30 us), then spins
+  /// through a window around the due time (at most 40 us, and 1/16 of the period): such a
   /// message finds it awake and costs its publisher no wake-up. A message that comes early
   /// still wakes it; one that misses the window sends it to sleep as below until the pace is
   /// steady again. Otherwise it sleeps at once, as `sleep` does. Back-to-back messages get

@@ -25,9 +25,20 @@ std::int64_t feed(Pacer& pacer, std::int64_t from, std::int64_t gap, int count) 
   return t;
 }
 
-TEST(Pacer, NeedsAFullRowOfGapsBeforeItPlans) {
+// Feeds kArrivals arrivals on a 1 ms grid from kStart, the odd ones `late` late; returns the
+// grid time of the last.
+std::int64_t feed_two_modes(Pacer& pacer, std::int64_t late) {
+  std::int64_t grid = kStart;
+  for (int i = 0; i < Pacer::kArrivals; ++i) {
+    pacer.arrived(grid + (i % 2 == 1 ? late : 0));
+    if (i + 1 < Pacer::kArrivals) grid += kMs;
+  }
+  return grid;
+}
+
+TEST(Pacer, NeedsAFullRowOfArrivalsBeforeItPlans) {
   Pacer pacer;
-  const std::int64_t last = feed(pacer, kStart, kMs, Pacer::kGaps);  // one gap short
+  const std::int64_t last = feed(pacer, kStart, kMs, Pacer::kArrivals - 1);
   EXPECT_FALSE(pacer.plan(last + 1));
   pacer.arrived(last + kMs);
   EXPECT_TRUE(pacer.plan(last + kMs + 1));
@@ -35,7 +46,7 @@ TEST(Pacer, NeedsAFullRowOfGapsBeforeItPlans) {
 
 TEST(Pacer, WakesTheLeadBeforeASteadyRecordIsDueAndSpinsPastIt) {
   Pacer pacer;
-  const std::int64_t last = feed(pacer, kStart, kMs, Pacer::kGaps + 1);
+  const std::int64_t last = feed(pacer, kStart, kMs, Pacer::kArrivals);
   const auto plan = pacer.plan(last + 10 * kUs);
   ASSERT_TRUE(plan);
   const std::int64_t due = last + kMs;
@@ -44,73 +55,61 @@ TEST(Pacer, WakesTheLeadBeforeASteadyRecordIsDueAndSpinsPastIt) {
   EXPECT_GT(pacer.lead_ns(), 0);
 }
 
-TEST(Pacer, WidensTheWindowByTheSpreadOfTheGaps) {
+TEST(Pacer, CoversTwoModesOfLatenessWithOneBand) {
   Pacer pacer;
-  // Gaps of 1 ms +- 2 us: mean 1 ms, spread 2 us.
-  std::int64_t t = kStart;
-  pacer.arrived(t);
-  for (const std::int64_t gap : {kMs - 2 * kUs, kMs + 2 * kUs, kMs - 2 * kUs, kMs + 2 * kUs}) {
-    t += gap;
-    pacer.arrived(t);
-  }
-  const auto plan = pacer.plan(t);
+  // Every other record 20 us late: the period is still 1 ms, and the window spans the 20 us.
+  const std::int64_t last = feed_two_modes(pacer, 20 * kUs);
+  const auto plan = pacer.plan(last);
   ASSERT_TRUE(plan);
-  const std::int64_t due = t + kMs;
-  EXPECT_EQ(plan->wake_ns, due - 2 * kUs - pacer.lead_ns());
-  EXPECT_EQ(plan->spin_until_ns, due + 2 * kUs + kPaceMargin.count());
+  const std::int64_t due = last + kMs;
+  EXPECT_EQ(plan->wake_ns, due - pacer.lead_ns());
+  EXPECT_EQ(plan->spin_until_ns, due + 20 * kUs + kPaceMargin.count());
 }
 
-TEST(Pacer, DoesNotPlanForUnsteadyGaps) {
+TEST(Pacer, DoesNotPlanForUnsteadyArrivals) {
   Pacer pacer;
-  std::int64_t t = kStart;
-  pacer.arrived(t);
-  // One gap off by more than an eighth of the mean.
-  for (const std::int64_t gap : {kMs, kMs, kMs, 2 * kMs}) {
-    t += gap;
-    pacer.arrived(t);
-  }
+  // Arrivals at 0, 1, 2, 3, 5, 6, 7 and 8 ms: one gap of 2 ms.
+  std::int64_t t = feed(pacer, kStart, kMs, 4);
+  t = feed(pacer, t + 2 * kMs, kMs, 4);
   EXPECT_FALSE(pacer.plan(t));
-  // Four steady gaps later it plans again.
-  t = feed(pacer, t + kMs, kMs, Pacer::kGaps);
-  EXPECT_TRUE(pacer.plan(t));
-}
-
-TEST(Pacer, LeavesShortAndLongGapsAlone) {
-  Pacer short_gaps;
-  std::int64_t t = feed(short_gaps, kStart, 50 * kUs, Pacer::kGaps + 1);
-  EXPECT_FALSE(short_gaps.plan(t)) << "gaps under 100 us are the spinning path's";
-  Pacer long_gaps;
-  t = feed(long_gaps, kStart, 2'000 * kMs, Pacer::kGaps + 1);
-  EXPECT_FALSE(long_gaps.plan(t));
-}
-
-TEST(Pacer, RefusesAWindowBeyondItsSpinBudget) {
-  Pacer pacer;
-  // 1 ms +- 30 us: within an eighth, but 60 us of spread alone passes the 40 us budget.
-  std::int64_t t = kStart;
-  pacer.arrived(t);
-  for (const std::int64_t gap : {kMs - 30 * kUs, kMs + 30 * kUs, kMs - 30 * kUs, kMs + 30 * kUs}) {
-    t += gap;
-    pacer.arrived(t);
-  }
-  EXPECT_FALSE(pacer.plan(t));
-}
-
-TEST(Pacer, ForgetsThePaceWhenAnArrivalIsUnknown) {
-  Pacer pacer;
-  std::int64_t t = feed(pacer, kStart, kMs, Pacer::kGaps + 1);
-  ASSERT_TRUE(pacer.plan(t));
-  pacer.arrived(std::nullopt);
-  EXPECT_FALSE(pacer.plan(t));
-  t = feed(pacer, t + kMs, kMs, Pacer::kGaps);  // one short of a full row again
+  // It plans again once the last kArrivals (5 to 12 ms) are steady.
+  t = feed(pacer, t + kMs, kMs, 3);
   EXPECT_FALSE(pacer.plan(t));
   pacer.arrived(t + kMs);
   EXPECT_TRUE(pacer.plan(t + kMs));
 }
 
+TEST(Pacer, LeavesShortAndLongGapsAlone) {
+  Pacer short_gaps;
+  std::int64_t t = feed(short_gaps, kStart, 50 * kUs, Pacer::kArrivals);
+  EXPECT_FALSE(short_gaps.plan(t)) << "gaps under 100 us are the spinning path's";
+  Pacer long_gaps;
+  t = feed(long_gaps, kStart, 2'000 * kMs, Pacer::kArrivals);
+  EXPECT_FALSE(long_gaps.plan(t));
+}
+
+TEST(Pacer, RefusesAWindowBeyondItsSpinBudget) {
+  Pacer pacer;
+  // A band of 40 us: within an eighth of the period, but it alone fills the 40 us budget.
+  const std::int64_t last = feed_two_modes(pacer, 40 * kUs);
+  EXPECT_FALSE(pacer.plan(last));
+}
+
+TEST(Pacer, ForgetsThePaceWhenAnArrivalIsUnknownOrOutOfOrder) {
+  Pacer pacer;
+  std::int64_t t = feed(pacer, kStart, kMs, Pacer::kArrivals);
+  ASSERT_TRUE(pacer.plan(t));
+  pacer.arrived(std::nullopt);
+  EXPECT_FALSE(pacer.plan(t));
+  t = feed(pacer, t + kMs, kMs, Pacer::kArrivals);
+  ASSERT_TRUE(pacer.plan(t));
+  pacer.arrived(t - kUs);  // before the last one: a stamp nobody honest wrote
+  EXPECT_FALSE(pacer.plan(t));
+}
+
 TEST(Pacer, NoPlanOnceTheWindowHasPassed) {
   Pacer pacer;
-  const std::int64_t last = feed(pacer, kStart, kMs, Pacer::kGaps + 1);
+  const std::int64_t last = feed(pacer, kStart, kMs, Pacer::kArrivals);
   const auto plan = pacer.plan(last);
   ASSERT_TRUE(plan);
   EXPECT_TRUE(pacer.plan(plan->spin_until_ns - 1));
@@ -137,14 +136,9 @@ TEST(Pacer, LearnsHowLateTheTimerWakes) {
 TEST(Pacer, GivesUpLeadBeforeItGivesUpTheWindow) {
   Pacer pacer;
   for (int i = 0; i < 20; ++i) pacer.woke(kStart, kStart + 500 * kUs);  // the longest lead
-  // 1 ms +- 10 us: the spread and margins take 22 us of the 40 us budget.
-  std::int64_t t = kStart;
-  pacer.arrived(t);
-  for (const std::int64_t gap : {kMs - 10 * kUs, kMs + 10 * kUs, kMs - 10 * kUs, kMs + 10 * kUs}) {
-    t += gap;
-    pacer.arrived(t);
-  }
-  const auto plan = pacer.plan(t);
+  // A band of 20 us: it and the margin take 22 us of the 40 us budget, the lead the rest.
+  const std::int64_t last = feed_two_modes(pacer, 20 * kUs);
+  const auto plan = pacer.plan(last);
   ASSERT_TRUE(plan);
   EXPECT_EQ(plan->spin_until_ns - plan->wake_ns, detail::kPacedSpinBudget.count());
 }
