@@ -476,7 +476,11 @@ Subscriber Bus::subscriber() {
 Subscriber::Subscriber(std::unique_ptr<detail::SubscriberState> state) : state_(std::move(state)) {}
 Subscriber::Subscriber(Subscriber&&) noexcept = default;
 Subscriber& Subscriber::operator=(Subscriber&&) noexcept = default;
-Subscriber::~Subscriber() = default;
+Subscriber::~Subscriber() {
+  // A thread left SCHED_BATCH between naps does not keep it past its subscriber (on this
+  // thread; another thread's waits end it at their next wait that does not nap).
+  detail::leave_batch();
+}
 
 std::size_t Subscriber::subscribe(std::span<const std::string> channels) {
   return state_->subscribe(channels, false);

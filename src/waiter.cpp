@@ -52,13 +52,23 @@ int runnable_threads() noexcept {
   return running;
 }
 
+// Set while this thread stays SCHED_BATCH from one nap to the next (stay_batch()).
+thread_local bool t_stays_batch = false;
+
 // Runs SCHED_BATCH while it lives, if the thread ran SCHED_OTHER: a woken SCHED_BATCH thread
 // does not preempt the thread that woke it (the kernel leaves its turn to the tick), so a
 // publisher waking many subscribers finishes its fan-out, and each subscriber, when it runs,
-// finds a batch of messages instead of one. A thread of any other policy is left alone.
+// finds a batch of messages instead of one. A thread of any other policy is left alone. A
+// thread that stays SCHED_BATCH between naps is taken over: it returns to SCHED_OTHER when the
+// sleep ends.
 class BatchWhileAsleep {
  public:
   BatchWhileAsleep() noexcept {
+    if (t_stays_batch) {
+      t_stays_batch = false;
+      batch_ = sched_getscheduler(0) == SCHED_BATCH;  // unless the caller chose another since
+      return;
+    }
     const sched_param param{};
     batch_ =
         sched_getscheduler(0) == SCHED_OTHER && sched_setscheduler(0, SCHED_BATCH, &param) == 0;
@@ -74,6 +84,17 @@ class BatchWhileAsleep {
  private:
   bool batch_ = false;
 };
+
+// Makes the thread SCHED_BATCH, if it ran SCHED_OTHER, and leaves it so after the nap: naps
+// follow one another while no core is spare, and switching for each cost two system calls a
+// nap (a third of the machine's time at a fan-out to a thousand subscribers). leave_batch()
+// ends it.
+void stay_batch() noexcept {
+  if (t_stays_batch) return;
+  const sched_param param{};
+  t_stays_batch =
+      sched_getscheduler(0) == SCHED_OTHER && sched_setscheduler(0, SCHED_BATCH, &param) == 0;
+}
 
 // Gives the thread a timer slack of a microsecond while it lives. The kernel may end a timed
 // sleep up to the thread's slack late, 50 us by default: longer than a paced wait's lead.
@@ -109,6 +130,14 @@ std::int64_t arrival(const RingConsumer& ring, std::int64_t slept, std::int64_t 
 std::atomic<int> g_runnable{0};
 
 }  // namespace
+
+void leave_batch() noexcept {
+  if (!t_stays_batch) return;
+  t_stays_batch = false;
+  if (sched_getscheduler(0) != SCHED_BATCH) return;  // the caller chose another since
+  const sched_param param{};
+  sched_setscheduler(0, SCHED_OTHER, &param);
+}
 
 int runnable_seen() noexcept {
   return g_runnable.load(std::memory_order_relaxed);
@@ -177,6 +206,7 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
                   FutexAlso deaths) {
   switch (policy) {
     case Wait::spin:
+      leave_batch();
       // Polls the head's header only, which costs no shared line of the producers'; the caller
       // looks at the tail between rounds, for a record whose writer stalled.
       for (int n = 0; n < 256 && !ring.ready(); ++n) cpu_relax();
@@ -187,6 +217,7 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
   auto start = Clock::now();
   const bool spare = cores_to_spare();
   if (spare) {
+    leave_batch();
     if (const auto plan = pacer_.plan(ticks(start))) {
       paying_ <<= 1;  // a paced record is a millisecond or so apart: spinning would not pay
       live_ = true;
@@ -214,7 +245,7 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
     if (limit <= kSpinWindow) return;  // the caller's time is up: not a verdict on spinning
     limit -= kSpinWindow;
   } else if (!spare && live_) {
-    const BatchWhileAsleep batch;
+    stay_batch();
     const auto nap =
         std::min(limit, std::clamp<std::chrono::nanoseconds>(runnable_seen() * kNapPerRunnable,
                                                              kShortestNap, kLongestNap));

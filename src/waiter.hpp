@@ -65,6 +65,10 @@ class Waiter {
 /// millisecond per process (/proc/loadavg), so asking costs nothing on the hot path.
 [[nodiscard]] bool cores_to_spare() noexcept;
 
+/// Returns the calling thread to SCHED_OTHER if Wait::adaptive left it SCHED_BATCH between
+/// naps (and it is still SCHED_BATCH); nothing otherwise.
+void leave_batch() noexcept;
+
 /// Threads runnable on the machine when cores_to_spare() last looked (0 if unknown).
 [[nodiscard]] int runnable_seen() noexcept;
 
