@@ -257,7 +257,14 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
     return;
   }
   const std::int64_t slept = ticks(Clock::now());
-  sleep(ring, limit, deaths);
+  if (t_stays_batch) {
+    // Between naps (no core is spare): the thread stays SCHED_BATCH through the sleep, and
+    // after it if the stream goes on.
+    if (!ring.ready()) ring.sleep(std::min(limit, kLongestSleep), deaths);
+    if (!ring.ready()) leave_batch();
+  } else {
+    sleep(ring, limit, deaths);
+  }
   live_ = ring.ready();
   const auto woke = Clock::now();
   if (live_) pacer_.arrived(arrival(ring, slept, ticks(woke)));

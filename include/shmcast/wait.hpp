@@ -33,8 +33,9 @@ enum class Wait : std::uint8_t {
   /// wake-up for the publisher to pay, at the price of up to one nap of latency under such load.
   /// From one nap to the next its thread stays SCHED_BATCH (if it was SCHED_OTHER), also while
   /// the caller handles what it read, since the naps' wake-ups must not preempt the publisher
-  /// either; it is SCHED_OTHER again after its first wait that does not nap, or once the
-  /// Subscriber is destroyed on that thread. A policy the caller sets meanwhile is kept.
+  /// either. It is SCHED_OTHER again after a wait that finds a core to spare, after a wait that
+  /// ends with no message, and once the Subscriber is destroyed on that thread. A policy the
+  /// caller sets meanwhile is kept.
   /// When the messages that end its waits come at a steady pace (the last eight fit a period
   /// from 100 us to 1 s to within an eighth of it) and a core is spare, it sleeps until just
   /// before the next is due, by as much as its timer has been late (at most 30 us), then spins

@@ -1,7 +1,8 @@
 // Wait::adaptive changes the calling thread's scheduling policy only while it must, and gives
 // it back: with no core to spare and messages coming, it naps and keeps the thread SCHED_BATCH
-// from one nap to the next; its first wait that does not nap, or the Subscriber's end, returns
-// the thread to SCHED_OTHER, and a policy the caller chose meanwhile is left alone.
+// from one nap to the next; a wait with a core to spare, a wait that ends with no message, or
+// the Subscriber's end returns the thread to SCHED_OTHER, and a policy the caller chose
+// meanwhile is left alone.
 #include <gtest/gtest.h>
 #include <sched.h>
 
@@ -69,7 +70,7 @@ bool napped_into_batch(Subscriber& sub, int reads) {
   return false;
 }
 
-TEST(WaitPolicy, NappingKeepsBatchUntilAWaitThatDoesNotNap) {
+TEST(WaitPolicy, NappingKeepsBatchUntilTheLoadOrTheMessagesStop) {
   test::Daemon daemon(test::unique_bus("policy"));
   Bus bus = Bus::connect(daemon.bus());
   ASSERT_EQ(sched_getscheduler(0), SCHED_OTHER);
