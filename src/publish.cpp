@@ -266,7 +266,8 @@ template <class Reference>
     }
   }
   if (delivered > 0) {
-    for (const RouteTarget& t : route.targets) t.ring->producer.wake();
+    commit_fence();
+    for (const RouteTarget& t : route.targets) t.ring->producer.wake_fenced();
   }
   return delivered;
 }
@@ -294,7 +295,8 @@ template <class Reference>
     delivered += t.ring->producer.try_write_batch(records, writer);
   }
   if (delivered > 0) {
-    for (const RouteTarget& t : route.targets) t.ring->producer.wake();
+    commit_fence();
+    for (const RouteTarget& t : route.targets) t.ring->producer.wake_fenced();
   }
   return delivered;
 }

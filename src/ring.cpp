@@ -194,10 +194,10 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   }
   hook(RingWritePoint::before_commit);
 
-  // Commit. Sequentially consistent, as is the load of `sleeping` in wake() after it and the
-  // consumer's pair in announce_sleep() (store `sleeping`, load the header): either the
-  // consumer sees this record, or wake() sees that it sleeps.
-  header->store(header_word(writer, signed_total), std::memory_order_seq_cst);
+  // Commit. The full fence in wake() orders it before the load of `sleeping`, paired with the
+  // consumer's sequentially consistent store of `sleeping` and load of the header in
+  // announce_sleep(): either the consumer sees this record, or wake() sees that it sleeps.
+  header->store(header_word(writer, signed_total), std::memory_order_release);
   hook(RingWritePoint::after_commit);
   if (when == Wake::now) wake();
   return WriteStatus::ok;
@@ -257,8 +257,8 @@ std::size_t RingProducer::try_write_batch(
       out += part.size();
     }
     hook(RingWritePoint::before_commit);
-    // As in try_write: sequentially consistent, paired with announce_sleep().
-    header->store(header_word(writer, signed_total), std::memory_order_seq_cst);
+    // As in try_write: ordered before the consumer's announcement by the fence of wake().
+    header->store(header_word(writer, signed_total), std::memory_order_release);
     hook(RingWritePoint::after_commit);
     index += align_record(kRecordHeader + length);
   }
@@ -293,8 +293,17 @@ void RingConsumer::unpin(std::uint64_t bytes) noexcept {
   unpin_from(layout_->loaned, bytes);
 }
 
+void commit_fence() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
 bool RingProducer::wake() noexcept {
-  if (layout_->sleeping.load(std::memory_order_seq_cst) != kConsumerAsleep) return false;
+  commit_fence();
+  return wake_fenced();
+}
+
+bool RingProducer::wake_fenced() noexcept {
+  if (layout_->sleeping.load(std::memory_order_relaxed) != kConsumerAsleep) return false;
   // Only the producer that moves the word off `asleep` wakes: the others that committed since
   // the consumer slept find it notified and make no system call.
   std::uint32_t asleep = kConsumerAsleep;

@@ -5,7 +5,9 @@
 // committed records in order, zeroes what it consumed and advances the head. A full ring makes
 // the producer fail (and count a drop); it never waits and never overwrites unread records.
 // The consumer may sleep on a futex; a producer wakes it only if it announced that it sleeps,
-// and of several producers only the first to see the announcement makes the system call.
+// and of several producers only the first to see the announcement makes the system call. A
+// commit is a release store; one full fence after a publisher's commits (to every ring of a
+// publish) orders them before its look at the consumers' announcements.
 #pragma once
 
 #include <atomic>
@@ -134,6 +136,10 @@ enum class WriteStatus { ok, full, too_big };
 /// publish writes every subscriber's ring first, then wakes those that sleep).
 enum class Wake { now, later };
 
+/// The full fence between a producer's commits, to one ring or many, and its look at their
+/// consumers' `sleeping` words (RingProducer::wake_fenced()).
+void commit_fence() noexcept;
+
 /// The producer side. Any number of producers, in any processes, may write to one ring at
 /// once; each RingProducer object is used by one thread at a time. It keeps its own copy of
 /// the capacity, so a corrupted layout cannot make it write outside the ring.
@@ -165,10 +171,14 @@ class RingProducer {
 
   /// Wakes the consumer if it announced that it sleeps and no other producer has taken the
   /// wake-up yet; true if this call made the futex system call. Ordered after this producer's
-  /// commits, so the consumer either saw them before it slept or is woken here. The one that
-  /// wakes stamps the time first (woken_at()): when the consumer's record came, which the
-  /// consumer, woken tens of microseconds later, could not tell otherwise.
+  /// commits by a full fence (commit_fence()), so the consumer either saw them before it slept
+  /// or is woken here. The one that wakes stamps the time first (woken_at()): when the
+  /// consumer's record came, which the consumer, woken tens of microseconds later, could not
+  /// tell otherwise.
   bool wake() noexcept;
+  /// As wake(), for a caller that made commit_fence() after its commits: one fence for every
+  /// ring a publish wrote, instead of one per ring.
+  bool wake_fenced() noexcept;
 
   [[nodiscard]] std::size_t max_payload() const noexcept { return ring_max_payload(capacity_); }
   [[nodiscard]] std::uint64_t dropped() const noexcept {

@@ -22,8 +22,8 @@ RingWatch::Pending RingWatch::pending() const noexcept {
       layout_->head.load(std::memory_order_acquire) & ~std::uint64_t{kRecordAlign - 1};
   const auto* header =
       std::launder(reinterpret_cast<std::atomic<std::uint64_t>*>(data_ + (head & (capacity_ - 1))));
-  // Sequentially consistent, paired with the producer's commit and load of `sleeping`, as in
-  // RingConsumer::ready().
+  // Sequentially consistent, paired with the producer's commit, fence and load of `sleeping`,
+  // as in RingConsumer::ready().
   const std::uint64_t word = header->load(std::memory_order_seq_cst);
   if (static_cast<std::int32_t>(static_cast<std::uint32_t>(word)) > 0) return Pending::record;
   return layout_->tail.load(std::memory_order_acquire) != head ? Pending::in_flight : Pending::none;
