@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -85,8 +87,8 @@ struct PublisherCache {
   std::vector<Target> scratch;
   std::size_t route_limit = 0;  // routes are forgotten all at once when this many are cached
   // The route last published to, found without hashing when the next publish names the same
-  // channel (map nodes do not move; cleared with the map).
-  const std::string* last_name = nullptr;
+  // channel (map nodes and their keys do not move; cleared with the map).
+  std::string_view last_name;
   Route* last_route = nullptr;
 };
 
@@ -122,11 +124,36 @@ PublisherCache& publisher_cache(const std::shared_ptr<BusState>& owner) {
   return it->second;
 }
 
+// Two unaligned words of a name, or one, loaded as integers.
+template <class Word>
+Word word_at(const char* p) noexcept {
+  Word w;
+  std::memcpy(&w, p, sizeof w);
+  return w;
+}
+
+// Are two names equal? Those of 4 to 16 bytes (most channel names) are compared inline, as two
+// overlapping words each: a call to memcmp was a third of the time of a publish that nobody
+// receives.
+bool same_name(std::string_view a, std::string_view b) noexcept {
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
+  if (n >= 8 && n <= 16) {
+    return word_at<std::uint64_t>(a.data()) == word_at<std::uint64_t>(b.data()) &&
+           word_at<std::uint64_t>(a.data() + n - 8) == word_at<std::uint64_t>(b.data() + n - 8);
+  }
+  if (n >= 4 && n < 8) {
+    return word_at<std::uint32_t>(a.data()) == word_at<std::uint32_t>(b.data()) &&
+           word_at<std::uint32_t>(a.data() + n - 4) == word_at<std::uint32_t>(b.data() + n - 4);
+  }
+  return n == 0 || std::memcmp(a.data(), b.data(), n) == 0;
+}
+
 Route* cached_route(PublisherCache& cache, std::string_view channel) {
-  if (cache.last_route != nullptr && *cache.last_name == channel) return cache.last_route;
+  if (cache.last_route != nullptr && same_name(cache.last_name, channel)) return cache.last_route;
   const auto it = cache.routes.find(channel);
   if (it == cache.routes.end()) return nullptr;
-  cache.last_name = &it->first;
+  cache.last_name = it->first;
   cache.last_route = &it->second;
   return &it->second;
 }
@@ -196,7 +223,7 @@ Route& resolve(PublisherCache& cache, std::string_view channel) {
   route.recheck = !complete;
   route.recheck_seq = seq;
   route.targets = std::move(targets);
-  cache.last_name = &slot->first;
+  cache.last_name = slot->first;
   cache.last_route = &route;
   return route;
 }
