@@ -236,7 +236,9 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
       if (ring.ready()) {
         paying_ = (paying_ << 1) | 1;
         live_ = true;
-        pacer_.arrived(ticks(Clock::now()));
+        // Records this close together are the spinning path's, not a pace to keep: no clock
+        // read for them on the way to the caller.
+        pacer_.arrived(std::nullopt);
         return;
       }
       cpu_relax();
