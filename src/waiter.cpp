@@ -214,23 +214,23 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
     case Wait::sleep: sleep(ring, limit, deaths); return;
     case Wait::adaptive: break;
   }
-  auto start = Clock::now();
+  const auto start = Clock::now();
   const bool spare = cores_to_spare();
+  bool missed_pace = false;
   if (spare) {
     leave_batch();
     if (const auto plan = pacer_.plan(ticks(start))) {
       paying_ <<= 1;  // a paced record is a millisecond or so apart: spinning would not pay
       live_ = true;
       if (paced_wait(ring, *plan, limit, deaths)) return;
-      // The window passed without a record: the pace is broken. The wait below learns the new
-      // one from the producer's stamp.
-      const auto now = Clock::now();
-      limit -= now - start;
+      // The window passed without a record: the pace is broken. Sleep until it comes; the
+      // producer's stamp tells the pace anew, and a late record is no sign that spinning pays.
+      limit -= Clock::now() - start;
       if (limit <= std::chrono::nanoseconds(0)) return;
-      start = now;
+      missed_pace = true;
     }
   }
-  if (spare && (paying_ & kPayingMemory) != 0) {
+  if (spare && !missed_pace && (paying_ & kPayingMemory) != 0) {
     const auto spin_until = start + std::min(limit, kSpinWindow);
     for (std::uint32_t n = 1;; ++n) {
       if (ring.ready()) {
@@ -270,6 +270,7 @@ void Waiter::wait(RingConsumer& ring, Wait policy, std::chrono::nanoseconds limi
   live_ = ring.ready();
   const auto woke = Clock::now();
   if (live_) pacer_.arrived(arrival(ring, slept, ticks(woke)));
+  if (missed_pace) return;
   const bool paid = live_ && woke - start <= kPayingWait;
   paying_ = (paying_ << 1) | (paid ? 1 : 0);
 }
