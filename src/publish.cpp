@@ -258,6 +258,9 @@ struct ChunkReference {
   }
 };
 
+// How many rings ahead of its writes a publish to many asks for their lines.
+constexpr std::size_t kPrefetchAhead = 4;
+
 // Writes one frame per target; out of line, so a publish that reaches nobody stays short.
 template <class Reference>
 [[gnu::noinline]] std::size_t deliver(const Route& route, std::string_view channel,
@@ -282,7 +285,10 @@ template <class Reference>
   }
   // Every ring is written before any subscriber is woken: a wake-up made in the middle would
   // hand the core to a subscriber while the others still wait for the message.
-  for (const RouteTarget& t : route.targets) {
+  const std::size_t n = route.targets.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i + kPrefetchAhead < n) route.targets[i + kPrefetchAhead].ring->producer.prefetch();
+    const RouteTarget& t = route.targets[i];
     header.kind = static_cast<std::uint8_t>(t.kind);
     header.sid = t.sid;
     if (!reference.take(t.ring->producer)) continue;

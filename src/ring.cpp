@@ -199,6 +199,7 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   // announce_sleep(): either the consumer sees this record, or wake() sees that it sleeps.
   header->store(header_word(writer, signed_total), std::memory_order_release);
   hook(RingWritePoint::after_commit);
+  next_ = tail + need;
   if (when == Wake::now) wake();
   return WriteStatus::ok;
 }
