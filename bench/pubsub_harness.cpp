@@ -93,6 +93,7 @@ const char* wait_name(Wait wait) {
   switch (wait) {
     case Wait::spin: return "spin";
     case Wait::block: return "block";
+    case Wait::sleep: return "sleep";
     case Wait::by_default: return "default";
   }
   return "?";
@@ -570,9 +571,10 @@ void add_options(CLI::App& app, Options& opt, const std::string& scenarios) {
   app.add_option("--subscribers", opt.subscribers, "Subscriber processes (throughput scenarios)")
       ->check(CLI::Range(0, 4096));
   app.add_option("--wait", opt.wait,
-                 "How subscribers wait: spin (busy-poll), block (sleep in poll or on the futex) "
-                 "or default (the transport's own default)")
-      ->check(CLI::IsMember({"spin", "block", "default"}));
+                 "How subscribers wait: spin (busy-poll), block (sleep in poll or on the futex), "
+                 "sleep (shmcast: Wait::sleep, asleep at once; the others: as block) or default "
+                 "(the transport's own default)")
+      ->check(CLI::IsMember({"spin", "block", "sleep", "default"}));
   app.add_option("--count", opt.count,
                  "Send exactly this many messages per publisher, without warm-up or window, and "
                  "report how many arrived (throughput scenarios)")
@@ -605,6 +607,7 @@ int run_and_report(const std::string& program, const Options& opt, Transport& tr
   if (opt.wait) {
     const Wait w = *opt.wait == "spin"    ? Wait::spin
                    : *opt.wait == "block" ? Wait::block
+                   : *opt.wait == "sleep" ? Wait::sleep
                                           : Wait::by_default;
     if (sc->wait_fixed && w != sc->wait) {
       fmt::print(stderr, "{}: {} fixes the wait in its name; drop --wait\n", program, sc->name);

@@ -36,8 +36,9 @@
 namespace pubsub_bench {
 
 /// How a subscriber waits for its next message: busy-polling, asleep (in poll(2) or on a
-/// futex), or the way the transport waits when told nothing (shmcast: the library's default).
-enum class Wait { spin, block, by_default };
+/// futex), asleep at once (shmcast: Wait::sleep, never spinning first; the others: as block),
+/// or the way the transport waits when told nothing (shmcast: the library's default).
+enum class Wait { spin, block, sleep, by_default };
 
 /// True once the run is over; blocking calls check it at least every 50 ms.
 using Stopped = std::function<bool()>;

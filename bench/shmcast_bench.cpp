@@ -99,6 +99,7 @@ class ShmcastSubscription final : public pubsub_bench::Subscription {
       case Wait::spin: sub_.listen(on_frame, timeout, shmcast::Wait::spin); return;
       // Blocking, for shmcast, is its adaptive wait: it sleeps, after a short spin when that pays.
       case Wait::block: sub_.listen(on_frame, timeout, shmcast::Wait::adaptive); return;
+      case Wait::sleep: sub_.listen(on_frame, timeout, shmcast::Wait::sleep); return;
       case Wait::by_default: sub_.listen(on_frame, timeout); return;
     }
   }
