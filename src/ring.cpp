@@ -331,6 +331,14 @@ RingConsumer::RingConsumer(void* memory, std::size_t bytes, StallPolicy policy)
   // Align a head inherited from shared memory; a corrupt value is resynchronised on first read.
   head_ &= ~std::uint64_t{kRecordAlign - 1};
   tail_seen_ = head_;
+  if (policy_.death_count != nullptr) {
+    // As when next_record() finds the ring empty: a ring empty after the count (a subscriber's
+    // new ring, before any publisher can route to it) holds no claim older than it. Without
+    // this, a consumer that never found its ring empty (a flood from its first read on) would
+    // skip a live writer's claim after the short grace, as if someone had died.
+    const std::uint64_t deaths = policy_.death_count(policy_.context);
+    if (layout_->tail.load(std::memory_order_acquire) == head_) quiet_deaths_ = deaths;
+  }
 }
 
 RingConsumer::Next RingConsumer::next_record() noexcept {

@@ -382,6 +382,30 @@ TEST(RingStall, UnwrittenClaimWaitsForALiveWriterButNotAfterADeath) {
   EXPECT_EQ(c.skipped(), 1U);
 }
 
+// A consumer made on an empty ring knows every claim in it is newer than the deaths counted
+// then, though it never read the ring empty: a claim that stalls waits for its live writer.
+TEST(RingStall, UnwrittenClaimInARingEmptyAtTheStartWaitsForALiveWriter) {
+  HeapRing r(1024);
+  RingProducer p(r.memory(), r.bytes());
+  Deaths deaths;
+  deaths.count = 3;
+  StallPolicy policy = fast_policy();
+  policy.unwritten_limit = std::chrono::hours(1);
+  policy.death_count = &Deaths::read;
+  policy.context = &deaths;
+  RingConsumer c(r.memory(), r.bytes(), policy);
+  r.layout().tail.fetch_add(48);  // a live writer descheduled after its claim
+  ASSERT_EQ(p.try_write(as_bytes(std::string("after")), kWriter), WriteStatus::ok);
+  std::string out;
+  EXPECT_EQ(read_within(c, out, std::chrono::milliseconds(30)), ReadStatus::stalled)
+      << "skipped as if its writer had died";
+  EXPECT_EQ(c.skipped(), 0U);
+  deaths.count = 4;
+  ASSERT_EQ(read_within(c, out, std::chrono::seconds(5)), ReadStatus::record);
+  EXPECT_EQ(out, "after");
+  EXPECT_EQ(c.skipped(), 1U);
+}
+
 // A consumer that starts on a stalled claim cannot tell it from one older than every death.
 TEST(RingStall, UnwrittenClaimFoundAtStartIsSkippedAfterTheGrace) {
   HeapRing r(1024);
