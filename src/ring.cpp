@@ -331,14 +331,19 @@ RingConsumer::RingConsumer(void* memory, std::size_t bytes, StallPolicy policy)
   // Align a head inherited from shared memory; a corrupt value is resynchronised on first read.
   head_ &= ~std::uint64_t{kRecordAlign - 1};
   tail_seen_ = head_;
-  if (policy_.death_count != nullptr) {
-    // As when next_record() finds the ring empty: a ring empty after the count (a subscriber's
-    // new ring, before any publisher can route to it) holds no claim older than it. Without
-    // this, a consumer that never found its ring empty (a flood from its first read on) would
-    // skip a live writer's claim after the short grace, as if someone had died.
-    const std::uint64_t deaths = policy_.death_count(policy_.context);
-    if (layout_->tail.load(std::memory_order_acquire) == head_) quiet_deaths_ = deaths;
-  }
+  // A ring empty now (a subscriber's new ring, before any publisher can route to it) holds no
+  // claim older than the deaths counted now. Without this, a consumer that never found its ring
+  // empty (a flood from its first read on) would skip a live writer's claim after the short
+  // grace, as if someone had died.
+  count_deaths_if_empty();
+}
+
+void RingConsumer::count_deaths_if_empty() noexcept {
+  if (policy_.death_count == nullptr) return;
+  // Still empty after counting: any claim found stalled later was made after this count, so its
+  // writer's death, if it dies, will show as a change.
+  const std::uint64_t deaths = policy_.death_count(policy_.context);
+  if (layout_->tail.load(std::memory_order_acquire) == head_) quiet_deaths_ = deaths;
 }
 
 RingConsumer::Next RingConsumer::next_record() noexcept {
@@ -387,12 +392,7 @@ RingConsumer::Next RingConsumer::next_record() noexcept {
       if (layout_->head.load(std::memory_order_relaxed) != head_) {
         layout_->head.store(head_, std::memory_order_release);
       }
-      if (policy_.death_count != nullptr) {
-        // Still empty after counting: any claim found stalled later was made after this count,
-        // so its writer's death, if it dies, will show as a change.
-        const std::uint64_t deaths = policy_.death_count(policy_.context);
-        if (layout_->tail.load(std::memory_order_acquire) == head_) quiet_deaths_ = deaths;
-      }
+      count_deaths_if_empty();
       return {ReadStatus::empty, false, 0, 0};
     }
     if (tail - head_ > capacity_) {

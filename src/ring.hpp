@@ -333,6 +333,9 @@ class RingConsumer {
     return static_cast<std::size_t>(pos & (capacity_ - 1));
   }
   Next next_record() noexcept;
+  // Takes the count of deaths as the one claims are measured against, if the ring is still
+  // empty after it (see StallPolicy::unwritten_grace).
+  void count_deaths_if_empty() noexcept;
   Next stalled(std::int32_t length, std::uint32_t meta, std::uint64_t tail) noexcept;
   void consume(std::size_t aligned) noexcept;
   void skip_to(std::uint64_t pos, bool corrupt) noexcept;
