@@ -181,7 +181,7 @@ void Coordinator::serve_once() {
   const auto now = std::chrono::steady_clock::now();
   if (now >= next_timed_pass_) {
     audit_tables();
-    loans_.pass();
+    loans_.pass(live_clients());
     next_timed_pass_ = now + options_.audit_step;
   }
   const std::uint32_t clients = view_->limits().max_clients;
@@ -368,6 +368,18 @@ void Coordinator::watch_death(std::uint32_t slot) {
                                      "is noticed within {} ms only",
                                      slot, clients_[slot].pid, std::strerror(errno),
                                      options_.audit_step.count()));
+}
+
+std::vector<LiveClient> Coordinator::live_clients() const {
+  std::vector<LiveClient> live;
+  if (loans_.orphans() == 0) return live;
+  const std::uint32_t holds = view_->limits().max_holds;
+  for (std::uint32_t i = 0; i < clients_.size(); ++i) {
+    const Client& c = clients_[i];
+    if (c.pidfd < 0) continue;
+    live.push_back({i, c.generation, c.has_ring, {view_->holds(i), holds}});
+  }
+  return live;
 }
 
 void Coordinator::reap_dead() {

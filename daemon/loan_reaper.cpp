@@ -1,10 +1,19 @@
 #include "loan_reaper.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "layout.hpp"
 
 namespace shmcast::daemon {
+
+namespace {
+
+const detail::RingLayout& layout_of(const detail::Segment& ring) {
+  return *reinterpret_cast<const detail::RingLayout*>(ring.base() + detail::kSegmentHeaderSize);
+}
+
+}  // namespace
 
 void LoanReaper::release(const detail::LoanRef& ref) {
   if (const auto pool = pools_.find(ref.pool_slot, ref.pool_id)) pool->release(ref);
@@ -69,15 +78,60 @@ void LoanReaper::orphan_pools_except(const std::vector<bool>& live_slots) {
   }
 }
 
-void LoanReaper::pass() {
+void LoanReaper::pass(std::span<const LiveClient> live) {
   drain_rings();
-  std::erase_if(orphans_, [&](const std::pair<std::uint32_t, std::uint32_t>& p) {
+  std::erase_if(orphans_, [&](const PoolId& p) {
     const auto pool = pools_.find(p.first, p.second);
-    if (pool && pool->use().chunks > 0) return false;
+    if (pool && pool->use().chunks > 0 && still_read(p, live)) return false;
+    audits_.erase(p);
     pools_.forget(p.first, p.second);
     detail::Segment::remove(detail::pool_name(bus_, p.first, p.second));
     return true;
   });
+}
+
+// An orphan pool's chunks may count a reference nobody will drop: a client killed between
+// taking or dropping one and marking it leaks it. Its publisher is gone, so nothing writes the
+// pool again, and it can go once no live client can read it: every live ring has been read up
+// to where its tail stood when the audit began (no record naming the pool comes after that),
+// and no live hold is of it. Rings first: a client marks a hold before it consumes the record
+// it keeps, so a record read past has its hold already marked.
+bool LoanReaper::still_read(const PoolId& pool, std::span<const LiveClient> live) {
+  const auto [it, fresh] = audits_.try_emplace(pool);
+  std::vector<AuditedRing>& rings = it->second;
+  if (fresh) {
+    for (const LiveClient& c : live) {
+      if (!c.has_ring) continue;
+      try {
+        detail::Segment segment = detail::Segment::open(
+            detail::ring_name(bus_, c.slot, c.generation), detail::SegmentKind::ring,
+            detail::kLayoutVersion, detail::kSegmentHeaderSize + sizeof(detail::RingLayout));
+        const std::uint64_t tail = layout_of(segment).tail.load(std::memory_order_acquire);
+        rings.push_back({c.slot, c.generation, std::move(segment), tail});
+      } catch (const std::exception&) {
+        // Gone since (the client left): its records were dropped with it.
+      }
+    }
+  }
+  std::erase_if(rings, [&](const AuditedRing& r) {
+    const bool attached = std::any_of(live.begin(), live.end(), [&](const LiveClient& c) {
+      return c.slot == r.slot && c.generation == r.generation && c.has_ring;
+    });
+    return !attached || layout_of(r.segment).head.load(std::memory_order_acquire) >= r.until;
+  });
+  if (!rings.empty()) return true;
+  for (const LiveClient& c : live) {
+    for (const detail::Hold& h : c.holds) {
+      const std::uint32_t state = h.state.load(std::memory_order_acquire);
+      // A hold being filled may not name its pool yet.
+      if (state == detail::kHoldFilling) return true;
+      if (state == detail::kHoldHeld && h.ref.pool_slot == pool.first &&
+          h.ref.pool_id == pool.second) {
+        return true;
+      }
+    }
+  }
+  return false;
 }
 
 void LoanReaper::remove_all_pools() {
@@ -86,6 +140,7 @@ void LoanReaper::remove_all_pools() {
     detail::Segment::remove(detail::pool_name(bus_, slot, id));
   }
   orphans_.clear();
+  audits_.clear();
 }
 
 }  // namespace shmcast::daemon
