@@ -17,7 +17,7 @@
 namespace shmcast::detail {
 
 /// Bumped on every change of any struct below, of the ring layout, or of the frame format.
-inline constexpr std::uint32_t kLayoutVersion = 4;
+inline constexpr std::uint32_t kLayoutVersion = 5;
 
 // clang-format off
 //  Control segment:

@@ -115,7 +115,7 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   std::uint64_t need = 0;
   for (int stale = 0;;) {
     if ((tail & (kRecordAlign - 1)) != 0) [[unlikely]] {
-      // Records start on 8-byte boundaries: only an overwritten tail is off them. Realign it.
+      // Records start on cache lines: only an overwritten tail is off them. Realign it.
       const std::uint64_t realigned = align_record(tail);
       if (layout_->tail.compare_exchange_weak(tail, realigned, std::memory_order_relaxed,
                                               std::memory_order_relaxed)) {

@@ -23,7 +23,11 @@
 namespace shmcast::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
-inline constexpr std::size_t kRecordAlign = 8;
+// Records start on cache lines: a producer writing one record and the consumer reading (and
+// zeroing) the one before never share a line. With records packed tighter, each line a record
+// shared with its predecessor went back and forth between the consumer's core and the
+// publisher's, which waited for it at its next ring's claim.
+inline constexpr std::size_t kRecordAlign = kCacheLine;
 inline constexpr std::size_t kRecordHeader = 8;
 
 //  Ring layout (each independently written atomic on its own cache line, so producers and the
@@ -47,7 +51,7 @@ inline constexpr std::size_t kRecordHeader = 8;
 //   448 +--------------------------------+
 //       | loaned (u64)       both        |  pool bytes its unread loaned records pin
 //   512 +--------------------------------+
-//       | data[capacity]                 |  records, 8-byte aligned
+//       | data[capacity]                 |  records, each on a cache line
 //
 //  Record: header word (u64) = writer/flags (high 32 bits) | length (low 32 bits, signed),
 //  then the payload. Length counts header + payload; negative while the writer copies.

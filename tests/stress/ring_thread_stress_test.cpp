@@ -37,8 +37,8 @@ Tally drain_until_done(RingConsumer& consumer, std::uint64_t expected,
 
 TEST(RingStressThreads, FourProducersMillionEachNothingLost) {
   constexpr std::uint64_t kEach = 1'000'000;
-  // 32 bytes a record: the whole run fits, so the ring never fills.
-  test::HeapRing ring(std::size_t{1} << 27);
+  // A cache line a record: the whole run fits, so the ring never fills.
+  test::HeapRing ring(std::size_t{1} << 28);
   RingConsumer consumer(ring.memory(), ring.bytes());
   std::atomic<std::uint64_t> not_ok{0};
   std::vector<std::thread> producers;

@@ -11,6 +11,7 @@
 namespace shmcast {
 namespace {
 
+using detail::kRecordAlign;
 using detail::ReadStatus;
 using detail::RingConsumer;
 using detail::RingProducer;
@@ -108,8 +109,8 @@ TEST(RingBasics, FullRingRefusesAndCountsDrops) {
   HeapRing r(256);
   RingProducer p(r.memory(), r.bytes());
   RingConsumer c(r.memory(), r.bytes());
-  const std::string rec(24, 'r');  // 8 + 24 = 32 bytes: exactly 8 fit in 256
-  for (int i = 0; i < 8; ++i) ASSERT_EQ(p.try_write(as_bytes(rec), kWriter), WriteStatus::ok) << i;
+  const std::string rec(56, 'r');  // 8 + 56 = 64 bytes, one cache line: exactly 4 fit in 256
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(p.try_write(as_bytes(rec), kWriter), WriteStatus::ok) << i;
   EXPECT_EQ(p.try_write(as_bytes(rec), kWriter), WriteStatus::full);
   EXPECT_EQ(p.try_write(std::span<const std::byte>(), kWriter), WriteStatus::full);
   EXPECT_EQ(p.dropped(), 2U);
@@ -124,11 +125,11 @@ TEST(RingBasics, FullRingRefusesAndCountsDrops) {
     EXPECT_EQ(out, rec);
     ++n;
   }
-  EXPECT_EQ(n, 8);
+  EXPECT_EQ(n, 4);
 }
 
 TEST(RingBasics, FullRingNeverOverwritesUnreadRecords) {
-  HeapRing r(256);
+  HeapRing r(1024);
   RingProducer p(r.memory(), r.bytes());
   RingConsumer c(r.memory(), r.bytes());
   for (int i = 0; i < 100; ++i) {
@@ -141,8 +142,8 @@ TEST(RingBasics, FullRingNeverOverwritesUnreadRecords) {
     EXPECT_EQ(out, pattern_payload(16, static_cast<unsigned>(seen))) << seen;
     ++seen;
   }
-  EXPECT_EQ(seen, 10);  // 256 / 24-byte records
-  EXPECT_EQ(c.dropped(), 90U);
+  EXPECT_EQ(seen, 16);  // 1024 / 64: each 24-byte record takes a cache line
+  EXPECT_EQ(c.dropped(), 84U);
 }
 
 TEST(RingBasics, MaxPayloadAndOneMore) {
@@ -156,12 +157,12 @@ TEST(RingBasics, MaxPayloadAndOneMore) {
   EXPECT_EQ(p.try_write(as_bytes(too_big), kWriter), WriteStatus::too_big);
   EXPECT_EQ(p.dropped(), 0U) << "a refused oversized record is an error, not a drop";
   // A maximal record fits into an empty ring whatever the position of the tail.
-  for (std::size_t offset = 0; offset < 1024; offset += 8) {
+  for (std::size_t offset = 0; offset < 1024; offset += kRecordAlign) {
     ASSERT_EQ(p.try_write(as_bytes(big), kWriter), WriteStatus::ok) << offset;
     std::string out;
     ASSERT_EQ(read_one(c, out), ReadStatus::record);
     ASSERT_EQ(out, big);
-    // Move the position on by one 8-byte record.
+    // Move the position on by one empty record (a cache line).
     ASSERT_EQ(p.try_write(std::span<const std::byte>(), kWriter), WriteStatus::ok);
     ASSERT_EQ(read_one(c, out), ReadStatus::record);
   }
@@ -186,14 +187,14 @@ TEST(RingBasics, ExactFitAtTheEndNeedsNoPadding) {
 // Every start offset, every record size around the end: records arrive whole and in order.
 TEST(RingWrap, EveryOffsetEverySize) {
   constexpr std::size_t kCap = 512;
-  for (std::size_t offset = 0; offset < kCap; offset += 8) {
+  for (std::size_t offset = 0; offset < kCap; offset += kRecordAlign) {
     for (std::size_t size : {0UL, 1UL, 7UL, 8UL, 9UL, 55UL, 120UL, 200UL, 248UL}) {
       HeapRing r(kCap);
       RingProducer p(r.memory(), r.bytes());
       RingConsumer c(r.memory(), r.bytes());
       std::string out;
-      // Move head and tail to `offset` with 8-byte records.
-      for (std::size_t i = 0; i < offset / 8; ++i) {
+      // Move head and tail to `offset` with empty records (a cache line each).
+      for (std::size_t i = 0; i < offset / kRecordAlign; ++i) {
         ASSERT_EQ(p.try_write(std::span<const std::byte>(), kWriter), WriteStatus::ok);
         ASSERT_EQ(read_one(c, out), ReadStatus::record);
       }
@@ -216,12 +217,12 @@ TEST(RingWrap, EveryOffsetEverySize) {
 // the ring (so at and around the end, where a batch goes record by record with padding), and
 // as many records are counted as written or dropped as were given.
 TEST(RingBatch, ReadsBackAsSingleWritesAtEveryOffset) {
-  for (std::size_t offset = 0; offset < 1024; offset += 8) {
+  for (std::size_t offset = 0; offset < 1024; offset += kRecordAlign) {
     HeapRing r(1024);
     RingProducer p(r.memory(), r.bytes());
     RingConsumer c(r.memory(), r.bytes());
     std::string out;
-    for (std::size_t at = 0; at < offset; at += 8) {  // empty records move the tail 8 bytes
+    for (std::size_t at = 0; at < offset; at += kRecordAlign) {  // an empty record: a line
       ASSERT_EQ(p.try_write(std::span<const std::byte>(), kWriter), WriteStatus::ok);
       ASSERT_EQ(read_one(c, out), ReadStatus::record);
     }
@@ -452,17 +453,17 @@ TEST(RingStall, DeadWritersRecordIsSkipped) {
   policy.stall_limit = std::chrono::hours(1);  // only liveness can free it
   RingConsumer c(r.memory(), r.bytes(), policy);
   const auto dead = static_cast<std::uint32_t>(dead_pid());
-  // Hand-made in-progress record of 40 bytes from the dead writer.
-  r.layout().tail.store(40);
+  // Hand-made in-progress record of 64 bytes from the dead writer.
+  r.layout().tail.store(64);
   reinterpret_cast<std::atomic<std::uint64_t>*>(r.data())->store((std::uint64_t{dead} << 32) |
-                                                                 static_cast<std::uint32_t>(-40));
+                                                                 static_cast<std::uint32_t>(-64));
   std::memset(r.data() + 8, 0x5a, 20);
   ASSERT_EQ(p.try_write(as_bytes(std::string("live")), kWriter), WriteStatus::ok);
   std::string out;
   ASSERT_EQ(read_within(c, out, std::chrono::seconds(5)), ReadStatus::record);
   EXPECT_EQ(out, "live");
   EXPECT_EQ(c.skipped(), 1U);
-  for (std::size_t i = 0; i < 40; ++i)
+  for (std::size_t i = 0; i < 64; ++i)
     ASSERT_EQ(r.data()[i], std::byte{0}) << "skipped bytes are zeroed";
 }
 
@@ -472,9 +473,9 @@ TEST(RingStall, LiveWriterIsWaitedForUpToTheStallLimit) {
   policy.stall_limit = std::chrono::milliseconds(30);
   RingConsumer c(r.memory(), r.bytes(), policy);
   const auto me = static_cast<std::uint32_t>(getpid());
-  r.layout().tail.store(40);
+  r.layout().tail.store(64);
   reinterpret_cast<std::atomic<std::uint64_t>*>(r.data())->store((std::uint64_t{me} << 32) |
-                                                                 static_cast<std::uint32_t>(-40));
+                                                                 static_cast<std::uint32_t>(-64));
   std::string out;
   EXPECT_EQ(read_one(c, out), ReadStatus::stalled);
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -515,19 +516,19 @@ TEST(RingStop, SkippingADeadWritersRecordStopsAtTheStop) {
   RingProducer p(r.memory(), r.bytes());
   RingConsumer c(r.memory(), r.bytes(), fast_policy());
   const auto dead = static_cast<std::uint32_t>(dead_pid());
-  r.layout().tail.store(40);
+  r.layout().tail.store(64);
   reinterpret_cast<std::atomic<std::uint64_t>*>(r.data())->store((std::uint64_t{dead} << 32) |
-                                                                 static_cast<std::uint32_t>(-40));
+                                                                 static_cast<std::uint32_t>(-64));
   ASSERT_EQ(p.try_write(as_bytes(std::string("after")), kWriter), WriteStatus::ok);
   std::string out;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (c.skipped() == 0 && std::chrono::steady_clock::now() < end) {
-    ASSERT_NE(c.try_read([&](std::span<const std::byte> b) { out = as_string(b); }, 40),
+    ASSERT_NE(c.try_read([&](std::span<const std::byte> b) { out = as_string(b); }, 64),
               ReadStatus::record);
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   EXPECT_EQ(c.skipped(), 1U);
-  EXPECT_EQ(c.position(), 40U);
+  EXPECT_EQ(c.position(), 64U);
   ASSERT_EQ(read_one(c, out), ReadStatus::record);
   EXPECT_EQ(out, "after");
 }
