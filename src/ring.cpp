@@ -18,10 +18,25 @@ void (*ring_write_hook)(RingWritePoint) = nullptr;
 namespace {
 
 constexpr std::uint32_t kPaddingFlag = 0x8000'0000U;
-constexpr std::uint32_t kWriterMask = 0x7fff'ffffU;
+// The record ends its write: the rest of its cache line was claimed with it, and is zero.
+constexpr std::uint32_t kLineEndFlag = 0x4000'0000U;
+constexpr std::uint32_t kWriterMask = 0x3fff'ffffU;
 
 constexpr std::uint64_t align_record(std::uint64_t n) noexcept {
   return (n + kRecordAlign - 1) & ~std::uint64_t{kRecordAlign - 1};
+}
+
+// Bytes from `end` to the next cache line.
+constexpr std::uint64_t line_padding(std::uint64_t end) noexcept {
+  return (kCacheLine - (end & (kCacheLine - 1))) & (kCacheLine - 1);
+}
+
+// The bytes a record of header `meta` and `length` (its header's, unsigned) at `pos` takes: its
+// own, aligned, and the rest of its line if it ends its write.
+constexpr std::uint64_t record_span(std::uint64_t pos, std::uint32_t meta,
+                                    std::uint64_t length) noexcept {
+  const std::uint64_t aligned = align_record(length);
+  return (meta & kLineEndFlag) != 0 ? aligned + line_padding(pos + aligned) : aligned;
 }
 
 constexpr bool valid_capacity(std::uint64_t c) noexcept {
@@ -115,7 +130,7 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   std::uint64_t need = 0;
   for (int stale = 0;;) {
     if ((tail & (kRecordAlign - 1)) != 0) [[unlikely]] {
-      // Records start on cache lines: only an overwritten tail is off them. Realign it.
+      // Records start on 8-byte boundaries: only an overwritten tail is off them. Realign it.
       const std::uint64_t realigned = align_record(tail);
       if (layout_->tail.compare_exchange_weak(tail, realigned, std::memory_order_relaxed,
                                               std::memory_order_relaxed)) {
@@ -126,7 +141,9 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
     index = tail & (capacity_ - 1);
     const std::uint64_t to_end = capacity_ - index;
     // A record never wraps: if it does not fit before the end, pad to the end and start at 0.
+    // Then the rest of the line it ends on (never past the end of the ring, itself on a line).
     need = aligned <= to_end ? aligned : to_end + aligned;
+    need += line_padding(tail + need);
     if (head > tail || tail - head + need > capacity_) {
       head = layout_->head.load(std::memory_order_acquire);
       if (head > tail) {
@@ -153,16 +170,18 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   }
   hook(RingWritePoint::after_claim);
 
-  if (need != aligned) {
-    const std::uint64_t pad = capacity_ - index;
+  const std::uint64_t to_end = capacity_ - index;
+  if (aligned > to_end) {
+    const std::uint64_t pad = to_end;
     header_at(data_, index)
         ->store(header_word(kPaddingFlag | writer, static_cast<std::int32_t>(pad)),
                 std::memory_order_release);
     index = 0;
   }
+  const std::uint32_t meta = line_padding(index + aligned) != 0 ? writer | kLineEndFlag : writer;
   auto* header = header_at(data_, index);
   const auto signed_total = static_cast<std::int32_t>(total);
-  header->store(header_word(writer, -signed_total), std::memory_order_release);
+  header->store(header_word(meta, -signed_total), std::memory_order_release);
   hook(RingWritePoint::after_header);
 
   std::byte* out = data_ + index + kRecordHeader;
@@ -197,7 +216,7 @@ WriteStatus RingProducer::try_write(std::span<const std::span<const std::byte>> 
   // Commit. The full fence in wake() orders it before the load of `sleeping`, paired with the
   // consumer's sequentially consistent store of `sleeping` and load of the header in
   // announce_sleep(): either the consumer sees this record, or wake() sees that it sleeps.
-  header->store(header_word(writer, signed_total), std::memory_order_release);
+  header->store(header_word(meta, signed_total), std::memory_order_release);
   hook(RingWritePoint::after_commit);
   next_ = tail + need;
   if (when == Wake::now) wake();
@@ -215,18 +234,20 @@ std::size_t RingProducer::try_write_batch(
     return written;
   };
   if (records.size() < 2) return one_by_one(0);
-  std::uint64_t need = 0;
+  std::uint64_t bytes = 0;  // the records', without the rest of the last one's line
   for (const auto& parts : records) {
     std::size_t length = 0;
     for (const auto& part : parts) length += part.size();
     if (length > ring_max_payload(capacity_)) return one_by_one(0);
-    need += align_record(kRecordHeader + length);
+    bytes += align_record(kRecordHeader + length);
   }
+  std::uint64_t need = 0;
   writer &= kWriterMask;
   hook(RingWritePoint::before_claim);
   std::uint64_t tail = layout_->tail.load(std::memory_order_relaxed);
   std::uint64_t head = layout_->head_cache.load(std::memory_order_acquire);
   for (;;) {
+    need = bytes + line_padding(tail + bytes);
     // Only a batch that fits whole, and before the end of the ring, is claimed at once; any
     // other goes record by record, each dropped or padded as a single write would be.
     if ((tail & (kRecordAlign - 1)) != 0 || (tail & (capacity_ - 1)) + need > capacity_ ||
@@ -245,12 +266,16 @@ std::size_t RingProducer::try_write_batch(
   }
   hook(RingWritePoint::after_claim);
   std::uint64_t index = tail & (capacity_ - 1);
-  for (const auto& parts : records) {
+  for (std::size_t r = 0; r < records.size(); ++r) {
+    const auto& parts = records[r];
     std::size_t length = 0;
     for (const auto& part : parts) length += part.size();
     const auto signed_total = static_cast<std::int32_t>(kRecordHeader + length);
+    // The last record ends the write, and takes the rest of its line.
+    const std::uint32_t meta =
+        r + 1 == records.size() && need != bytes ? writer | kLineEndFlag : writer;
     auto* header = header_at(data_, index);
-    header->store(header_word(writer, -signed_total), std::memory_order_release);
+    header->store(header_word(meta, -signed_total), std::memory_order_release);
     hook(RingWritePoint::after_header);
     std::byte* out = data_ + index + kRecordHeader;
     for (const auto& part : parts) {
@@ -259,7 +284,7 @@ std::size_t RingProducer::try_write_batch(
     }
     hook(RingWritePoint::before_commit);
     // As in try_write: ordered before the consumer's announcement by the fence of wake().
-    header->store(header_word(writer, signed_total), std::memory_order_release);
+    header->store(header_word(meta, signed_total), std::memory_order_release);
     hook(RingWritePoint::after_commit);
     index += align_record(kRecordHeader + length);
   }
@@ -356,7 +381,7 @@ RingConsumer::Next RingConsumer::next_record() noexcept {
       // A committed header implies a tail past it (the writer claimed before it committed), so
       // the tail seen last is reloaded only when the record runs past it: the consumer does not
       // pull the producers' tail line on every record.
-      const std::uint64_t aligned = align_record(static_cast<std::uint64_t>(length));
+      const std::uint64_t aligned = record_span(head_, meta, static_cast<std::uint64_t>(length));
       if (aligned > tail_seen_ - head_ || tail_seen_ - head_ > capacity_) {
         tail_seen_ = layout_->tail.load(std::memory_order_acquire);
       }
@@ -419,7 +444,8 @@ RingConsumer::Next RingConsumer::stalled(std::int32_t length, std::uint32_t meta
   const std::size_t i = index(head_);
 
   if (length < 0) {
-    const std::uint64_t aligned = align_record(static_cast<std::uint64_t>(-std::int64_t{length}));
+    const std::uint64_t aligned =
+        record_span(head_, meta, static_cast<std::uint64_t>(-std::int64_t{length}));
     if (aligned < kRecordHeader || aligned > capacity_ - i || aligned > tail - head_) {
       skip_to(tail, true);
       return skipped;

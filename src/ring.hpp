@@ -23,11 +23,13 @@
 namespace shmcast::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
-// Records start on cache lines: a producer writing one record and the consumer reading (and
-// zeroing) the one before never share a line. With records packed tighter, each line a record
-// shared with its predecessor went back and forth between the consumer's core and the
-// publisher's, which waited for it at its next ring's claim.
-inline constexpr std::size_t kRecordAlign = kCacheLine;
+// Records start on 8-byte boundaries, and each write (one record, or a batch of them) claims up
+// to the end of a cache line: its last record's header says so, and the consumer consumes the
+// rest of the line with it. So a producer writing and the consumer reading (and zeroing) what
+// was written before never share a line. Without that, each line a record shared with the one
+// before went back and forth between the consumer's core and the publisher's, which waited for
+// it at its next ring's claim.
+inline constexpr std::size_t kRecordAlign = 8;
 inline constexpr std::size_t kRecordHeader = 8;
 
 //  Ring layout (each independently written atomic on its own cache line, so producers and the
@@ -51,11 +53,12 @@ inline constexpr std::size_t kRecordHeader = 8;
 //   448 +--------------------------------+
 //       | loaned (u64)       both        |  pool bytes its unread loaned records pin
 //   512 +--------------------------------+
-//       | data[capacity]                 |  records, each on a cache line
+//       | data[capacity]                 |  records, 8-byte aligned; writes end on lines
 //
 //  Record: header word (u64) = writer/flags (high 32 bits) | length (low 32 bits, signed),
-//  then the payload. Length counts header + payload; negative while the writer copies.
-//  A record never wraps: a padding record fills the end of the data area instead.
+//  then the payload. Length counts header + payload; negative while the writer copies. The
+//  flags: padding, and "ends its write" (the rest of its cache line goes with it). A record
+//  never wraps: a padding record fills the end of the data area instead.
 struct RingLayout {
   std::uint64_t capacity;
   std::uint8_t reserved0[kCacheLine - 8];
@@ -154,7 +157,7 @@ class RingProducer {
   /// layout is not valid.
   RingProducer(void* memory, std::size_t bytes);
 
-  /// Writes one record made of `parts` laid end to end, tagged with `writer` (1..2^31-1; 0 if
+  /// Writes one record made of `parts` laid end to end, tagged with `writer` (1..2^30-1; 0 if
   /// unknown) so the consumer can skip it if the writer dies mid-write. Never blocks, never
   /// makes a system call unless the consumer sleeps. full: counted in dropped(). With
   /// Wake::later, a record written (ok) must be followed by wake(): until then a consumer that

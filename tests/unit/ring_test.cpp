@@ -4,14 +4,16 @@
 
 #include <array>
 #include <random>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "ring_support.hpp"
 
 namespace shmcast {
 namespace {
 
-using detail::kRecordAlign;
+using detail::kCacheLine;
 using detail::ReadStatus;
 using detail::RingConsumer;
 using detail::RingProducer;
@@ -157,7 +159,7 @@ TEST(RingBasics, MaxPayloadAndOneMore) {
   EXPECT_EQ(p.try_write(as_bytes(too_big), kWriter), WriteStatus::too_big);
   EXPECT_EQ(p.dropped(), 0U) << "a refused oversized record is an error, not a drop";
   // A maximal record fits into an empty ring whatever the position of the tail.
-  for (std::size_t offset = 0; offset < 1024; offset += kRecordAlign) {
+  for (std::size_t offset = 0; offset < 1024; offset += kCacheLine) {
     ASSERT_EQ(p.try_write(as_bytes(big), kWriter), WriteStatus::ok) << offset;
     std::string out;
     ASSERT_EQ(read_one(c, out), ReadStatus::record);
@@ -187,14 +189,14 @@ TEST(RingBasics, ExactFitAtTheEndNeedsNoPadding) {
 // Every start offset, every record size around the end: records arrive whole and in order.
 TEST(RingWrap, EveryOffsetEverySize) {
   constexpr std::size_t kCap = 512;
-  for (std::size_t offset = 0; offset < kCap; offset += kRecordAlign) {
+  for (std::size_t offset = 0; offset < kCap; offset += kCacheLine) {
     for (std::size_t size : {0UL, 1UL, 7UL, 8UL, 9UL, 55UL, 120UL, 200UL, 248UL}) {
       HeapRing r(kCap);
       RingProducer p(r.memory(), r.bytes());
       RingConsumer c(r.memory(), r.bytes());
       std::string out;
       // Move head and tail to `offset` with empty records (a cache line each).
-      for (std::size_t i = 0; i < offset / kRecordAlign; ++i) {
+      for (std::size_t i = 0; i < offset / kCacheLine; ++i) {
         ASSERT_EQ(p.try_write(std::span<const std::byte>(), kWriter), WriteStatus::ok);
         ASSERT_EQ(read_one(c, out), ReadStatus::record);
       }
@@ -217,12 +219,12 @@ TEST(RingWrap, EveryOffsetEverySize) {
 // the ring (so at and around the end, where a batch goes record by record with padding), and
 // as many records are counted as written or dropped as were given.
 TEST(RingBatch, ReadsBackAsSingleWritesAtEveryOffset) {
-  for (std::size_t offset = 0; offset < 1024; offset += kRecordAlign) {
+  for (std::size_t offset = 0; offset < 1024; offset += kCacheLine) {
     HeapRing r(1024);
     RingProducer p(r.memory(), r.bytes());
     RingConsumer c(r.memory(), r.bytes());
     std::string out;
-    for (std::size_t at = 0; at < offset; at += kRecordAlign) {  // an empty record: a line
+    for (std::size_t at = 0; at < offset; at += kCacheLine) {  // an empty record: a line
       ASSERT_EQ(p.try_write(std::span<const std::byte>(), kWriter), WriteStatus::ok);
       ASSERT_EQ(read_one(c, out), ReadStatus::record);
     }
@@ -242,6 +244,46 @@ TEST(RingBatch, ReadsBackAsSingleWritesAtEveryOffset) {
     }
     EXPECT_EQ(read_one(c, out), ReadStatus::empty);
     EXPECT_EQ(c.dropped(), 0U);
+  }
+}
+
+// A write, one record or a batch, claims up to the end of a cache line, so the next write starts
+// on a new line; a batch's records lie 8-byte aligned one after the other, and the reader's head
+// comes to the line's end with the last of them.
+TEST(RingLines, EachWriteEndsOnALineAndABatchIsPackedWithin) {
+  HeapRing r(4096);
+  RingProducer p(r.memory(), r.bytes());
+  RingConsumer c(r.memory(), r.bytes());
+  std::string out;
+  ASSERT_EQ(p.try_write(as_bytes(std::string(5, 'a')), kWriter), WriteStatus::ok);  // 13 bytes
+  EXPECT_EQ(r.layout().tail.load(), kCacheLine);
+  ASSERT_EQ(read_one(c, out), ReadStatus::record);
+  EXPECT_EQ(out, "aaaaa");
+  EXPECT_EQ(r.layout().head.load(), kCacheLine) << "the rest of the line goes with the record";
+  ASSERT_EQ(p.try_write(as_bytes(std::string(120, 'b')), kWriter), WriteStatus::ok);  // 128
+  EXPECT_EQ(r.layout().tail.load(), 3 * kCacheLine) << "a write that ends on a line needs none";
+
+  // Three records of 8 + 20 bytes (32 each, aligned): 96 bytes, then the rest of the line.
+  const std::vector<std::string> payloads = {std::string(20, 'x'), std::string(20, 'y'),
+                                             std::string(20, 'z')};
+  std::vector<std::span<const std::byte>> one(payloads.size());
+  std::vector<std::span<const std::span<const std::byte>>> records;
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    one[i] = as_bytes(payloads[i]);
+    records.emplace_back(&one[i], 1);
+  }
+  ASSERT_EQ(p.try_write_batch(records, kWriter), 3U);
+  EXPECT_EQ(r.layout().tail.load(), 5 * kCacheLine);
+  ASSERT_EQ(read_one(c, out), ReadStatus::record);
+  EXPECT_EQ(out, std::string(120, 'b'));
+  for (const std::string& expected : payloads) {
+    ASSERT_EQ(read_one(c, out), ReadStatus::record);
+    EXPECT_EQ(out, expected);
+  }
+  EXPECT_EQ(r.layout().head.load(), 5 * kCacheLine);
+  EXPECT_EQ(read_one(c, out), ReadStatus::empty);
+  for (std::size_t i = 0; i < 5 * kCacheLine; ++i) {
+    ASSERT_EQ(r.data()[i], std::byte{0}) << "consumed bytes are zeroed, padding included: " << i;
   }
 }
 
