@@ -124,6 +124,16 @@ std::uint32_t holds(const BusStats& s) {
   return n;
 }
 
+// Waits up to 5 s for every pool of the bus to go; false if some stay.
+bool pools_go(Bus& bus) {
+  const auto deadline = Clock::now() + 5s;
+  while (!bus.stats().pools.empty()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
 TEST(CrashLoans, SubscribersKilledHoldingChunksWhilePublishersLoanFlatOutLeaveNothingBehind) {
   constexpr int kRounds = 20;
   constexpr int kVictims = 3;
@@ -261,11 +271,7 @@ TEST(CrashLoans, APublisherKilledWithChunksInFlightLeavesThemReadable) {
       },
       300ms);
   EXPECT_EQ(seen, (std::vector<std::uint64_t>{0, 1, 2, 3, 4}));
-  const auto deadline = Clock::now() + 5s;
-  while (!bus.stats().pools.empty() && Clock::now() < deadline) {
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_TRUE(bus.stats().pools.empty());
+  EXPECT_TRUE(pools_go(bus));
   EXPECT_TRUE(test::shm_names("shmcast." + daemon.bus() + ".pool.").empty());
 }
 
@@ -329,11 +335,7 @@ TEST(CrashLoans, APoolWithALeakedReferenceGoesOnceNoLiveClientCanReadIt) {
   EXPECT_TRUE(intact(kept.data()));
   kept.reset();
 
-  const auto deadline = Clock::now() + 5s;
-  while (!bus.stats().pools.empty() && Clock::now() < deadline) {
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_TRUE(bus.stats().pools.empty());
+  EXPECT_TRUE(pools_go(bus));
   EXPECT_TRUE(test::shm_names("shmcast." + daemon.bus() + ".pool.").empty());
 }
 
