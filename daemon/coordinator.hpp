@@ -116,7 +116,8 @@ class Coordinator {
   // Has death_watch_ ring the doorbell when the attached client of `slot` dies.
   void watch_death(std::uint32_t slot);
   void reap_dead();
-  // The attached clients, for the loan reaper's timed pass; none while no pool is an orphan.
+  // The attached clients in slot order, for the loan reaper's timed pass; none while no pool is
+  // an orphan.
   std::vector<LiveClient> live_clients() const;
   void audit_route_versions();
   void audit_header();

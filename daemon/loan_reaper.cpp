@@ -114,9 +114,11 @@ bool LoanReaper::still_read(const PoolId& pool, std::span<const LiveClient> live
     }
   }
   std::erase_if(rings, [&](const AuditedRing& r) {
-    const bool attached = std::any_of(live.begin(), live.end(), [&](const LiveClient& c) {
-      return c.slot == r.slot && c.generation == r.generation && c.has_ring;
-    });
+    const auto c = std::lower_bound(
+        live.begin(), live.end(), r.slot,
+        [](const LiveClient& client, std::uint32_t slot) { return client.slot < slot; });
+    const bool attached =
+        c != live.end() && c->slot == r.slot && c->generation == r.generation && c->has_ring;
     return !attached || layout_of(r.segment).head.load(std::memory_order_acquire) >= r.until;
   });
   if (!rings.empty()) return true;

@@ -47,8 +47,8 @@ class LoanReaper {
   void orphan_pools(std::uint32_t slot);
   /// At adoption: pools of slots that hold no live client are orphans.
   void orphan_pools_except(const std::vector<bool>& live_slots);
-  /// The timed pass: drain_rings(), and removes the orphan pools no client of `live` can read
-  /// any more (see still_read).
+  /// The timed pass: drain_rings(), and removes the orphan pools no client of `live` (in slot
+  /// order) can read any more (see still_read).
   void pass(std::span<const LiveClient> live);
   /// The bus goes: every pool goes with it.
   void remove_all_pools();
